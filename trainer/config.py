@@ -216,8 +216,8 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 # What a profile sets; anything the user sets wins over it.
 PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     # A few seconds an epoch on two CPU cores: small model, a subset of tasks, small grids.
-    "tiny": {"model": "tiny", "max_tasks": 120, "max_grid": 10, "epochs": 8,
-             "batch_size": 32, "learning_rate": 1e-3, "warmup_epochs": 1.0},
+    "tiny": {"model": "tiny", "max_tasks": 150, "max_grid": 10, "epochs": 8,
+             "batch_size": 32, "learning_rate": 2e-3, "warmup_epochs": 1.0},
     # The real ARC-AGI-1 run for one GPU.
     "default": {"model": "default", "max_tasks": 0, "max_grid": 30, "epochs": 40,
                 "batch_size": 64, "learning_rate": 5e-4, "warmup_epochs": 2.0},
