@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
+from typer.exceptions import TyperException
 
 from autotune import render
 from trainer.errors import ConfigError
@@ -142,19 +142,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: Any = app(args=argv, prog_name="autotune", standalone_mode=False)
         return int(result or 0)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
     except ConfigError as exc:
         err.print(f"autotune: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_INPUT
-    except click.UsageError as exc:
-        err.print(f"autotune: error: {exc.format_message()}", markup=False, highlight=False,
-                  soft_wrap=True)
-        return EXIT_INPUT
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         err.print("autotune: interrupted; what was saved is kept: `autotune resume` "
                   "continues.", markup=False, highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
+    except TyperException as exc:  # usage errors of the parser (typer's own click)
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `autotune`: the help
+            err.print(message, markup=False, highlight=False)
+            return EXIT_INPUT
+        err.print(f"autotune: error: {message}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_INPUT
     except Exception as exc:  # a bug: one line, then the traceback
         err.print(f"autotune: unexpected failure: {type(exc).__name__}: {exc}", markup=False,
                   highlight=False, soft_wrap=True)

@@ -115,6 +115,7 @@ class Trainer:
         self.config = self.config.replace(**changes)
         for group in self.optimizer.param_groups:
             group["weight_decay"] = self.config.weight_decay
+        apply_lr(self.optimizer, lr_at(self.step, self.config, self.steps_per_epoch))
         return self.config
 
     # -- one batch -----------------------------------------------------------------------
@@ -159,6 +160,7 @@ class Trainer:
         loss_value = loss.item()
         if not np.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
+            self.compute_step += 1  # the refused step was compute spent all the same
             raise Diverged("nonfinite_loss", self.step, loss=loss_value)
         loss.backward()
         if self.injector:
@@ -167,6 +169,7 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
         if not np.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
+            self.compute_step += 1
             raise Diverged("nonfinite_grad", self.step, loss=loss_value, grad_norm=grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

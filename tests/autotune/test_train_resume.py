@@ -1,0 +1,145 @@
+"""`autotune train` and `autotune resume RUN_DIR` end to end on the small real data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autotune.cli import main
+from tests.conftest import small_set_args
+from trainer import checkpoint
+
+KEYS = {"epoch", "global_epoch", "step", "train_loss", "val_loss", "val_cell_acc", "val_exact",
+        "lr", "grad_norm", "time_s"}
+SAME = ("epoch", "global_epoch", "step", "train_loss", "val_loss", "val_cell_acc", "lr",
+        "grad_norm")
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _train(tmp_path: Path, *extra: str, run: str = "run") -> int:
+    return main(["train", "--device", "cpu", "--run-dir", str(tmp_path / run),
+                 *small_set_args(epochs=3), *extra])
+
+
+def test_train_writes_the_run_directory(tmp_path: Path) -> None:
+    assert _train(tmp_path) == 0
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "effective_config.yaml",
+                                               "metrics.jsonl", "events.jsonl", "checkpoints"}
+    metrics = _lines(run / "metrics.jsonl")
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    assert KEYS <= set(metrics[0])
+    assert metrics[-1]["val_loss"] < metrics[0]["val_loss"]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["epochs"] == 3 and config["max_tasks"] == 40
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["schedule_audit"]["ok"]
+    assert 0.0 <= summary["test"]["test_exact"] <= 1.0
+    assert (run / "events.jsonl").read_text() == ""
+
+
+def test_nan_is_recovered_and_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOTUNE_INJECT", "nan_loss@6")
+    assert _train(tmp_path) == 0
+    run = tmp_path / "run"
+    events = _lines(run / "events.jsonl")
+    assert [e["kind"] for e in events] == ["diverged", "recovered"]
+    assert events[0]["reason"] == "nonfinite_loss"
+    assert events[1]["rolled_back_to"] == 1  # step 6 is in epoch 2 (4 steps an epoch)
+    lr_old, lr_new = events[1]["changes"]["learning_rate"]
+    assert lr_new == pytest.approx(lr_old / 3)
+    effective = yaml.safe_load((run / "effective_config.yaml").read_text())
+    assert effective["learning_rate"] == pytest.approx(lr_new)
+    metrics = _lines(run / "metrics.jsonl")
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    assert [m["global_epoch"] for m in metrics] == [1, 3, 4]  # the lost epoch counted
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["schedule_audit"]["ok"] and summary["recoveries"] == 1
+
+
+def test_recovery_off_stops_with_exit_3_then_resume_recovers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert _train(tmp_path, "--set", "learning_rate=1.0", "--set", "warmup_epochs=0",
+                  "--recovery", "off") == 3
+    run = tmp_path / "run"
+    events = _lines(run / "events.jsonl")
+    assert [e["kind"] for e in events] == ["diverged"]
+    assert events[0]["reason"] == "loss_increase"
+    capsys.readouterr()
+    assert main(["diagnose", str(run), "--json"]) == 0
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    assert findings[0]["code"] in {"lr_too_high", "loss_increase"}
+    code = main(["resume", str(run), "--device", "cpu"])
+    events = _lines(run / "events.jsonl")
+    kinds = [e["kind"] for e in events]
+    assert kinds[:3] == ["diverged", "resumed", "recovered"]
+    assert events[2]["changes"]["learning_rate"][1] == pytest.approx(1 / 3)
+    assert code in (0, 3)  # lr 1/3 may diverge again; recovery stays off as configured
+
+
+def test_kill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    assert _train(tmp_path, run="straight") == 0
+    env = {**os.environ, "AUTOTUNE_INJECT": "kill@9"}  # in epoch 3 (4 steps an epoch)
+    cmd = [sys.executable, "-m", "autotune", "train", "--device", "cpu", "--run-dir",
+           str(tmp_path / "killed"), *small_set_args(epochs=3)]
+    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == 137
+    assert len(_lines(tmp_path / "killed" / "metrics.jsonl")) == 2
+    assert main(["resume", str(tmp_path / "killed"), "--device", "cpu"]) == 0
+    straight = _lines(tmp_path / "straight" / "metrics.jsonl")
+    resumed = _lines(tmp_path / "killed" / "metrics.jsonl")
+    assert len(resumed) == len(straight) == 3
+    for a, b in zip(straight, resumed):
+        for key in SAME:
+            assert a[key] == pytest.approx(b[key], abs=1e-6), key
+
+
+def test_resume_a_finished_run_needs_more_epochs(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert _train(tmp_path) == 0
+    run = tmp_path / "run"
+    assert main(["resume", str(run)]) == 2
+    assert "already finished its 3 epochs" in capsys.readouterr().err
+    assert main(["resume", str(run), "--epochs", "4", "--device", "cpu"]) == 0
+    assert [m["epoch"] for m in _lines(run / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+def test_resume_uses_the_previous_checkpoint_when_the_latest_is_damaged(
+        tmp_path: Path) -> None:
+    assert _train(tmp_path) == 0
+    run = tmp_path / "run"
+    latest = checkpoint.listing(run / "checkpoints")[-1]
+    pt = run / "checkpoints" / f"{latest.stem}.pt"
+    pt.write_bytes(pt.read_bytes()[:100])
+    assert main(["resume", str(run), "--epochs", "4", "--device", "cpu"]) == 0
+    metrics = _lines(run / "metrics.jsonl")
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]  # epoch 3 redone from epoch 2
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("missing", "does not exist"),
+    ("empty", "is not a run directory"),
+    ("no_checkpoint", "has no valid checkpoint"),
+])
+def test_resume_bad_run_dirs(tmp_path: Path, setup: str, message: str,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "x"
+    if setup != "missing":
+        target.mkdir()
+    if setup == "no_checkpoint":
+        (target / "config.yaml").write_text("epochs: 2\n")
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["resume", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert sorted(tmp_path.rglob("*")) == before
