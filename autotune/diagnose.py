@@ -74,6 +74,7 @@ _LIKELIHOOD = {
     "lr_check_skipped": 0.05,
 }
 _EXPLAINED_LR_TOO_HIGH = 0.6  # lr_too_high when a schedule bug already explains it
+_ASSUMED_MISMATCH = 0.55  # a mismatch against a schedule the flags did not fully give
 
 REQUIRED_COLUMNS = ("epoch", "train_loss", "lr")
 LOG_COLUMNS = ("epoch", "train_loss", "lr", "val_loss", "grad_norm", "step")
@@ -158,7 +159,9 @@ class Intended:
     """The learning-rate schedule a run was meant to follow, and its label smoothing.
 
     Validated like a TrainConfig (ConfigError naming the key); `num_classes` is the number
-    of output classes the smoothing is spread over (10 ARC colours; 12 for our runs).
+    of output classes the smoothing is spread over (10 ARC colours; 12 for our runs);
+    `assumed` names the keys nobody gave (a log's flags left them out), which weakens a
+    schedule mismatch judged against them.
     """
 
     learning_rate: float
@@ -168,6 +171,7 @@ class Intended:
     label_smoothing: float = 0.0
     min_lr_ratio: float = 0.05
     num_classes: int = ARC_CLASSES
+    assumed: tuple[str, ...] = ()
     config: TrainConfig = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -175,9 +179,14 @@ class Intended:
         for key in _INTENDED_KEYS:
             object.__setattr__(self, key, getattr(config, key))
         object.__setattr__(self, "config", config)
+        object.__setattr__(self, "assumed", tuple(self.assumed))
         k = self.num_classes
         if isinstance(k, bool) or not isinstance(k, int) or k < 2:
             raise ConfigError(f"num_classes must be an integer >= 2 but got {k!r}.")
+        unknown = [key for key in self.assumed if key not in _INTENDED_KEYS]
+        if unknown:
+            raise ConfigError(f"assumed must name keys among {', '.join(_INTENDED_KEYS)} but "
+                              f"got {unknown[0]!r}.")
 
     @classmethod
     def from_config(cls, config: TrainConfig, num_classes: int = RUN_CLASSES) -> Intended:
@@ -437,9 +446,9 @@ def diagnose_target(target: Path, lr: float | None, warmup_epochs: float | None,
                           f"(.csv or .jsonl).")
     history = read_log(target)
     # Built even without `lr`, so that bad flags are refused either way.
-    intended, assumed = _log_intended(history, lr, warmup_epochs, schedule, epochs)
+    intended = _log_intended(history, lr, warmup_epochs, schedule, epochs)
     if lr is not None:
-        return [_with_assumptions(f, assumed) for f in diagnose(history, intended)]
+        return diagnose(history, intended)
     skipped = _finding(
         "lr_check_skipped", "info",
         "No intended learning rate was given (--lr), so the learning-rate schedule checks "
@@ -450,24 +459,23 @@ def diagnose_target(target: Path, lr: float | None, warmup_epochs: float | None,
 
 def _log_intended(history: Sequence[Mapping[str, float]], lr: float | None,
                   warmup_epochs: float | None, schedule: str | None, epochs: int | None
-                  ) -> tuple[Intended, dict[str, Any]]:
-    """A log's intended schedule from the flags, and what had to be assumed for the rest.
+                  ) -> Intended:
+    """A log's intended schedule from the flags; what they leave out is marked assumed.
 
     Missing `epochs` is the log's length and missing `schedule` cosine (never fitted to the
     log: a flat lr fits `constant` perfectly and would hide the bug); a missing warmup is
     the one near where the log's lr first reaches its peak that fits the log best.
     """
-    assumed: dict[str, Any] = {}
-    if epochs is None:
-        epochs = assumed["epochs"] = _planned_epochs(history)
-    if schedule is None:
-        schedule = assumed["schedule"] = "cosine"
+    flags = {"epochs": epochs, "schedule": schedule, "warmup_epochs": warmup_epochs}
+    assumed = tuple(key for key, value in flags.items() if value is None)
     intended = Intended(1e-3 if lr is None else lr,
-                        0.0 if warmup_epochs is None else warmup_epochs, schedule, epochs)
+                        0.0 if warmup_epochs is None else warmup_epochs,
+                        "cosine" if schedule is None else schedule,
+                        _planned_epochs(history) if epochs is None else epochs,
+                        assumed=assumed)
     if lr is not None and warmup_epochs is None:
         intended = _fit_warmup(history, intended)
-        assumed["warmup_epochs"] = intended.warmup_epochs
-    return intended, assumed
+    return intended
 
 
 def _fit_warmup(history: Sequence[Mapping[str, float]], intended: Intended) -> Intended:
@@ -481,20 +489,31 @@ def _fit_warmup(history: Sequence[Mapping[str, float]], intended: Intended) -> I
     reach = next(e for e, v in lrs if v >= 0.98 * peak)
     options = [intended] + [dataclasses.replace(intended, warmup_epochs=w)
                             for w in (reach - 1, reach, reach + 1) if 0 < w <= intended.epochs]
-    return min(options, key=lambda it: _best_fit(points, it))
+    return min(options, key=lambda it: _warmup_fit(points, it))
 
 
-def _with_assumptions(finding: Finding, assumed: Mapping[str, Any]) -> Finding:
-    """A schedule finding that says what the flags left to assumption."""
-    if finding.code != "lr_schedule_mismatch" or not assumed:
+def _with_assumptions(finding: Finding, intended: Intended) -> Finding:
+    """A schedule finding that says what the flags left to assumption.
+
+    With the planned epochs or the schedule only assumed (a diverged run's log often stops
+    early), the mismatch is a warning ranked below what the losses show.
+    """
+    if not intended.assumed:
         return finding
+    assumed = {key: getattr(intended, key) for key in intended.assumed}
+    weaker = {"severity": "warning", "likelihood": _ASSUMED_MISMATCH} if _weak(intended) \
+        else {}
     said = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
                      for k, v in assumed.items())
     return dataclasses.replace(
         finding, message=f"{finding.message} Not given as flags, so assumed: {said}.",
         evidence={**finding.evidence, "assumed": dict(assumed)},
         fix=f"{finding.fix} If the assumed {', '.join(assumed)} are wrong, pass them "
-            f"(--epochs, --warmup-epochs, --schedule) and diagnose again.")
+            f"(--epochs, --warmup-epochs, --schedule) and diagnose again.", **weaker)
+
+
+def _weak(intended: Intended) -> bool:
+    return "epochs" in intended.assumed or "schedule" in intended.assumed
 
 
 def _planned_epochs(history: Sequence[Mapping[str, float]]) -> int:
@@ -565,10 +584,16 @@ def diagnose(history: Sequence[Mapping[str, Any]], intended: Intended | None,
     intents = _intents(points, intended, events) if intended is not None else None
     lrs = [p.lr for p in points if p.lr is not None and math.isfinite(p.lr) and p.lr > 0]
     mismatch = _check_schedule(points, intents, steps_per_epoch) if intents else None
+    trusted = mismatch is not None and intended is not None and not _weak(intended)
     ctx = _Context(points, intents, max(lrs) if lrs else None,
-                   mismatch.evidence["pattern"] if mismatch else None)
+                   mismatch.evidence["pattern"] if trusted and mismatch else None)
+    if mismatch is not None and intended is not None:
+        mismatch = _with_assumptions(mismatch, intended)
     findings = [f for f in (mismatch, _check_nonfinite(ctx), _check_smoothing(ctx)) if f]
     findings += _check_losses(ctx, _segments(points, events))
+    if not any(f.code == "lr_too_high" for f in findings):
+        classes = intended.num_classes if intended is not None else ARC_CLASSES
+        findings += [f for f in (_check_above_chance(ctx, classes),) if f]
     findings += _check_events(events, ctx)
     if all(f.severity == "info" for f in findings):
         findings.append(_healthy(ctx))
@@ -743,11 +768,11 @@ def _best_alignment(points: Sequence[_Point], intents: Sequence[tuple[Intended, 
     return min(candidates, key=lambda c: _fit(c[1]))
 
 
-def _best_fit(points: Sequence[_Point], intended: Intended) -> tuple[bool, float, float, float]:
-    """How well `intended` explains the logged lr under its best alignment."""
+def _warmup_fit(points: Sequence[_Point], intended: Intended) -> tuple[int, float]:
+    """Records off, then mean deviation, of `intended` under its best alignment."""
     judged = [p for p in points if p.lr is not None and math.isfinite(p.lr)]
-    intents = [(intended,)] * len(points)
-    return _fit(_best_alignment(judged, intents, None)[1]) if judged else (False, 0, 0, 0)
+    rows = _best_alignment(judged, [(intended,)] * len(points), None)[1]
+    return sum(r.off for r in rows), statistics.fmean(abs(r.deviation) for r in rows)
 
 
 def _is_mismatch(rows: Sequence[_LrRow]) -> bool:
@@ -1087,11 +1112,44 @@ def _episode_finding(episode: _Episode, ctx: _Context) -> Finding:
     fix = f"{suggest} and resume from epoch {best_point.epoch:g} (loss {best_value:.3g})."
     likelihood = None
     if ctx.schedule_bug in ("flat_after_warmup", "too_high"):
-        message += (" The schedule mismatch reported above kept the learning rate this high, "
-                    "so it is the likelier cause.")
+        message += (" The lr_schedule_mismatch finding explains why the learning rate stayed "
+                    "this high, so it is the likelier cause.")
         fix = f"fix the learning-rate schedule first; if the loss still rises at the peak, {fix}"
         likelihood = _EXPLAINED_LR_TOO_HIGH
     return _finding("lr_too_high", "error", message, evidence, fix, likelihood)
+
+
+CHANCE_FACTOR = 1.5  # a loss this many times a know-nothing model's is a blow-up
+
+
+def _check_above_chance(ctx: _Context, num_classes: int) -> Finding | None:
+    """A loss far above that of a model that knows nothing, at a high learning rate.
+
+    Too few epochs for a rising trend (the run stopped at once) still tell: a uniform
+    prediction over K classes scores ln K, and no sane update makes a model worse than that.
+    """
+    chance = math.log(num_classes)
+    for point in ctx.points:
+        worst = max((v for v in (point.train_loss, point.val_loss)
+                     if v is not None and math.isfinite(v)), default=None)
+        if worst is None or worst <= CHANCE_FACTOR * chance:
+            continue
+        fraction = ctx.lr_fraction(point.lr)
+        if fraction is None or fraction < NEAR_PEAK:
+            continue
+        base = ctx.base_lr(point) or point.lr
+        message = (f"At epoch {_ep(point)} the loss was {worst:.4g}, {worst / chance:.1f} times "
+                   f"the {chance:.3g} of a model that knows nothing (a uniform guess over "
+                   f"{num_classes} classes), while the learning rate was {_sci(point.lr)} "
+                   f"({fraction:.0%} of its peak). Updates this large throw away what the "
+                   f"model had: the learning rate is too high for this model and batch size.")
+        fix = (f"set learning_rate to {_sci(base / 3, 2)} (1/3 of {_sci(base, 2)}), or "
+               f"lower, and keep a warmup of at least one epoch.")
+        evidence = {"epoch": point.epoch, "loss": worst, "chance_loss": chance,
+                    "lr": point.lr, "lr_fraction_of_peak": fraction,
+                    "suggested_learning_rate": base / 3 if base else None}
+        return _finding("lr_too_high", "error", message, evidence, fix)
+    return None
 
 
 @dataclass(frozen=True)
@@ -1254,18 +1312,11 @@ def _check_events(events: Sequence[Mapping[str, Any]], ctx: _Context) -> list[Fi
                                "changes": changes})
         elif kind == "gave_up":
             pending.clear()
-            findings.append(_gave_up_finding(event, len(recoveries), ctx))
+            findings.append(_stopped_finding("gave_up", event, len(recoveries), effective, ctx))
     if recoveries:
         findings.append(_recovered_finding(recoveries, effective))
-    for event in pending:
-        findings.append(_finding(
-            "diverged", "error",
-            f"The run diverged at global epoch {event.get('global_epoch')} "
-            f"({event.get('reason')}) and was not recovered (recovery off, or the run stopped "
-            f"there).", {"global_epoch": event.get("global_epoch"),
-                         "reason": event.get("reason")},
-            "resume it with recovery on (autotune resume RUN_DIR), or apply the change the "
-            "other findings suggest and train again."))
+    findings += [_stopped_finding("diverged", e, len(recoveries), effective, ctx)
+                 for e in pending]
     return findings
 
 
@@ -1289,23 +1340,37 @@ def _recovered_finding(recoveries: Sequence[Mapping[str, Any]], effective: Mappi
     return _finding("recovered", "info", message, evidence, fix)
 
 
-def _gave_up_finding(event: Mapping[str, Any], recoveries: int, ctx: _Context) -> Finding:
+def _stopped_finding(code: str, event: Mapping[str, Any], recoveries: int,
+                     effective: Mapping[str, Any], ctx: _Context) -> Finding:
+    """A run that gave up (recovery budget spent) or diverged with recovery off."""
     reason = event.get("reason")
-    base = ctx.base_lr(ctx.points[-1])
-    message = (f"The run gave up at global epoch {event.get('global_epoch')}: it diverged "
-               f"again ({reason}) after {_count(recoveries, 'recovery', 'recoveries')}, so "
-               f"the recovery budget was spent and training stopped.")
+    where = f"global epoch {event.get('global_epoch')}"
+    if event.get("step") is not None:
+        where += f", step {event.get('step')}"
+    if code == "gave_up":
+        message = (f"The run gave up at {where}: it diverged again ({reason}) after "
+                   f"{_count(recoveries, 'recovery', 'recoveries')}, so the recovery budget "
+                   f"was spent and training stopped.")
+        then = "or raise max_recoveries"
+    else:
+        message = (f"The run diverged at {where} ({reason}) and was not recovered (recovery "
+                   f"off, or the run stopped there).")
+        then = "or resume it with recovery on (autotune resume RUN_DIR)"
+    lr = effective.get("learning_rate")
+    base = lr if isinstance(lr, (int, float)) and lr > 0 else ctx.base_lr(ctx.points[-1])
     if reason == "overfitting":
-        fix = "turn augmentation on (use_augmentation: true), add data, or stop at the best epoch."
+        fix = (f"turn augmentation on (use_augmentation: true), add data, or stop at the best "
+               f"epoch; {then}.")
     elif base:
         fix = (f"train again from effective_config.yaml with learning_rate "
-               f"{_sci(base / 3, 2)} (1/3 of {_sci(base, 2)}) and a longer warmup_epochs, or "
-               f"raise max_recoveries.")
+               f"{_sci(base / 3, 2)} (1/3 of {_sci(base, 2)}) and a longer warmup_epochs, "
+               f"{then}.")
     else:
-        fix = "train again with learning_rate x 1/3 and a longer warmup, or raise max_recoveries."
-    evidence = {"global_epoch": event.get("global_epoch"), "reason": reason,
-                "recoveries": recoveries, "changes": event.get("changes")}
-    return _finding("gave_up", "error", message, evidence, fix)
+        fix = f"train again with learning_rate x 1/3 and a longer warmup_epochs, {then}."
+    evidence = {"global_epoch": event.get("global_epoch"), "step": event.get("step"),
+                "reason": reason, "recoveries": recoveries, "detail": event.get("message"),
+                "suggested_learning_rate": base / 3 if base else None}
+    return _finding(code, "error", message, evidence, fix)
 
 
 def _healthy(ctx: _Context) -> Finding:

@@ -42,6 +42,10 @@ class Bucket:
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
 
+    def to(self, device: torch.device) -> Bucket:
+        return Bucket(self.side, *(t.to(device) for t in (
+            self.inputs, self.input_shapes, self.outputs, self.output_shapes, self.tasks)))
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -52,6 +56,9 @@ class Dataset:
     def __len__(self) -> int:
         return sum(len(b) for b in self.buckets)
 
+    def to(self, device: torch.device) -> Dataset:
+        return Dataset(tuple(b.to(device) for b in self.buckets))
+
 
 @dataclass(frozen=True)
 class ArcData:
@@ -61,6 +68,13 @@ class ArcData:
     train: Dataset
     val: Dataset
     test: Dataset   # the evaluation tasks' test pairs: held out, the real metric
+
+    def to(self, device: torch.device) -> ArcData:
+        """The same data with every tensor on `device` (a no-op on the CPU)."""
+        if all(b.inputs.device == device for b in self.train.buckets):
+            return self
+        return ArcData(self.task_ids, self.train.to(device), self.val.to(device),
+                       self.test.to(device))
 
     def summary(self) -> dict[str, int]:
         return {"tasks": len(self.task_ids), "train_pairs": len(self.train),

@@ -81,18 +81,24 @@ class Trainer:
     def __init__(self, config: TrainConfig, data: ArcData, device: torch.device | str = "cpu",
                  injector: Injector | None = None) -> None:
         self.config = config
-        self.data = data
         self.device = torch.device(device)
+        self.data = data.to(self.device)
         self.injector = injector if injector is not None else Injector.from_env()
         torch.manual_seed(config.seed)
         self.model_config = ModelConfig.of_size(config.model, len(data.task_ids))
         self.model = GridTransformer(self.model_config).to(self.device)
         cuda = self.device.type == "cuda"
+        # Fused: one kernel for the update, and it can skip a non-finite step on the device.
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
-                                           weight_decay=config.weight_decay, fused=cuda)
+                                           weight_decay=config.weight_decay, fused=True)
         self._optimizer_defaults = {"betas": self.optimizer.defaults["betas"],
                                     "eps": self.optimizer.defaults["eps"]}
-        self.forward = torch.compile(self.model) if (config.compile and cuda) else self.model
+        # Static shapes: a few buckets and batch sizes, each compiled once.
+        self.forward = torch.compile(self.model, dynamic=False) if (config.compile and cuda) \
+            else self.model
+        # Reading step values syncs the host with the device: free on the CPU, costly on a
+        # GPU, where steps are read in groups (a bad step is skipped on the device anyway).
+        self.sync_every = 32 if cuda else 1
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
         self.steps_per_epoch = steps_per_epoch(data.train, config.batch_size)
         self.chance_loss = math.log(N_CLASSES)  # cross-entropy of a uniform prediction
@@ -124,93 +130,113 @@ class Trainer:
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(tasks, input tokens, targets) on the device, augmented when a seed is given."""
         b = dataset.buckets[bucket]
-        dev = self.device
-        inputs = b.inputs[index].to(dev, non_blocking=True).long()
-        outputs = b.outputs[index].to(dev, non_blocking=True).long()
-        in_shapes = b.input_shapes[index].to(dev, non_blocking=True)
-        out_shapes = b.output_shapes[index].to(dev, non_blocking=True)
+        index = index.to(self.device, non_blocking=True)
+        inputs, outputs = b.inputs[index].long(), b.outputs[index].long()
+        in_shapes, out_shapes = b.input_shapes[index], b.output_shapes[index]
         if augment_seed is not None:
-            t = augment.sample_transforms(len(index), augment_seed, dev)
+            t = augment.sample_transforms(len(index), augment_seed, self.device)
             inputs, in_shapes = augment.apply(inputs, in_shapes, t)
             outputs, out_shapes = augment.apply(outputs, out_shapes, t)
-        tasks = b.tasks[index].to(dev, non_blocking=True)
+        tasks = b.tasks[index]
         return tasks, with_markers(inputs, in_shapes), targets_of(outputs, out_shapes)
 
     def _loss(self, tasks: torch.Tensor, tokens: torch.Tensor, targets: torch.Tensor,
-              smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+              smoothing: float, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         with self.autocast:
-            logits = self.forward(tasks, tokens)
+            logits = (self.forward if train else self.model)(tasks, tokens)
         loss = F.cross_entropy(logits.float().flatten(0, 2), targets.flatten(),
                                ignore_index=IGNORE, label_smoothing=smoothing)
         return loss, logits
 
     # -- training ------------------------------------------------------------------------
 
-    def train_step(self, bucket: int, index: torch.Tensor) -> StepInfo:
-        """One optimizer step; raises Diverged before applying a non-finite update."""
+    def train_step(self, bucket: int, index: torch.Tensor) -> torch.Tensor:
+        """One optimizer step; returns [loss, grad norm] on the device, unread.
+
+        A non-finite loss or gradient is never applied: the fused AdamW skips the update on
+        the device (its `found_inf`, as under a GradScaler), with no host sync here.
+        """
         cfg = self.config
-        lr = lr_at(self.step, cfg, self.steps_per_epoch)
-        apply_lr(self.optimizer, lr)
+        apply_lr(self.optimizer, lr_at(self.step, cfg, self.steps_per_epoch))
         seed = cfg.seed * 1_000_003 + self.step if cfg.use_augmentation else None
         tasks, tokens, targets = self._batch(self.data.train, bucket, index, seed)
         self.model.train()
         loss, _ = self._loss(tasks, tokens, targets, cfg.label_smoothing)
         if self.injector:
             loss = self.injector.on_loss(self.compute_step, loss)
-        loss_value = loss.item()
-        if not np.isfinite(loss_value):
-            self.optimizer.zero_grad(set_to_none=True)
-            self.compute_step += 1  # the refused step was compute spent all the same
-            raise Diverged("nonfinite_loss", self.step, loss=loss_value)
         loss.backward()
         if self.injector:
             self.injector.on_grad(self.compute_step, self.model)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
-        if not np.isfinite(grad_norm):
-            self.optimizer.zero_grad(set_to_none=True)
-            self.compute_step += 1
-            raise Diverged("nonfinite_grad", self.step, loss=loss_value, grad_norm=grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        stats = torch.stack([loss.detach().float(), norm.float()])
+        self.optimizer.found_inf = (~torch.isfinite(stats)).any().float()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.lr_trace.append((self.step, lr))
-        self.step_losses.append(loss_value)
-        self.step_grad_norms.append(grad_norm)
-        info = StepInfo(self.step, self.compute_step, loss_value, grad_norm, lr)
         self.step += 1
         self.compute_step += 1
-        return info
+        return stats
+
+    def _read(self, pending: list[tuple[int, int, float, torch.Tensor]],
+              on_step: StepCallback | None) -> list[StepInfo]:
+        """Read the steps' values (one host sync), record them, stop at a bad one."""
+        values = torch.stack([stats for *_, stats in pending]).tolist()
+        infos = []
+        for (step, compute_step, lr, _), (loss, norm) in zip(pending, values):
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                reason = "nonfinite_loss" if not math.isfinite(loss) else "nonfinite_grad"
+                raise Diverged(reason, step, loss=loss, grad_norm=norm)
+            info = StepInfo(step, compute_step, loss, norm, lr)
+            self.lr_trace.append((step, lr))
+            self.step_losses.append(loss)
+            self.step_grad_norms.append(norm)
+            infos.append(info)
+            if on_step is not None:
+                verdict = on_step(info)
+                if verdict:
+                    raise Diverged(getattr(verdict, "reason", "stopped"), step, verdict,
+                                   loss, norm)
+        pending.clear()
+        return infos
 
     def train_epoch(self, on_step: StepCallback | None = None) -> dict[str, float]:
         """Train the rest of the current logical epoch; returns its training metrics.
 
-        `on_step(info)` returning something truthy stops the epoch with Diverged carrying it.
+        Step values are read every `sync_every` steps (every step on the CPU, where reading
+        is free); `on_step(info)` returning something truthy stops the epoch with Diverged.
         """
         cfg = self.config
         start = time.perf_counter()
         batches = epoch_batches(self.data.train, cfg.batch_size, cfg.seed, self.epoch)
-        first = self.step - self.epoch * self.steps_per_epoch  # > 0 only mid-epoch
-        losses, norms, samples = [], [], 0
+        batches = batches[self.step - self.epoch * self.steps_per_epoch:]  # mid-epoch resume
+        # One host-to-device copy of the epoch's indices instead of one a step.
+        flat = torch.cat([index for _, index in batches]).to(self.device) if batches else None
+        sizes = [len(index) for _, index in batches]
+        indices = flat.split(sizes) if flat is not None else ()
+        done: list[StepInfo] = []
+        pending: list[tuple[int, int, float, torch.Tensor]] = []
+        samples = 0
         skip = set(cfg.skip_batches)
-        for bucket, index in batches[first:]:
+        for (bucket, _), index in zip(batches, indices):
             if self.injector:
                 self.injector.on_step_start(self.compute_step)
             if self.step in skip:  # recovery chose to skip this batch (a loss spike)
                 self.step += 1
                 self.compute_step += 1
                 continue
-            info = self.train_step(bucket, index)
-            losses.append(info.loss)
-            norms.append(info.grad_norm)
+            lr = lr_at(self.step, cfg, self.steps_per_epoch)
+            step, compute_step = self.step, self.compute_step
+            pending.append((step, compute_step, lr, self.train_step(bucket, index)))
             samples += len(index)
-            if on_step is not None:
-                verdict = on_step(info)
-                if verdict:
-                    raise Diverged(getattr(verdict, "reason", "stopped"), info.step, verdict,
-                                   info.loss, info.grad_norm)
+            if len(pending) >= self.sync_every:
+                done += self._read(pending, on_step)
+        if pending:
+            done += self._read(pending, on_step)
         self.epoch += 1
         self.global_epoch += 1
         elapsed = time.perf_counter() - start
+        losses = [i.loss for i in done]
+        norms = [i.grad_norm for i in done]
         return {"train_loss": float(np.mean(losses)) if losses else float("nan"),
                 "train_loss_max": float(np.max(losses)) if losses else float("nan"),
                 "grad_norm": float(np.mean(norms)) if norms else float("nan"),
@@ -230,7 +256,7 @@ class Trainer:
         loss_sum = scored_cells = cells = correct = copy_correct = exact = copy_exact = 0.0
         for bucket, index in eval_batches(dataset, 256):
             tasks, tokens, targets = self._batch(dataset, bucket, index, None)
-            loss, logits = self._loss(tasks, tokens, targets, 0.0)
+            loss, logits = self._loss(tasks, tokens, targets, 0.0, train=False)
             scored = targets != IGNORE
             n_scored = scored.sum().item()
             loss_sum += loss.item() * n_scored
@@ -294,7 +320,7 @@ class Trainer:
         self.lr_trace = [(int(s), float(lr)) for s, lr in state["lr_trace"]]
         self.step_losses = list(state["step_losses"])
         self.step_grad_norms = list(state["step_grad_norms"])
-        torch.set_rng_state(state["rng_torch"])
+        torch.set_rng_state(state["rng_torch"].cpu())
         _set_numpy_state(state["rng_numpy"])
         random.setstate((3, tuple(state["rng_python"]), None))
         apply_lr(self.optimizer, lr_at(self.step, self.config, self.steps_per_epoch))
@@ -307,7 +333,7 @@ def _numpy_state() -> dict[str, Any]:
 
 
 def _set_numpy_state(s: Mapping[str, Any]) -> None:
-    np.random.set_state((s["name"], s["keys"].numpy().astype(np.uint32), s["pos"],
+    np.random.set_state((s["name"], s["keys"].cpu().numpy().astype(np.uint32), s["pos"],
                          s["has_gauss"], s["gauss"]))
 
 

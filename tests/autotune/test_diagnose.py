@@ -290,7 +290,7 @@ def test_schedule_bug_ranks_before_the_lr_too_high_it_causes(tmp_path: Path) -> 
         rows.append({"epoch": e, "train_loss": loss, "lr": 1e-3 * min(1.0, e / 2)})
     findings = diagnose_target(write_csv(tmp_path / "a2.csv", rows), 1e-3, 2.0, "cosine", 40)
     assert codes(findings) == ["lr_schedule_mismatch", "lr_too_high"]
-    assert "schedule mismatch reported above" in findings[1].message
+    assert "lr_schedule_mismatch finding explains" in findings[1].message
     assert findings[1].fix.startswith("fix the learning-rate schedule first")
 
 
@@ -302,6 +302,33 @@ def test_without_lr_the_schedule_checks_are_skipped(tmp_path: Path) -> None:
     findings = diagnose_target(write_csv(tmp_path / "a.csv", rows), None, None, None, None)
     assert codes(findings) == ["healthy", "lr_check_skipped"]
     assert findings[1].severity == "info"
+
+
+@pytest.mark.parametrize(("convention", "position", "first"), [
+    ("0-based, lr at start", lambda e: float(e), 0),
+    ("1-based, lr at end", lambda e: float(e), 1),
+])
+def test_warmup_and_epochs_default_from_a_complete_log(
+        tmp_path: Path, convention: str, position: Callable[[int], float], first: int) -> None:
+    rows, _ = healthy(position, first)
+    findings = diagnose_target(write_csv(tmp_path / "g.csv", rows), 1e-3, None, None, None)
+    assert codes(findings) == ["healthy"]
+
+
+def test_assumed_epochs_of_a_truncated_log_weaken_the_mismatch(tmp_path: Path) -> None:
+    rows, _ = rising_at_peak()  # 12 epochs logged of 30 planned
+    findings = diagnose_target(write_csv(tmp_path / "c.csv", rows), 1e-3, None, None, None)
+    assert codes(findings) == ["lr_too_high", "lr_schedule_mismatch"]
+    mismatch = findings[1]
+    assert mismatch.severity == "warning"
+    assert mismatch.evidence["assumed"] == {"epochs": 12, "schedule": "cosine",
+                                            "warmup_epochs": 2.0}
+    assert "assumed: epochs 12, schedule cosine, warmup_epochs 2" in mismatch.message
+    assert "--epochs" in mismatch.fix
+    assert "lr_schedule_mismatch" not in findings[0].message  # a weak mismatch explains nothing
+    # With the planned epochs given, the schedule is fine and only the loss speaks.
+    findings = diagnose_target(tmp_path / "c.csv", 1e-3, None, None, 30)
+    assert codes(findings) == ["lr_too_high"]
 
 
 # ------------------------------------------------------------------------ read_log
@@ -398,6 +425,13 @@ def test_run_without_its_events_shows_the_lowered_lr_as_a_mismatch(tmp_path: Pat
     assert findings[0].evidence["records_off"] == 3
 
 
+def test_run_metrics_with_a_half_written_last_line_are_read(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", recovered_metrics(), RECOVERY_EVENTS, **RUN_CONFIG)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"epoch": 9, "global_epoch": 10, "ste')  # killed while appending
+    assert len(read_run(run).history) == 9
+
+
 def test_run_flags_override_config(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", recovered_metrics(), RECOVERY_EVENTS, **RUN_CONFIG)
     findings = diagnose_target(run, 1e-2, None, None, None)
@@ -425,6 +459,17 @@ def test_gave_up_run_is_an_error_with_a_lower_lr(tmp_path: Path) -> None:
     assert findings[0].severity == "error"
     assert "after 1 recovery," in findings[0].message
     assert "learning_rate 1.1e-4 (1/3 of 3.3e-4)" in findings[0].fix
+
+
+def test_divergence_with_recovery_off_is_an_error(tmp_path: Path) -> None:
+    event = {"kind": "diverged", "reason": "nonfinite_loss", "epoch": 4, "global_epoch": 4,
+             "step": 37, "rolled_back_to": None, "changes": {}}
+    run = write_run(tmp_path / "run", recovered_metrics()[:3], [event], **RUN_CONFIG)
+    [finding] = diagnose_target(run, None, None, None, None)
+    assert finding.code == "diverged"
+    assert "diverged at global epoch 4, step 37 (nonfinite_loss)" in finding.message
+    assert finding.evidence["suggested_learning_rate"] == pytest.approx(1e-3 / 3)
+    assert "autotune resume" in finding.fix
 
 
 # ---------------------------------------------------------------------- rendering

@@ -1,0 +1,160 @@
+"""Export a study: the winner's effective configuration as YAML, every trial as CSV.
+
+Both build text and leave writing to `write_output`, which refuses a folder that does not
+exist before anything is written.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.objective import changes_of
+from autotune.study import CONFIRM_ATTR, winner_of
+from trainer.atomic import atomic_write_text
+from trainer.config import from_dict
+from trainer.errors import ConfigError
+
+__all__ = ["FORMATS", "NoWinner", "check_output", "export", "export_csv", "export_yaml",
+           "trials_frame", "write_output"]
+
+FORMATS = ("yaml", "csv")
+FIRST = ["number", "state", "value", "duration_s"]
+OURS = ["recoveries", "diverged", "stable", "divergences", "status", "pruned_reason",
+        "retry_of", "credit_of", "run_dir"]
+
+
+class NoWinner(Exception):
+    """The study has no trial that ended stable (the CLI's exit code 3)."""
+
+
+def check_output(path: Path | None) -> None:
+    """ConfigError when `path` cannot be written (its folder missing, or it is a folder)."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ConfigError(f"--output {str(path)!r} is a folder; give a file name.")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--output {str(path)!r}: folder {str(path.parent)!r} does not "
+                          f"exist.")
+
+
+def write_output(text: str, path: Path) -> None:
+    """Write atomically (after `check_output`)."""
+    check_output(path)
+    atomic_write_text(path, text)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def export_yaml(study: optuna.Study, storage: str = "") -> str:
+    """The winner's effective configuration: a bare mapping `autotune train --config`
+    accepts, its provenance in comment lines at the top."""
+    best = winner_of(study.get_trials(deepcopy=False))
+    if best is None:
+        raise NoWinner(f"no trial of study {study.study_name!r} ended stable; nothing to "
+                       f"export (see `autotune report --study {study.study_name}`).")
+    config = from_dict(dict(best.user_attrs["effective_config"]))
+    attrs = best.user_attrs
+    check = study.user_attrs.get(CONFIRM_ATTR) or {}
+    if check.get("trial") == best.number:
+        confirmed = (f"{'yes' if check.get('confirmed') else 'no'} (re-run from scratch with "
+                     f"seed {check.get('seed')}: best val_loss {_fmt(check.get('value'))}, "
+                     f"{check.get('divergences', 0)} divergence(s))")
+    else:
+        confirmed = "not checked"
+    changes = changes_of(attrs.get("events", []))
+    lines = [
+        f"autotune: winner of study {study.study_name!r}"
+        + (f" ({storage})" if storage else ""),
+        f"trial {best.number}: best val_loss {_fmt(best.value)} at epoch "
+        f"{attrs.get('best_epoch')}",
+        f"recoveries: {attrs.get('recoveries', 0)}; changes: "
+        + (", ".join(f"{k} {_fmt(o)} -> {_fmt(n)}" for k, (o, n) in changes.items())
+           or "none"),
+        "sampled: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()),
+        f"confirmed: {confirmed}",
+        f"exported {time.strftime('%Y-%m-%d %H:%M:%S')}; use: autotune train --config FILE",
+    ]
+    header = "".join(f"# {line}\n" for line in lines)
+    return header + yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        return str(value)
+    return value
+
+
+def _our_columns(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    effective = attrs.get("effective_config") or {}
+    row: dict[str, Any] = {f"effective_{k}": _cell(effective.get(k)) for k in names}
+    divergences = attrs.get("divergences")
+    row.update({
+        "recoveries": attrs.get("recoveries"),
+        "diverged": None if divergences is None else bool(divergences),
+        "stable": attrs.get("stable"), "divergences": divergences,
+        "status": attrs.get("status"), "pruned_reason": attrs.get("pruned_reason"),
+        "retry_of": attrs.get("retry_of"), "credit_of": attrs.get("credit_of"),
+        "run_dir": attrs.get("run_dir")})
+    return row
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: Optuna's `trials_dataframe` and our columns (number, state,
+    value, duration_s, param_*, effective_*, recoveries, diverged, stable, ...). Surplus
+    trials (never run: a race for the last slot) are left out."""
+    trials = [t for t in study.get_trials(deepcopy=False)
+              if not (t.state == TrialState.FAIL and t.user_attrs.get("surplus"))]
+    keep = {t.number for t in trials}
+    frame = study.trials_dataframe(attrs=("number", "value", "datetime_start",
+                                          "datetime_complete", "duration", "params",
+                                          "state"))
+    if frame.empty:
+        frame = pd.DataFrame({"number": pd.Series(dtype=int)})
+    frame = frame[frame["number"].isin(keep)].reset_index(drop=True)
+    frame = frame.rename(columns={c: "param_" + c[len("params_"):] for c in frame.columns
+                                  if c.startswith("params_")})
+    params = [c[len("param_"):] for c in frame.columns if c.startswith("param_")]
+    changed = sorted({k for t in trials for k in changes_of(t.user_attrs.get("events", []))}
+                     - set(params))
+    names = params + changed
+    ours = pd.DataFrame([{"number": t.number, **_our_columns(t, names)} for t in trials],
+                        columns=["number", *[f"effective_{k}" for k in names], *OURS])
+    frame = frame.merge(ours, on="number", how="left")
+    if "duration" in frame.columns:
+        frame["duration_s"] = frame["duration"].dt.total_seconds()
+    else:
+        frame["duration_s"] = math.nan
+    for column in ("state", "value"):
+        if column not in frame.columns:
+            frame[column] = None
+    frame["state"] = frame["state"].astype(object)
+    first = FIRST + [f"param_{k}" for k in params] + [f"effective_{k}" for k in names] + OURS
+    rest = [c for c in frame.columns if c not in first]
+    return frame[first + rest]
+
+
+def export_csv(study: optuna.Study) -> str:
+    """The trials as CSV text."""
+    buffer = io.StringIO()
+    trials_frame(study).to_csv(buffer, index=False)
+    return buffer.getvalue()
+
+
+def export(study: optuna.Study, fmt: str, storage: str = "") -> str:
+    """The study in `fmt` (yaml or csv) as text."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be yaml or csv but got {fmt!r}.")
+    return export_yaml(study, storage) if fmt == "yaml" else export_csv(study)

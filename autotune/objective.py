@@ -1,0 +1,370 @@
+"""The Optuna objective: sample, train under the supervisor, report, record what survived.
+
+One trial is one supervised run in its own run directory under the study's artifacts
+folder. What Optuna sees, and why:
+
+- Reports: the validation loss (no smoothing, invariant 3) after every epoch that passed
+  detection, at step = `global_epoch` (epochs of compute, never goes back, invariant 4), so
+  the values after a rollback are not dropped as "already reported". The logical epoch of
+  every report still on the run's timeline is kept in the `timeline` user attribute; the
+  study's pruner (`autotune.study.TimelinePruner`) judges a trial on those only, never on
+  values of epochs a rollback undid.
+- Parameters: the sampled ones stay as sampled (Optuna forbids rewriting them, invariant
+  5). What the run ended with is `effective_config`, with the recovery history (`events`,
+  `changes`), `divergences`, `recoveries`, `stable`, `status` and `run_dir`, all user
+  attributes that `optuna.load_study` and optuna-dashboard show.
+- The sampler's signal: every finished trial gets the constraint `diverged` = its number
+  of divergences through `Trial.set_constraint` (Optuna 5's core API; the sampler-specific
+  `constraints_func` is deprecated there). TPE ranks infeasible trials (> 0) below every
+  feasible one, so it learns that the *sampled* configuration diverged, yet the trial keeps
+  its honest value. A FAILED trial would teach it nothing, so a spent recovery budget is a
+  PRUNED trial (reason in `pruned_reason`).
+- The effective configuration's credit: a recovered trial that did well (at least as good
+  as the median stable trial so far) has its effective parameters enqueued as a new trial
+  (`enqueue_trial`, `credit_of` = its number) when they lie inside the space and a trial
+  slot is free. Trained from scratch, that trial gives the sampler a feasible point where
+  the tamed configuration lives; its outcome, not the recovered trial's, is what TPE learns
+  from. Otherwise the reason is recorded in the `credit` user attribute.
+- A retried trial (its process was killed; `RetryHeartbeatStaleTrialCallback` re-queued
+  it) continues the killed trial's run directory from its last checkpoint, re-reporting the
+  epochs done before the kill.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import statistics
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.runs import best_of, resume_run, start_run
+from autotune.space import Space
+from autotune.supervisor import Hooks, RunResult, timeline
+from trainer import checkpoint
+from trainer.config import TrainConfig, from_dict
+from trainer.data import ArcData, build_data
+from trainer.loop import Trainer
+from trainer.rundir import CONFIG, RunDir, as_float
+
+__all__ = ["TIMELINE", "Objective", "ObjectiveSettings", "SearchEvent", "SurplusTrial",
+           "changes_of", "credit_params", "deserves_credit", "is_surplus", "jsonable"]
+
+TIMELINE = "timeline"  # user attr: [[global_epoch, epoch], ...] of the surviving reports
+CONSTRAINT = "diverged"
+
+
+@dataclass(frozen=True)
+class SearchEvent:
+    """Something a search did, for a progress display (picklable: workers send them)."""
+
+    kind: str  # trial_start, epoch, recovery, trial_end, tally, confirm_start, confirm_end
+    trial: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+EventSink = Callable[[SearchEvent], None]
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    """What every trial of a study shares."""
+
+    space: Space
+    profile: str
+    artifacts: Path
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Flags that win over the space's fixed values (`--epochs`)."""
+    device: str = "auto"
+    target: int | None = None
+    """The study's requested number of trials: no trial beyond it runs."""
+    credit: bool = True
+    """Enqueue a recovered trial's effective parameters (see the module docstring)."""
+
+
+class SurplusTrial(Exception):
+    """A trial that would exceed the requested number (two workers raced for the last
+    slot); it ends FAILED without training and is left out of exports."""
+
+
+# -- pure decisions -----------------------------------------------------------------------
+
+def jsonable(value: Any) -> Any:
+    """A value a user attribute can hold (JSON has no NaN or Infinity: strings instead)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def changes_of(events: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """Every key recovery changed: [value before the first change, value after the last]."""
+    changed: dict[str, list[Any]] = {}
+    for event in events:
+        if event.get("kind") != "recovered":
+            continue
+        for key, (old, new) in event.get("changes", {}).items():
+            changed[key] = [changed.get(key, [old])[0], new]
+    return changed
+
+
+def deserves_credit(value: float, stable_values: Iterable[float]) -> bool:
+    """A recovered trial did well: as good as the median stable trial so far (or the first)."""
+    others = [v for v in stable_values if math.isfinite(v)]
+    if not math.isfinite(value):
+        return False
+    return not others or value <= statistics.median(others)
+
+
+def credit_params(space: Space, sampled: Mapping[str, Any],
+                  effective: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The effective configuration as parameters of the space, or None and why not."""
+    projected = space.project(dict(effective))
+    if projected is None:
+        outside = [p.key for p in space.params if not p.contains(effective.get(p.key))]
+        return None, f"effective {', '.join(outside)} outside the search space"
+    if all(projected[k] == sampled.get(k) for k in projected):
+        return None, "recovery changed no searched parameter"
+    return projected, "enqueued"
+
+
+def is_surplus(trials: Iterable[FrozenTrial], number: int, target: int) -> bool:
+    """Whether trial `number` is beyond the `target`-th trial that holds a slot (finished,
+    running or queued: every state but FAIL), counting in trial-number order."""
+    holders = [t for t in trials if t.number < number and t.state != TrialState.FAIL]
+    return len(holders) >= target
+
+
+def _frozen(trial: optuna.Trial) -> FrozenTrial:
+    return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+
+
+# -- one trial ----------------------------------------------------------------------------
+
+class _TrialRecorder:
+    """The supervisor's hooks for one trial: report, prune, keep the timeline."""
+
+    def __init__(self, trial: optuna.Trial, run_path: Path, emit: EventSink) -> None:
+        self.trial = trial
+        self.run_path = run_path
+        self.emit = emit
+        self.timeline: list[list[int]] = []
+        self.reported: set[int] = set()
+        self.trainer: Trainer | None = None
+        self.pruned_reason: str | None = None
+
+    def hooks(self) -> Hooks:
+        return Hooks(on_start=self.on_start, on_epoch=self.on_epoch, on_event=self.on_event)
+
+    def on_start(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.replay()
+
+    def replay(self) -> None:
+        """Report what the run did before (a retried trial continues a killed one's run)."""
+        records = RunDir(self.run_path).metrics()
+        for record in records:
+            self._report(record)
+        self.timeline = [[int(r["global_epoch"]), int(r["epoch"])] for r in timeline(records)]
+        if records:
+            self.trial.set_user_attr(TIMELINE, self.timeline)
+
+    def _report(self, record: Mapping[str, Any]) -> float:
+        value = as_float(record["val_loss"])
+        step = int(record["global_epoch"])
+        if math.isfinite(value) and step not in self.reported:
+            self.trial.report(value, step=step)
+            self.reported.add(step)
+        return value
+
+    def on_epoch(self, record: dict[str, Any]) -> None:
+        value = self._report(record)
+        epoch = int(record["epoch"])
+        self.timeline = [p for p in self.timeline if p[1] < epoch]
+        self.timeline.append([int(record["global_epoch"]), epoch])
+        self.trial.set_user_attr(TIMELINE, self.timeline)
+        self.emit(SearchEvent("epoch", self.trial.number, {
+            "epoch": epoch, "global_epoch": int(record["global_epoch"]), "val_loss": value,
+            "train_loss": as_float(record.get("train_loss")),
+            "epochs": self.trainer.config.epochs if self.trainer else None}))
+        if self.trial.should_prune():
+            self.pruned_reason = (f"pruned by the pruner at epoch {epoch} (val_loss "
+                                  f"{value:.4f} worse than other trials at that epoch)")
+            raise optuna.TrialPruned(self.pruned_reason)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        if event.get("kind") == "recovered" and event.get("rolled_back_to") is not None:
+            back = int(event["rolled_back_to"])
+            self.timeline = [p for p in self.timeline if p[1] <= back]
+            self.trial.set_user_attr(TIMELINE, self.timeline)
+        self.emit(SearchEvent("recovery", self.trial.number, jsonable(
+            {k: event.get(k) for k in ("kind", "reason", "epoch", "global_epoch", "message",
+                                       "rolled_back_to", "changes", "explanation")})))
+
+
+class Objective:
+    """Callable objective for `study.optimize`; see the module docstring."""
+
+    def __init__(self, settings: ObjectiveSettings, on_event: EventSink | None = None) -> None:
+        self.settings = settings
+        self.emit: EventSink = on_event or (lambda event: None)
+        self._data: tuple[tuple[Any, ...], ArcData] | None = None
+
+    def data(self, config: TrainConfig) -> ArcData:
+        """The data of a configuration, loaded once per process for the trials that share it."""
+        key = (config.data, config.max_tasks, config.max_grid, config.val_fraction)
+        if self._data is None or self._data[0] != key:
+            self._data = (key, build_data(config))
+        return self._data[1]
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        s = self.settings
+        if s.target is not None and is_surplus(trial.study.get_trials(deepcopy=False),
+                                               trial.number, s.target):
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"trial {trial.number} is beyond the requested {s.target}")
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        params = s.space.suggest(trial)
+        config = s.space.config(params, s.profile, s.overrides)
+        run_path, resuming = self._run_path(trial)
+        trial.set_user_attr("run_dir", str(run_path))
+        recorder = _TrialRecorder(trial, run_path, self.emit)
+        self.emit(SearchEvent("trial_start", trial.number, {
+            "params": jsonable(params), "resumed": resuming, "run_dir": str(run_path),
+            "epochs": config.epochs}))
+        try:
+            result = self._run(config, run_path, resuming, recorder)
+        except optuna.TrialPruned:
+            self._record_pruned(trial, recorder)
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)  # `resume --study` retries it
+            raise
+        return self._finish(trial, params, result)
+
+    # -- running -------------------------------------------------------------------------
+
+    def _run_path(self, trial: optuna.Trial) -> tuple[Path, bool]:
+        """The trial's run directory, and whether it continues a killed trial's run."""
+        frozen = _frozen(trial)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            origin = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+        if origin is not None:
+            trial.set_user_attr("retry_of", origin)
+            inherited = frozen.user_attrs.get("run_dir")
+            if inherited and (Path(inherited) / CONFIG).is_file() and (
+                    checkpoint.listing(Path(inherited) / "checkpoints")
+                    or RunDir(Path(inherited)).summary() is not None):
+                return Path(inherited), True
+        return Path(self.settings.artifacts) / f"trial-{trial.number:04d}", False
+
+    def _run(self, config: TrainConfig, run_path: Path, resuming: bool,
+             recorder: _TrialRecorder) -> RunResult:
+        hooks = recorder.hooks()
+        if not resuming:
+            return start_run(config, run_path, self.settings.device, hooks, self.data(config))
+        run = RunDir(run_path)
+        summary = run.summary()
+        if summary is not None:  # killed after the run ended, before Optuna heard of it
+            recorder.replay()
+            return _result_of(summary, run.events())
+        return resume_run(run_path, None, self.settings.device, hooks)
+
+    # -- recording -----------------------------------------------------------------------
+
+    def _record(self, trial: optuna.Trial, config: TrainConfig, events: list[dict[str, Any]],
+                status: str, extra: Mapping[str, Any]) -> int:
+        divergences = sum(e.get("kind") == "diverged" for e in events)
+        recoveries = sum(e.get("kind") == "recovered" for e in events)
+        attrs = {"effective_config": config.to_dict(), "events": events,
+                 "changes": changes_of(events), "divergences": divergences,
+                 "recoveries": recoveries, "status": status, **extra}
+        for key, value in attrs.items():
+            trial.set_user_attr(key, jsonable(value))
+        trial.set_constraint(CONSTRAINT, float(divergences))
+        return divergences
+
+    def _record_pruned(self, trial: optuna.Trial, recorder: _TrialRecorder) -> None:
+        run = RunDir(recorder.run_path)
+        config = recorder.trainer.config if recorder.trainer else run.effective_config()
+        events = run.events()
+        self._record(trial, config, events, "pruned",
+                     {"stable": False, "pruned_reason": recorder.pruned_reason})
+        self.emit(SearchEvent("trial_end", trial.number, {
+            "state": "PRUNED", "value": None, "stable": False,
+            "reason": recorder.pruned_reason,
+            "divergences": sum(e.get("kind") == "diverged" for e in events),
+            "recoveries": sum(e.get("kind") == "recovered" for e in events)}))
+
+    def _finish(self, trial: optuna.Trial, params: dict[str, Any], result: RunResult) -> float:
+        value = best_of(result)
+        extra: dict[str, Any] = {"stable": result.stable, "best_epoch": result.best_epoch,
+                                 "global_epochs": result.global_epochs}
+        reason = None
+        if not result.stable:
+            gave_up = next((e for e in reversed(result.events) if e.get("kind") == "gave_up"),
+                           None)
+            reason = (f"recovery budget spent: {gave_up.get('explanation', '')}" if gave_up
+                      else f"diverged ({result.status}) and not recovered")
+        elif not math.isfinite(value):
+            reason = "no finite validation loss"
+        if reason is not None:
+            extra["pruned_reason"] = reason
+        self._record(trial, result.config, result.events, result.status, extra)
+        credit = None
+        if reason is None and result.recoveries:
+            credit = self._credit(trial, params, result.config, value)
+            trial.set_user_attr("credit", credit)
+        self.emit(SearchEvent("trial_end", trial.number, {
+            "state": "PRUNED" if reason else "COMPLETE",
+            "value": None if reason else value, "stable": result.stable, "reason": reason,
+            "divergences": result.divergences, "recoveries": result.recoveries,
+            "changes": jsonable(changes_of(result.events)), "credit": credit}))
+        if reason is not None:
+            raise optuna.TrialPruned(reason)
+        return value
+
+    def _credit(self, trial: optuna.Trial, params: dict[str, Any], effective: TrainConfig,
+                value: float) -> dict[str, Any]:
+        """Enqueue the effective parameters of a recovered trial that did well, if it fits."""
+        s = self.settings
+        if not s.credit:
+            return {"enqueued": False, "reason": "credit off"}
+        trials = trial.study.get_trials(deepcopy=False)
+        stable = [t.value for t in trials if t.state == TrialState.COMPLETE
+                  and t.user_attrs.get("stable") and t.value is not None]
+        if not deserves_credit(value, stable):
+            return {"enqueued": False, "reason": "worse than the median stable trial"}
+        taken = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
+                                TrialState.WAITING) for t in trials)
+        if s.target is not None and taken >= s.target:
+            return {"enqueued": False, "reason": "no trial slot left"}
+        credited, why = credit_params(s.space, params, effective.to_dict())
+        if credited is None:
+            return {"enqueued": False, "reason": why}
+        trial.study.enqueue_trial(credited, user_attrs={"credit_of": trial.number},
+                                  skip_if_exists=True)
+        return {"enqueued": True, "reason": why, "params": jsonable(credited)}
+
+
+def _result_of(summary: Mapping[str, Any], events: list[dict[str, Any]]) -> RunResult:
+    """The RunResult a finished run's summary.json describes."""
+    return RunResult(status=summary["status"], config=from_dict(summary["effective_config"]),
+                     best_val_loss=as_float(summary["best_val_loss"]),
+                     best_epoch=summary.get("best_epoch"), final=summary.get("final", {}),
+                     events=events, divergences=int(summary.get("divergences", 0)),
+                     recoveries=int(summary.get("recoveries", 0)),
+                     global_epochs=int(summary.get("global_epochs", 0)))

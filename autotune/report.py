@@ -1,0 +1,159 @@
+"""Report a study: a table of the top trials with what recovery changed, and PNG plots.
+
+Plots (matplotlib, Agg backend): `history.png` (Optuna's optimisation history),
+`curves.png` (every trial's validation loss over epochs of compute, a marker where it
+rolled back and what changed), `importances.png` (Optuna's parameter importances). All
+of it is read from the storage, so a report works on any machine that reaches it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from optuna.exceptions import ExperimentalWarning  # noqa: E402
+from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from autotune.objective import changes_of  # noqa: E402
+from autotune.study import CONFIRM_ATTR, winner_of  # noqa: E402
+from trainer.errors import ConfigError  # noqa: E402
+
+__all__ = ["Plots", "describe_changes", "top_table", "top_trials", "write_plots"]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list) and len(value) > 4:
+        return f"[{len(value)} steps]"
+    return str(value)
+
+
+def describe_changes(changes: dict[str, list[Any]]) -> str:
+    """`learning_rate 0.003 -> 0.001, label_smoothing 0.1 -> 0.0`, or `none`."""
+    return ", ".join(f"{k} {_fmt(o)} -> {_fmt(n)}" for k, (o, n) in changes.items()) or "none"
+
+
+def top_trials(study: optuna.Study, k: int = 10) -> list[FrozenTrial]:
+    """The best `k` complete trials, best first."""
+    done = [t for t in study.get_trials(deepcopy=False)
+            if t.state == TrialState.COMPLETE and t.value is not None]
+    return sorted(done, key=lambda t: (t.value, t.number))[:k]
+
+
+def top_table(study: optuna.Study, k: int = 10) -> Table:
+    """A rich table of the top trials: value, stability, recoveries, effective changes."""
+    trials = study.get_trials(deepcopy=False)
+    best = winner_of(trials)
+    check = study.user_attrs.get(CONFIRM_ATTR) or {}
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    diverged = [t for t in finished if t.user_attrs.get("divergences")]
+    table = Table(title=f"study {study.study_name}: {len(finished)} trials finished, "
+                        f"{len(diverged)} diverged, "
+                        f"{sum(bool(t.user_attrs.get('stable')) for t in diverged)} salvaged")
+    for name, justify in (("trial", "right"), ("val_loss", "right"), ("stable", "center"),
+                          ("recoveries", "right"), ("sampled", "left"),
+                          ("what recovery changed", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for t in top_trials(study, k):
+        mark = ""
+        if best is not None and t.number == best.number:
+            mark = " *"
+            if check.get("trial") == t.number:
+                mark += " confirmed" if check.get("confirmed") else " NOT confirmed"
+        table.add_row(f"{t.number}{mark}", f"{t.value:.4f}",
+                      "yes" if t.user_attrs.get("stable", True) else "no",
+                      str(t.user_attrs.get("recoveries", 0)),
+                      ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()),
+                      describe_changes(changes_of(t.user_attrs.get("events", []))))
+    return table
+
+
+@dataclass
+class Plots:
+    """What `write_plots` wrote, and what it left out and why."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _save(ax: Any, path: Path, plots: Plots) -> None:
+    fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+    fig.set_size_inches(9, 5.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    plots.written.append(path)
+
+
+def _curves(study: optuna.Study, path: Path, plots: Plots, limit: int = 40) -> None:
+    trials = [t for t in study.get_trials(deepcopy=False) if t.intermediate_values
+              and not t.user_attrs.get("surplus")][-limit:]
+    if not trials:
+        plots.skipped[path.name] = "no trial reported a validation loss yet"
+        return
+    fig, ax = plt.subplots()
+    for t in trials:
+        steps = sorted(t.intermediate_values)
+        values = [t.intermediate_values[s] for s in steps]
+        style = "-" if t.state == TrialState.COMPLETE else ":"
+        (line,) = ax.plot(steps, values, style, marker=".", linewidth=1,
+                          label=f"trial {t.number}")
+        for event in t.user_attrs.get("events", []):
+            if event.get("kind") != "recovered":
+                continue
+            g = int(event.get("global_epoch") or 0)
+            before = [v for s, v in zip(steps, values) if s <= g]
+            y = before[-1] if before else values[0]
+            ax.plot([g], [y], marker="X", markersize=9, color="red", linestyle="none")
+            text = describe_changes(event.get("changes", {}))
+            ax.annotate(f"#{t.number} rolled back to epoch {event.get('rolled_back_to')}: "
+                        f"{text}", (g, y), textcoords="offset points", xytext=(4, 6),
+                        fontsize=7, color=line.get_color())
+    finite = [v for t in trials for v in t.intermediate_values.values() if math.isfinite(v)]
+    if finite:
+        low, high = min(finite), sorted(finite)[int(0.95 * (len(finite) - 1))]
+        ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
+    ax.set_xlabel("epochs of compute (global epoch)")
+    ax.set_ylabel("validation loss (no smoothing)")
+    ax.set_title(f"study {study.study_name}: validation loss per trial; X = rollback")
+    if len(trials) <= 12:
+        ax.legend(fontsize=7)
+    _save(ax, path, plots)
+
+
+def write_plots(study: optuna.Study, out: Path) -> Plots:
+    """Write history.png, curves.png and importances.png into `out` (created)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; give a folder.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {str(out)!r} cannot be created: {exc.strerror}.") from None
+    plots = Plots()
+    vis = optuna.visualization.matplotlib
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        if complete:
+            _save(vis.plot_optimization_history(study), out / "history.png", plots)
+        else:
+            plots.skipped["history.png"] = "no complete trial"
+        _curves(study, out / "curves.png", plots)
+        try:
+            _save(vis.plot_param_importances(study), out / "importances.png", plots)
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+            plots.skipped["importances.png"] = f"not computable yet ({exc})"
+            plt.close("all")
+    return plots

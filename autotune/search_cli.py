@@ -1,0 +1,253 @@
+"""The `search`, `export` and `report` commands and `resume --study`: parse, call, render.
+
+`register(app, console)` adds the commands to the `autotune` typer app; `resume_study` is
+what `autotune resume --study NAME` calls. Exit codes: 0 done, 2 bad input, 3 no trial
+ended stable, 130 interrupted (the study is saved; `autotune resume --study` continues).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from types import TracebackType
+from typing import Annotated, Any
+
+import optuna
+import typer
+from optuna.exceptions import ExperimentalWarning
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from autotune.objective import SearchEvent
+from autotune.render import describe_changes, describe_event
+from autotune.study import (
+    DEFAULT_STUDY,
+    SearchOutcome,
+    SearchSettings,
+    mask_url,
+    prepare,
+    resume,
+    run_search,
+    safe_sink,
+    storage_url,
+)
+
+__all__ = ["SearchProgress", "register", "render_outcome", "resume_study"]
+
+EXIT_OK, EXIT_NO_STABLE = 0, 3
+
+
+def _quiet_optuna() -> None:
+    # The progress display says what Optuna's per-trial log lines would.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.simplefilter("ignore", ExperimentalWarning)
+
+
+def _num(value: Any, spec: str = ".4f") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, spec)
+
+
+class SearchProgress:
+    """Trials done / total, best value, the current trial's epoch and validation loss,
+    diverged and recovered counts; one log line per trial and per recovery."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("trials"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("best {task.fields[best]}  {task.fields[current]}  "
+                       "diverged {task.fields[diverged]}  recovered {task.fields[recovered]}"),
+            TimeElapsedColumn(), console=console, transient=False)
+        self.task = self.progress.add_task("search", total=None, best="-", current="",
+                                           diverged=0, recovered=0)
+
+    def __enter__(self) -> SearchProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: SearchEvent) -> None:
+        d, n, log = event.data, event.trial, self.console.log
+        if event.kind == "tally":
+            self.progress.update(self.task, total=d["total"], completed=d["done"],
+                                 best=_num(d["best_value"]), diverged=d["diverged"],
+                                 recovered=d["recovered"])
+        elif event.kind == "trial_start":
+            params = ", ".join(f"{k}={_num(v, '.4g') if isinstance(v, float) else v}"
+                               for k, v in d["params"].items())
+            how = "continues its run from the last checkpoint" if d.get("resumed") else "starts"
+            log(f"trial {n} {how}: {params or '(no searched parameters)'}")
+            self.progress.update(self.task, current=f"trial {n} starting")
+        elif event.kind == "epoch":
+            self.progress.update(self.task, current=f"trial {n} epoch {d['epoch']}/"
+                                 f"{d.get('epochs') or '?'} val {_num(d['val_loss'])}")
+        elif event.kind == "recovery":
+            log(f"trial {n}: {describe_event(d)}")
+        elif event.kind == "trial_end":
+            self._trial_end(n, d)
+        elif event.kind == "retry":
+            log(f"trial {n}: its process is gone; re-queued to continue from its last "
+                f"checkpoint")
+        elif event.kind == "confirm_start":
+            log(f"re-checking trial {n} from scratch with seed {d['seed']} ...")
+            self.progress.update(self.task, current=f"re-check of trial {n}")
+        elif event.kind == "confirm_end":
+            verdict = "[green]confirmed[/]" if d["confirmed"] else "[red]NOT confirmed[/]"
+            log(f"re-check of trial {n}: {verdict} (best val_loss {_num(d['value'])}, "
+                f"{d['divergences']} divergence(s))")
+
+    def _trial_end(self, n: int | None, d: dict[str, Any]) -> None:
+        extra = ""
+        if d.get("recoveries"):
+            extra = f"; {d['recoveries']} recovery(ies): {describe_changes(d['changes'])}"
+            if (d.get("credit") or {}).get("enqueued"):
+                extra += "; its effective parameters are queued as a new trial"
+        if d["state"] == "COMPLETE":
+            self.console.log(f"trial {n}: val_loss {_num(d['value'])}{extra}")
+        else:
+            self.console.log(f"trial {n}: pruned ({d.get('reason')}){extra}")
+
+
+def render_outcome(console: Console, outcome: SearchOutcome) -> int:
+    """The end of a search: the surviving stable configuration and its exit code."""
+    t = outcome.tally
+    console.print(f"study {outcome.study}: {t.done}/{t.total} trials finished"
+                  f"{' (timeout)' if outcome.timed_out else ''}; {t.diverged} diverged, "
+                  f"{t.recovered} salvaged by recovery, {t.gave_up} gave up, {t.pruned} "
+                  f"pruned.")
+    w = outcome.winner
+    if w is None:
+        console.print("[red]no trial ended stable[/]: try a narrower space (lower learning "
+                      "rates) or more recoveries.")
+        return EXIT_NO_STABLE
+    console.print(f"best stable trial: {w.number}, val_loss {w.value:.4f}")
+    sampled = ", ".join(f"{k}={_num(v, '.4g') if isinstance(v, float) else v}"
+                        for k, v in w.params.items())
+    console.print(f"  sampled: {sampled or '(none)'}")
+    console.print(f"  recovery changed: {describe_changes(w.changes)}", markup=False)
+    if w.confirmed is None:
+        console.print("  re-check from scratch: not run")
+    else:
+        verdict = "[green]confirmed stable[/]" if w.confirmed else "[red]NOT confirmed[/]"
+        console.print(f"  re-check from scratch: {verdict} (best val_loss "
+                      f"{_num(w.confirm_value)})")
+    console.print(f"  export it: autotune export --study {outcome.study} --format yaml "
+                  f"--output best.yaml")
+    return EXIT_OK
+
+
+def resume_study(console: Console, study: str, storage: str | None) -> int:
+    """`autotune resume --study NAME`: continue an interrupted study to its requested
+    number of trials, retrying killed trials from their last checkpoint."""
+    _quiet_optuna()
+    console.print(f"resuming study {study!r} in {mask_url(storage_url(storage))}")
+    with SearchProgress(console) as progress:
+        outcome = resume(study, storage, safe_sink(progress))
+    return render_outcome(console, outcome)
+
+
+def register(app: typer.Typer, console: Console) -> None:
+    """Add `search`, `export` and `report` to the app (once)."""
+    names = {c.name or (c.callback.__name__ if c.callback else None)
+             for c in app.registered_commands}
+    if "search" in names:
+        return
+
+    @app.command("search")
+    def search(
+        trials: Annotated[int | None, typer.Option(
+            min=1, help="trials to finish (default 30, or the study's)")] = None,
+        study: Annotated[str, typer.Option(help="study name")] = DEFAULT_STUDY,
+        storage: Annotated[str | None, typer.Option(
+            help="storage URL (default sqlite:///studies/autotune.db)")] = None,
+        space: Annotated[str | None, typer.Option(
+            help="search space YAML, or a shipped one by name (default, aggressive_lr, "
+                 "lr_only)")] = None,
+        profile: Annotated[str | None, typer.Option(
+            help="tiny, default or large (default: tiny on CPU, default on CUDA)")] = None,
+        epochs: Annotated[int | None, typer.Option(
+            min=1, help="epochs per trial (overrides the space's)")] = None,
+        timeout: Annotated[float | None, typer.Option(
+            min=0.001, help="start no trial after this many seconds")] = None,
+        seed: Annotated[int | None, typer.Option(
+            min=0, help="seed of the sampler (reproducible sampling)")] = None,
+        jobs: Annotated[int, typer.Option(
+            min=1, help="trials at once, in processes sharing the cores")] = 1,
+        artifacts: Annotated[str | None, typer.Option(
+            help="folder of the trials' run directories (default "
+                 "studies/artifacts/STUDY; a shared path on many machines)")] = None,
+    ) -> None:
+        """Search hyperparameters; diverging trials are recovered, not thrown away."""
+        _quiet_optuna()
+        settings = SearchSettings(study=study, storage=storage, trials=trials, space=space,
+                                  profile=profile, epochs=epochs, timeout=timeout, seed=seed,
+                                  jobs=jobs, artifacts=artifacts)
+        plan = prepare(settings)
+        console.print(f"study {plan.study!r}: {plan.trials} trials, profile {plan.profile}, "
+                      f"{plan.jobs} job(s); storage {mask_url(plan.storage)}; runs in "
+                      f"{plan.artifacts}")
+        with SearchProgress(console) as progress:
+            outcome = run_search(plan, safe_sink(progress), timeout)
+        raise typer.Exit(render_outcome(console, outcome))
+
+    @app.command("export")
+    def export(
+        format_: Annotated[str, typer.Option("--format", help="yaml or csv")],
+        study: Annotated[str, typer.Option(help="study name")] = DEFAULT_STUDY,
+        storage: Annotated[str | None, typer.Option(help="storage URL")] = None,
+        output: Annotated[Path | None, typer.Option(
+            help="file to write (default: standard output)")] = None,
+    ) -> None:
+        """Export the winner's configuration (yaml) or every trial (csv)."""
+        from autotune import export as exporter
+        from autotune.study import load_study
+        from trainer.errors import ConfigError
+
+        if format_ not in exporter.FORMATS:
+            raise ConfigError(f"--format must be yaml or csv but got {format_!r}.")
+        exporter.check_output(output)
+        loaded = load_study(study, storage)
+        try:
+            text = exporter.export(loaded, format_, mask_url(storage_url(storage)))
+        except exporter.NoWinner as exc:
+            console.print(f"autotune: {exc}", markup=False)
+            raise typer.Exit(EXIT_NO_STABLE) from None
+        if output is None:
+            typer.echo(text, nl=False)
+        else:
+            exporter.write_output(text, output)
+            console.print(f"wrote {output}")
+
+    @app.command("report")
+    def report(
+        study: Annotated[str, typer.Option(help="study name")] = DEFAULT_STUDY,
+        storage: Annotated[str | None, typer.Option(help="storage URL")] = None,
+        out: Annotated[Path | None, typer.Option(
+            help="folder for the PNG plots (created)")] = None,
+    ) -> None:
+        """Show the top trials and what recovery changed; plot into --out."""
+        from autotune.report import top_table, write_plots
+        from autotune.study import load_study
+
+        loaded = load_study(study, storage)
+        console.print(top_table(loaded))
+        if out is None:
+            console.print("plots: give --out DIR")
+            return
+        plots = write_plots(loaded, out)
+        for path in plots.written:
+            console.print(f"wrote {path}")
+        for name, why in plots.skipped.items():
+            console.print(f"skipped {name}: {why}", markup=False)
