@@ -64,7 +64,7 @@ def top_table(study: optuna.Study, k: int = 10) -> Table:
     for name, justify in (("trial", "right"), ("val_loss", "right"), ("stable", "center"),
                           ("recoveries", "right"), ("sampled", "left"),
                           ("what recovery changed", "left")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for t in top_trials(study, k):
         mark = ""
         if best is not None and t.number == best.number:
@@ -106,20 +106,30 @@ def _curves(study: optuna.Study, path: Path, plots: Plots, limit: int = 40) -> N
     for t in trials:
         steps = sorted(t.intermediate_values)
         values = [t.intermediate_values[s] for s in steps]
+        rollbacks = [e for e in t.user_attrs.get("events", []) if e.get("kind") == "recovered"]
+        cuts = sorted({int(e.get("global_epoch") or 0) for e in rollbacks})
         style = "-" if t.state == TrialState.COMPLETE else ":"
-        (line,) = ax.plot(steps, values, style, marker=".", linewidth=1,
-                          label=f"trial {t.number}")
-        for event in t.user_attrs.get("events", []):
-            if event.get("kind") != "recovered":
+        color = None
+        # One line per timeline: a rollback starts a new one.
+        for i, (low, high) in enumerate(zip([-1, *cuts], [*cuts, math.inf])):
+            seg = [(s, v) for s, v in zip(steps, values) if low < s <= high]
+            if not seg:
                 continue
+            (line,) = ax.plot([p[0] for p in seg], [p[1] for p in seg], style, marker=".",
+                              linewidth=1, color=color,
+                              label=f"trial {t.number}" if color is None else None)
+            color = line.get_color()
+        for event in rollbacks:
             g = int(event.get("global_epoch") or 0)
             before = [v for s, v in zip(steps, values) if s <= g]
             y = before[-1] if before else values[0]
             ax.plot([g], [y], marker="X", markersize=9, color="red", linestyle="none")
-            text = describe_changes(event.get("changes", {}))
-            ax.annotate(f"#{t.number} rolled back to epoch {event.get('rolled_back_to')}: "
-                        f"{text}", (g, y), textcoords="offset points", xytext=(4, 6),
-                        fontsize=7, color=line.get_color())
+            after = [(s, v) for s, v in zip(steps, values) if s > g]
+            if after:  # the resumed timeline continues from the rollback
+                ax.plot([g, after[0][0]], [y, after[0][1]], ":", linewidth=1, color=color)
+            ax.annotate(f"#{t.number} back to epoch {event.get('rolled_back_to')}: "
+                        f"{describe_changes(event.get('changes', {}))}", (g, y),
+                        textcoords="offset points", xytext=(4, 6), fontsize=7, color=color)
     finite = [v for t in trials for v in t.intermediate_values.values() if math.isfinite(v)]
     if finite:
         low, high = min(finite), sorted(finite)[int(0.95 * (len(finite) - 1))]

@@ -23,13 +23,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
 import os
-import queue as queue_module
 import shutil
 import socket
 import time
-import traceback
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -578,27 +575,38 @@ def work(plan: StudyPlan, worker: int = 0, on_event: EventSink | None = None,
                                                      plan.trials))))
 
 
-def _worker_main(plan: dict[str, Any], worker: int, events: Any, deadline: float | None,
-                 threads: int) -> None:
-    """Entry point of a `--jobs` worker process."""
-    set_threads(threads)
+def worker_entry() -> None:
+    """Entry point of a `--jobs` worker process: `python -c ... PAYLOAD INDEX`.
+
+    Events go to stdout as JSON lines (the parent renders them); the exit code says how
+    it ended (2: bad input, with an `error` event first).
+    """
+    import sys
+
+    payload, worker = json.loads(sys.argv[1]), int(sys.argv[2])
+    set_threads(int(payload["threads"]))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore", ExperimentalWarning)
+
+    def send(event: SearchEvent) -> None:
+        sys.stdout.write(json.dumps(asdict(event)) + "\n")
+        sys.stdout.flush()
+
     try:
-        work(StudyPlan(**plan), worker, events.put, deadline)
+        work(StudyPlan(**payload["plan"]), worker, send, payload["deadline"])
     except KeyboardInterrupt:
-        os._exit(130)
+        sys.exit(130)
     except ConfigError as exc:
-        events.put(SearchEvent("error", None, {"code": 2, "message": str(exc)}))
-        os._exit(2)
+        send(SearchEvent("error", None, {"code": 2, "message": str(exc)}))
+        sys.exit(2)
     except Exception as exc:
-        events.put(SearchEvent("error", None, {
-            "code": 1, "message": f"worker {worker}: {type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc()}))
-        os._exit(1)
+        send(SearchEvent("error", None, {"code": 1, "message": f"worker {worker}: "
+                                         f"{type(exc).__name__}: {exc}"}))
+        raise
 
 
 def cores() -> int:
+    """CPU cores this process may use."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
@@ -607,48 +615,55 @@ def cores() -> int:
 
 def _run_workers(plan: StudyPlan, emit: EventSink, deadline: float | None) -> list[int]:
     """Run `plan.jobs` worker processes to the end; returns their exit codes."""
-    ctx = multiprocessing.get_context("spawn")
-    events = ctx.Queue()
+    import selectors
+    import subprocess
+    import sys
+
     threads = max(1, cores() // plan.jobs)
-    procs = [ctx.Process(target=_worker_main, name=f"autotune-worker-{i}",
-                         args=(asdict(plan), i, events, deadline, threads))
+    payload = json.dumps({"plan": asdict(plan), "deadline": deadline, "threads": threads})
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-c", "from autotune.study import worker_entry; worker_entry()",
+               payload]
+    procs = [subprocess.Popen([*command, str(i)], stdout=subprocess.PIPE, text=True, env=env)
              for i in range(plan.jobs)]
     errors: list[SearchEvent] = []
-
-    def drain(wait: float) -> None:
-        try:
-            event = events.get(timeout=wait)
-            while True:
-                (errors.append if event.kind == "error" else emit)(event)
-                event = events.get_nowait()
-        except queue_module.Empty:
-            pass
-
+    selector = selectors.DefaultSelector()
+    for proc in procs:
+        assert proc.stdout is not None
+        selector.register(proc.stdout, selectors.EVENT_READ)
     try:
-        for p in procs:
-            p.start()
-        while any(p.is_alive() for p in procs):
-            drain(0.2)
-        drain(0.05)
+        open_pipes = len(procs)
+        while open_pipes:
+            for key, _ in selector.select(timeout=1.0):
+                line = key.fileobj.readline()  # type: ignore[union-attr]
+                if not line:
+                    selector.unregister(key.fileobj)
+                    open_pipes -= 1
+                    continue
+                try:
+                    event = SearchEvent(**json.loads(line))
+                except (ValueError, TypeError):
+                    continue  # not ours (a library printed something)
+                (errors.append if event.kind == "error" else emit)(event)
+        codes = [proc.wait() for proc in procs]
     except KeyboardInterrupt:
-        for p in procs:
-            if p.is_alive() and p.pid is not None:
-                os.kill(p.pid, 2)  # SIGINT: each worker marks its trial interrupted
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.terminate()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(2)  # SIGINT: each worker marks its trial interrupted
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         raise
     finally:
-        for p in procs:
-            p.join(timeout=5)
+        selector.close()
     for error in errors:
         if error.data.get("code") == 2:
             raise ConfigError(error.data["message"])
     if errors:
-        log.error("%s", errors[0].data.get("traceback", ""))
         raise RuntimeError(errors[0].data["message"])
-    return [p.exitcode if p.exitcode is not None else -1 for p in procs]
+    return codes
 
 
 def run_search(plan: StudyPlan, on_event: EventSink | None = None,

@@ -112,10 +112,6 @@ class Supervisor:
     def _step_check(self, info: StepInfo) -> Verdict | None:
         if self.hooks.on_step:
             self.hooks.on_step(info)
-        # Without recovery a spike is left to run its course: only non-finite values and
-        # the validation threshold stop the run (nothing would be done about the rest).
-        if not self.trainer.config.recovery:
-            return None
         verdict = check_step(self.trainer.step_losses, self.trainer.step_grad_norms,
                              info.step, detector_config(self.trainer.config, self._reference))
         return verdict if verdict.diverged else None
@@ -210,7 +206,7 @@ class Supervisor:
         self.run.append_metrics(record)
         self.history.append(record)
         verdict = check_epoch(self.history, detector_config(t.config, self._reference))
-        if verdict.diverged and (t.config.recovery or verdict.reason is not Reason.OVERFITTING):
+        if verdict.diverged:
             return self._diverged(verdict)
         self._save(val["val_loss"])
         if self.hooks.on_epoch:

@@ -90,7 +90,7 @@ def measure(profile: str, device_name: str, rounds: int, compile_: bool) -> dict
     cuda = device.type == "cuda"
     bare_opt = torch.optim.AdamW(bare_model.parameters(), lr=config.learning_rate,
                                  weight_decay=config.weight_decay, fused=cuda)
-    forward = torch.compile(bare_model) if (compile_ and cuda) else bare_model
+    forward = torch.compile(bare_model, dynamic=False) if (compile_ and cuda) else bare_model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
     batches = _encoded_batches(data, config, 0, device)
     # Warm up both (allocator, compile), then interleave.

@@ -9,6 +9,7 @@ whole batch: no Python loop over samples or cells.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +51,21 @@ def sample_transforms(batch_size: int, seed: int, device: torch.device) -> Trans
     shuffled = torch.rand(batch_size, NUM_COLOURS - 1, generator=generator).argsort(dim=1) + 1
     colour = torch.cat([torch.zeros(batch_size, 1, dtype=torch.long), shuffled], dim=1)
     return Transforms(dihedral=dihedral.to(device), colour=colour.to(device))
+
+
+def sample_many(batch_sizes: Sequence[int], seeds: Sequence[int], device: torch.device
+                ) -> list[Transforms]:
+    """The transforms of many batches (each as `sample_transforms` draws it), copied to the
+    device in one transfer: a copy from host memory waits for the device's queue, so one
+    copy an epoch instead of one a step keeps the GPU busy."""
+    cpu = torch.device("cpu")
+    drawn = [sample_transforms(n, seed, cpu) for n, seed in zip(batch_sizes, seeds, strict=True)]
+    if not drawn:
+        return []
+    dihedral = torch.cat([t.dihedral for t in drawn]).to(device)
+    colour = torch.cat([t.colour for t in drawn]).to(device)
+    return [Transforms(dihedral=d, colour=c) for d, c in
+            zip(dihedral.split(list(batch_sizes)), colour.split(list(batch_sizes)))]
 
 
 def identity(batch_size: int, device: torch.device) -> Transforms:

@@ -126,17 +126,17 @@ class Trainer:
 
     # -- one batch -----------------------------------------------------------------------
 
-    def _batch(self, dataset: Dataset, bucket: int, index: torch.Tensor, augment_seed: int | None
+    def _batch(self, dataset: Dataset, bucket: int, index: torch.Tensor,
+               transforms: augment.Transforms | None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(tasks, input tokens, targets) on the device, augmented when a seed is given."""
+        """(tasks, input tokens, targets) on the device, augmented when transforms are given."""
         b = dataset.buckets[bucket]
         index = index.to(self.device, non_blocking=True)
         inputs, outputs = b.inputs[index].long(), b.outputs[index].long()
         in_shapes, out_shapes = b.input_shapes[index], b.output_shapes[index]
-        if augment_seed is not None:
-            t = augment.sample_transforms(len(index), augment_seed, self.device)
-            inputs, in_shapes = augment.apply(inputs, in_shapes, t)
-            outputs, out_shapes = augment.apply(outputs, out_shapes, t)
+        if transforms is not None:
+            inputs, in_shapes = augment.apply(inputs, in_shapes, transforms)
+            outputs, out_shapes = augment.apply(outputs, out_shapes, transforms)
         tasks = b.tasks[index]
         return tasks, with_markers(inputs, in_shapes), targets_of(outputs, out_shapes)
 
@@ -150,7 +150,8 @@ class Trainer:
 
     # -- training ------------------------------------------------------------------------
 
-    def train_step(self, bucket: int, index: torch.Tensor) -> torch.Tensor:
+    def train_step(self, bucket: int, index: torch.Tensor,
+                   transforms: augment.Transforms | None = None) -> torch.Tensor:
         """One optimizer step; returns [loss, grad norm] on the device, unread.
 
         A non-finite loss or gradient is never applied: the fused AdamW skips the update on
@@ -158,8 +159,7 @@ class Trainer:
         """
         cfg = self.config
         apply_lr(self.optimizer, lr_at(self.step, cfg, self.steps_per_epoch))
-        seed = cfg.seed * 1_000_003 + self.step if cfg.use_augmentation else None
-        tasks, tokens, targets = self._batch(self.data.train, bucket, index, seed)
+        tasks, tokens, targets = self._batch(self.data.train, bucket, index, transforms)
         self.model.train()
         loss, _ = self._loss(tasks, tokens, targets, cfg.label_smoothing)
         if self.injector:
@@ -213,11 +213,15 @@ class Trainer:
         flat = torch.cat([index for _, index in batches]).to(self.device) if batches else None
         sizes = [len(index) for _, index in batches]
         indices = flat.split(sizes) if flat is not None else ()
+        # Augmentation is a pure function of (seed, step): a resume sees the same.
+        seeds = [cfg.seed * 1_000_003 + self.step + i for i in range(len(batches))]
+        transforms = augment.sample_many(sizes, seeds, self.device) if cfg.use_augmentation \
+            else [None] * len(batches)
         done: list[StepInfo] = []
         pending: list[tuple[int, int, float, torch.Tensor]] = []
         samples = 0
         skip = set(cfg.skip_batches)
-        for (bucket, _), index in zip(batches, indices):
+        for (bucket, _), index, t in zip(batches, indices, transforms):
             if self.injector:
                 self.injector.on_step_start(self.compute_step)
             if self.step in skip:  # recovery chose to skip this batch (a loss spike)
@@ -226,7 +230,7 @@ class Trainer:
                 continue
             lr = lr_at(self.step, cfg, self.steps_per_epoch)
             step, compute_step = self.step, self.compute_step
-            pending.append((step, compute_step, lr, self.train_step(bucket, index)))
+            pending.append((step, compute_step, lr, self.train_step(bucket, index, t)))
             samples += len(index)
             if len(pending) >= self.sync_every:
                 done += self._read(pending, on_step)

@@ -1,0 +1,280 @@
+"""The search end to end (tiny profile, few tasks, SQLite in a temporary folder), and the
+pure decisions behind it on real in-memory studies."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from autotune import cli
+from autotune.objective import (
+    TIMELINE,
+    changes_of,
+    credit_params,
+    deserves_credit,
+    is_surplus,
+)
+from autotune.search_cli import register
+from autotune.space import parse_space
+from autotune.study import TimelinePruner, next_action, tally, timeline_values, winner_of
+
+STORAGE = "sqlite:///studies/autotune.db"
+SPACE = {"learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
+         "label_smoothing": {"choices": [0.0, 0.1]},
+         "epochs": 2, "max_tasks": 40}  # 4 optimizer steps an epoch
+REGISTER = ("from autotune import cli; from autotune.search_cli import register; "
+            "register(cli.app, cli.out); import sys; sys.exit(cli.main(sys.argv[1:]))")
+
+
+def _main(argv: list[str]) -> int:
+    register(cli.app, cli.out)  # idempotent; the lead wires it into cli.py
+    return cli.main(argv)
+
+
+def _study(name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=STORAGE)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AUTOTUNE_INJECT", raising=False)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    return tmp_path
+
+
+def test_search_recovers_a_nan_trial_exports_and_reports(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Trial 0 gets a NaN loss at its 6th step; two clean trials join the same study.
+    monkeypatch.setenv("AUTOTUNE_INJECT", "nan_loss@5")
+    assert _main(["search", "--trials", "1", "--study", "s", "--space", "space.yaml",
+                  "--seed", "3"]) == 0
+    monkeypatch.delenv("AUTOTUNE_INJECT")
+    assert _main(["search", "--trials", "3", "--study", "s"]) == 0
+
+    study = _study("s")
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert study.user_attrs["autotune_plan"]["trials"] == 3
+    assert isinstance(study.user_attrs["confirmed"], bool)
+    first = trials[0]
+    attrs = first.user_attrs
+    assert attrs["divergences"] >= 1 and attrs["recoveries"] >= 1 and attrs["stable"]
+    assert attrs["events"][0]["kind"] == "diverged"
+    assert attrs["events"][0]["reason"] == "nonfinite_loss"
+    effective = attrs["effective_config"]
+    changed = {k for k in first.params if effective[k] != first.params[k]}
+    assert changed and set(attrs["changes"]) >= changed  # sampled params stay as sampled
+    assert first.constraints == {"diverged": float(attrs["divergences"])}
+    assert all(t.constraints == {"diverged": 0.0} for t in trials[1:])
+    # Reports at epochs of compute: the partial epoch that diverged counts, nothing lost.
+    assert sorted(first.intermediate_values) == [1, 3]
+    assert attrs[TIMELINE] == [[1, 1], [3, 2]]
+    assert Path(attrs["run_dir"], "metrics.jsonl").is_file()
+
+    # export yaml round trip through `train --config`
+    assert _main(["export", "--study", "s", "--format", "yaml", "--output", "best.yaml"]) == 0
+    text = Path("best.yaml").read_text()
+    assert text.startswith("# autotune: winner of study 's'")
+    best = winner_of(trials)
+    assert best is not None and yaml.safe_load(text) == best.user_attrs["effective_config"]
+    assert _main(["train", "--config", "best.yaml", "--epochs", "1", "--run-dir", "w"]) == 0
+
+    # csv: one row per trial with our columns
+    assert _main(["export", "--study", "s", "--format", "csv", "--output", "t.csv"]) == 0
+    frame = pd.read_csv("t.csv")
+    for column in ("number", "state", "value", "duration_s", "param_learning_rate",
+                   "param_label_smoothing", "effective_learning_rate", "recoveries",
+                   "diverged", "stable"):
+        assert column in frame.columns
+    assert list(frame["number"]) == [0, 1, 2] and set(frame["state"]) == {"COMPLETE"}
+    row = frame.iloc[0]
+    assert bool(row["diverged"]) and row["recoveries"] >= 1 and bool(row["stable"])
+    assert not math.isclose(row["param_learning_rate"], row["effective_learning_rate"]) or \
+        row["param_label_smoothing"] != row["effective_label_smoothing"]
+
+    assert _main(["report", "--study", "s", "--out", "rep"]) == 0
+    for name in ("history.png", "curves.png"):
+        assert (Path("rep") / name).stat().st_size > 1000
+
+
+def test_killed_search_resumes_to_the_exact_count(workdir: Path) -> None:
+    env = {**os.environ, "AUTOTUNE_INJECT": "kill@6"}  # mid-way through trial 0's epoch 2
+    killed = subprocess.run([sys.executable, "-c", REGISTER, "search", "--trials", "3",
+                             "--study", "k", "--space", "space.yaml", "--seed", "1"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    [run] = [p for p in Path("studies/artifacts/k").iterdir()]
+    before = [json.loads(line)["global_epoch"] for line in
+              (run / "metrics.jsonl").read_text().splitlines()]
+    assert before == [1]
+
+    assert _main(["resume", "--study", "k"]) == 0
+    trials = _study("k").get_trials()
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3
+    assert trials[0].state == TrialState.FAIL
+    [retry] = [t for t in trials if t.user_attrs.get("retry_of") == 0]
+    assert retry.state == TrialState.COMPLETE and retry.params == trials[0].params
+    assert retry.user_attrs["run_dir"] == str(run.resolve())
+    after = [json.loads(line)["global_epoch"] for line in
+             (run / "metrics.jsonl").read_text().splitlines()]
+    assert after == [1, 2]  # continued from its epoch-1 checkpoint, not from scratch
+    assert sorted(retry.intermediate_values) == [1, 2]
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in events] == ["resumed"]
+    assert _main(["resume", "--study", "k"]) == 0  # nothing left: still exactly 3
+    assert len([t for t in _study("k").get_trials() if t.state == TrialState.COMPLETE]) == 3
+
+
+def test_two_jobs_share_the_study_and_stop_at_the_count(workdir: Path) -> None:
+    assert _main(["search", "--trials", "3", "--study", "j", "--space", "space.yaml",
+                  "--jobs", "2", "--seed", "0"]) == 0
+    trials = _study("j").get_trials()
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 3
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+@pytest.mark.parametrize(("space", "needle"), [
+    ({"learning_rat": {"low": 1e-4, "high": 1e-3}}, "learning_rate"),
+    ({"learning_rate": {"low": 1e-2, "high": 1e-3}}, "low 0.01 > high"),
+    ({"batch_size": {"choices": []}}, "choices is empty"),
+    ({"learning_rate": {"low": -1.0, "high": 1e-3, "log": True}}, "low must be > 0"),
+    ({"learning_rate": {"low": 1e-4, "high": 1e-3}, "epochs": 0}, "epochs must be >= 1"),
+])
+def test_bad_space_files_exit_2_writing_nothing(workdir: Path,
+                                                capsys: pytest.CaptureFixture[str],
+                                                space: dict[str, Any], needle: str) -> None:
+    Path("bad.yaml").write_text(yaml.safe_dump(space))
+    assert _main(["search", "--trials", "2", "--space", "bad.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+    assert not Path("studies").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["search", "--trials", "0"],
+    ["search", "--jobs", "0"],
+    ["search", "--space", "nowhere.yaml"],
+    ["search", "--profile", "huge"],
+    ["search", "--storage", "postgresql://me:s3cret@127.0.0.1:9/db"],
+    ["export", "--format", "yaml"],
+    ["export", "--format", "toml"],
+    ["report", "--study", "nope"],
+    ["resume", "--study", "nope"],
+])
+def test_bad_input_exit_2(workdir: Path, capsys: pytest.CaptureFixture[str],
+                          argv: list[str]) -> None:
+    assert _main(argv) == 2
+    err = capsys.readouterr().err
+    assert "s3cret" not in err
+    assert not Path("studies/autotune.db").exists()
+
+
+def test_export_refuses_missing_folder_and_unknown_study(workdir: Path) -> None:
+    assert _main(["search", "--trials", "1", "--study", "e", "--space", "space.yaml"]) == 0
+    assert _main(["export", "--study", "e", "--format", "yaml", "--output",
+                  "no/such/dir/best.yaml"]) == 2
+    assert not Path("no").exists()
+    assert _main(["export", "--study", "other", "--format", "csv", "--output", "t.csv"]) == 2
+    assert not Path("t.csv").exists()
+
+
+# -- pure decisions on real in-memory studies ------------------------------------------
+
+def _add(study: optuna.Study, values: dict[int, float], *, value: float | None = None,
+         timeline: list[list[int]] | None = None,
+         state: TrialState = TrialState.COMPLETE) -> optuna.trial.FrozenTrial:
+    attrs = {TIMELINE: timeline} if timeline is not None else {}
+    trial = optuna.create_trial(state=state, value=value if state == TrialState.COMPLETE
+                                else None, intermediate_values=values, user_attrs=attrs)
+    study.add_trial(trial)
+    return study.get_trials()[-1]
+
+
+def test_timeline_pruner_ignores_values_a_rollback_undid() -> None:
+    median = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+    study = optuna.create_study(pruner=TimelinePruner(median))
+    _add(study, {1: 1.0, 2: 0.9, 3: 0.8}, value=0.8)
+    # Reported at global epochs 1, 2 (undone by a rollback to epoch 1), 3 (epoch 2 again).
+    recovered = _add(study, {1: 1.0, 2: 5.0, 3: 0.85}, timeline=[[1, 1], [3, 2]],
+                     state=TrialState.RUNNING)
+    assert timeline_values(recovered) == {1: 1.0, 2: 0.85}
+    # At its second epoch it beats the median (0.9): kept. The bare pruner compares it
+    # with epoch 3 of the others (0.8) and prunes it.
+    assert not study.pruner.prune(study, recovered)
+    assert median.prune(study, recovered)
+
+
+def test_timeline_pruner_never_prunes_on_nan_only() -> None:
+    median = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+    study = optuna.create_study(pruner=TimelinePruner(median))
+    _add(study, {1: 1.0}, value=1.0)
+    nan = _add(study, {1: math.nan}, state=TrialState.RUNNING)
+    assert median.prune(study, nan) and not study.pruner.prune(study, nan)
+
+
+@pytest.mark.parametrize(("target", "finished", "running", "action"), [
+    (3, 3, 0, "stop"), (3, 4, 0, "stop"), (3, 1, 1, "run"), (3, 2, 1, "wait"),
+    (3, 0, 3, "wait"), (1, 0, 0, "run"),
+])
+def test_next_action(target: int, finished: int, running: int, action: str) -> None:
+    assert next_action(target, finished, running) == action
+
+
+def test_surplus_is_decided_by_trial_number() -> None:
+    study = optuna.create_study()
+    _add(study, {}, value=1.0)
+    _add(study, {}, state=TrialState.FAIL)
+    _add(study, {}, state=TrialState.RUNNING)
+    _add(study, {}, state=TrialState.RUNNING)
+    trials = study.get_trials()
+    assert not is_surplus(trials, 2, 2)   # holders before it: trial 0 (1 is FAIL)
+    assert is_surplus(trials, 3, 2)       # trials 0 and 2 hold both slots
+
+
+def test_credit_goes_to_effective_params_inside_the_space() -> None:
+    space = parse_space({"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+                         "label_smoothing": {"choices": [0.0, 0.1]}})
+    sampled = {"learning_rate": 9e-3, "label_smoothing": 0.1}
+    params, why = credit_params(space, sampled, {"learning_rate": 3e-3,
+                                                 "label_smoothing": 0.0, "epochs": 6})
+    assert params == {"learning_rate": 3e-3, "label_smoothing": 0.0} and why == "enqueued"
+    params, why = credit_params(space, sampled, {"learning_rate": 3e-5,
+                                                 "label_smoothing": 0.1})
+    assert params is None and "learning_rate outside" in why
+    params, why = credit_params(space, sampled, {**sampled, "skip_batches": [3, 4]})
+    assert params is None and "no searched parameter" in why
+    assert deserves_credit(1.0, []) and deserves_credit(1.0, [0.9, 1.0, 1.2])
+    assert not deserves_credit(1.1, [0.9, 1.0, 1.05]) and not deserves_credit(math.inf, [])
+
+
+def test_changes_tally_and_winner() -> None:
+    events = [{"kind": "diverged", "changes": {}},
+              {"kind": "recovered", "changes": {"learning_rate": [9e-3, 3e-3]}},
+              {"kind": "recovered", "changes": {"learning_rate": [3e-3, 1e-3],
+                                                "label_smoothing": [0.1, 0.0]}}]
+    assert changes_of(events) == {"learning_rate": [9e-3, 1e-3], "label_smoothing": [0.1, 0.0]}
+    study = optuna.create_study()
+    for value, attrs, state in ((0.5, {"stable": True, "divergences": 1}, TrialState.COMPLETE),
+                                (0.4, {"stable": False, "divergences": 2,
+                                       "status": "gave_up"}, TrialState.PRUNED),
+                                (0.7, {"stable": True, "divergences": 0}, TrialState.COMPLETE)):
+        study.add_trial(optuna.create_trial(
+            state=state, value=value if state == TrialState.COMPLETE else None,
+            user_attrs=attrs))
+    trials = study.get_trials()
+    counts = tally(trials, 5)
+    assert (counts.done, counts.diverged, counts.recovered, counts.gave_up) == (3, 2, 1, 1)
+    assert counts.best_value == 0.5 and winner_of(trials).number == 0  # type: ignore[union-attr]
