@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from rich.console import Console
 from typer.exceptions import TyperException
 
 from autotune import render
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, Interrupted
 
 EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -139,6 +140,7 @@ def diagnose(
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and, as a console script, exits with) the exit code."""
     logging.basicConfig(level=logging.WARNING, format="autotune: %(message)s")
+    previous = _terminate_as_interrupt()
     try:
         result: Any = app(args=argv, prog_name="autotune", standalone_mode=False)
         return int(result or 0)
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         err.print(f"autotune: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_INPUT
-    except (KeyboardInterrupt, typer.Abort):
+    except (KeyboardInterrupt, Interrupted, typer.Abort):
         err.print("autotune: interrupted; what was saved is kept: `autotune resume` "
                   "continues.", markup=False, highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
@@ -164,6 +166,26 @@ def main(argv: list[str] | None = None) -> int:
         import traceback
         traceback.print_exc(file=sys.stderr)
         return EXIT_BUG
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _terminate_as_interrupt() -> dict[int, Any]:
+    """Ctrl-C and SIGTERM (a scheduler's pre-emption) stop the same way: exit 130.
+
+    Returns the handlers it replaced, for `main` to put back.
+    """
+    def _raise(signum: int, frame: object) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _raise)
+    except ValueError:  # not the main thread (an embedding application's business)
+        pass
+    return previous
 
 
 def entry() -> None:

@@ -236,6 +236,8 @@ class Objective:
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(f"trial {trial.number} is beyond the requested {s.target}")
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        if trial.user_attrs.get("interrupted"):  # a retry inherits the attributes it retries
+            trial.set_user_attr("interrupted", False)
         params = s.space.suggest(trial)
         config = s.space.config(params, s.profile, s.overrides)
         run_path, resuming = self._run_path(trial)

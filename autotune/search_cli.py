@@ -98,8 +98,8 @@ class SearchProgress:
         elif event.kind == "trial_end":
             self._trial_end(n, d)
         elif event.kind == "retry":
-            log(f"trial {n}: its process is gone; re-queued to continue from its last "
-                f"checkpoint")
+            log(f"trial {n} was interrupted or its process is gone: re-queued to continue "
+                f"from its last checkpoint")
         elif event.kind == "confirm_start":
             log(f"re-checking trial {n} from scratch with seed {d['seed']} ...")
             self.progress.update(self.task, current=f"re-check of trial {n}")

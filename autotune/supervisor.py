@@ -20,6 +20,7 @@ from autotune.divergence import Reason, Verdict, check_epoch, check_step, detect
 from autotune.recovery import Decision, decide, recovery_config
 from trainer import checkpoint
 from trainer.config import TrainConfig
+from trainer.errors import Interrupted
 from trainer.loop import Diverged, StepInfo, Trainer
 from trainer.rundir import RunDir, as_float
 
@@ -180,8 +181,15 @@ class Supervisor:
         if self.pending is not None:
             verdict, self.pending = self.pending, None
             status = self.recover(verdict) or COMPLETED
-        while status == COMPLETED and t.epoch < t.config.epochs:
-            status = self._one_epoch() or COMPLETED
+        try:
+            while status == COMPLETED and t.epoch < t.config.epochs:
+                status = self._one_epoch() or COMPLETED
+        except (KeyboardInterrupt, Interrupted):
+            # What was saved stays: the last epoch's checkpoint and its metrics.
+            self._event({"kind": "interrupted", "reason": "interrupted", "epoch": t.epoch,
+                         "global_epoch": t.global_epoch, "rolled_back_to": None,
+                         "changes": {}})
+            raise
         return self.result(status)
 
     def _one_epoch(self) -> str | None:

@@ -143,3 +143,26 @@ def test_resume_bad_run_dirs(tmp_path: Path, setup: str, message: str,
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_ctrl_c_exits_130_and_resume_continues(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "autotune", "train", "--device", "cpu", "--run-dir", str(run),
+           *small_set_args(epochs=40)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text()):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    done = len(_lines(metrics))
+    assert 1 <= done < 40
+    assert _lines(run / "events.jsonl")[-1]["kind"] == "interrupted"
+    assert main(["resume", str(run), "--epochs", str(done + 1), "--device", "cpu"]) == 0
+    assert [m["epoch"] for m in _lines(metrics)] == list(range(1, done + 2))
