@@ -6,11 +6,13 @@ Exit codes (the contract): 0 done, 1 a bug, 2 bad input (one line, nothing writt
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +23,8 @@ from typer.exceptions import TyperException
 from autotune import render
 from trainer.errors import ConfigError, Interrupted
 
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
+                 errno.EPERM}
 EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
@@ -153,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         err.print("autotune: interrupted; what was saved is kept: `autotune resume` "
                   "continues.", markup=False, highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRORS:
+            return _bug(exc)
+        # The machine, not the user: a full disk, a quota, a read-only or forbidden folder.
+        err.print(f"autotune: cannot write {exc.filename or ''}: {exc.strerror}; nothing "
+                  f"half-written was kept.", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_BUG
     except TyperException as exc:  # usage errors of the parser (typer's own click)
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `autotune`: the help
@@ -161,14 +172,17 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"autotune: error: {message}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_INPUT
     except Exception as exc:  # a bug: one line, then the traceback
-        err.print(f"autotune: unexpected failure: {type(exc).__name__}: {exc}", markup=False,
-                  highlight=False, soft_wrap=True)
-        import traceback
-        traceback.print_exc(file=sys.stderr)
-        return EXIT_BUG
+        return _bug(exc)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _bug(exc: BaseException) -> int:
+    err.print(f"autotune: unexpected failure: {type(exc).__name__}: {exc}", markup=False,
+              highlight=False, soft_wrap=True)
+    traceback.print_exception(exc, file=sys.stderr)
+    return EXIT_BUG
 
 
 def _terminate_as_interrupt() -> dict[int, Any]:

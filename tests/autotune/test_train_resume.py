@@ -166,3 +166,22 @@ def test_ctrl_c_exits_130_and_resume_continues(tmp_path: Path) -> None:
     assert _lines(run / "events.jsonl")[-1]["kind"] == "interrupted"
     assert main(["resume", str(run), "--epochs", str(done + 1), "--device", "cpu"]) == 0
     assert [m["epoch"] for m in _lines(metrics)] == list(range(1, done + 2))
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing_to_trust(tmp_path: Path) -> None:
+    import resource
+
+    def small_files() -> None:  # files over 64 KiB fail to write, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "autotune", "train", "--device", "cpu", "--run-dir", str(run),
+           *small_set_args(epochs=2)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          preexec_fn=small_files)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot write" in lines[0] and "g000000.pt" in lines[0]
+    assert not list(run.rglob("*.tmp"))
+    assert checkpoint.listing(run / "checkpoints") == []
+    assert main(["resume", str(run)]) == 2  # nothing there that a resume would trust
