@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from typer.exceptions import TyperException
 
-from autotune import render
+from autotune import render, search_cli
 from trainer.errors import ConfigError, Interrupted
 
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
@@ -88,8 +88,7 @@ def resume(
     if (run_dir is None) == (study is None):
         raise ConfigError("resume takes a RUN_DIR or --study NAME (one of them).")
     if study is not None:
-        from autotune.search_cli import resume_study
-        raise typer.Exit(resume_study(out, study, storage))
+        raise typer.Exit(search_cli.resume_study(out, study, storage))
     from autotune.runs import resume_run
 
     if epochs is not None and epochs < 1:
@@ -137,6 +136,9 @@ def diagnose(
         typer.echo(json.dumps({"findings": [f.to_dict() for f in findings]}, indent=2))
     else:
         typer.echo(render_text(findings))
+
+
+search_cli.register(app, out)
 
 
 # -- entry point ------------------------------------------------------------------------

@@ -8,7 +8,8 @@ folder. What Optuna sees, and why:
   the values after a rollback are not dropped as "already reported". The logical epoch of
   every report still on the run's timeline is kept in the `timeline` user attribute; the
   study's pruner (`autotune.study.TimelinePruner`) judges a trial on those only, never on
-  values of epochs a rollback undid.
+  values of epochs a rollback undid (the attribute is written once a rollback happened;
+  without it, every report is on the timeline).
 - Parameters: the sampled ones stay as sampled (Optuna forbids rewriting them, invariant
   5). What the run ended with is `effective_config`, with the recovery history (`events`,
   `changes`), `divergences`, `recoveries`, `stable`, `status` and `run_dir`, all user
@@ -53,6 +54,7 @@ from autotune.supervisor import Hooks, RunResult, timeline
 from trainer import checkpoint
 from trainer.config import TrainConfig, from_dict
 from trainer.data import ArcData, build_data
+from trainer.errors import Interrupted
 from trainer.loop import Trainer
 from trainer.rundir import CONFIG, RunDir, as_float
 
@@ -162,6 +164,7 @@ class _TrialRecorder:
         self.emit = emit
         self.timeline: list[list[int]] = []
         self.reported: set[int] = set()
+        self.synced = TIMELINE in trial.user_attrs  # a retry inherits the killed trial's
         self.trainer: Trainer | None = None
         self.pruned_reason: str | None = None
 
@@ -178,8 +181,15 @@ class _TrialRecorder:
         for record in records:
             self._report(record)
         self.timeline = [[int(r["global_epoch"]), int(r["epoch"])] for r in timeline(records)]
-        if records:
+        self._sync()
+
+    def _sync(self) -> None:
+        """Store the timeline once it differs from the reports (after a rollback): until
+        then every report is on it, which is what the pruner assumes without the attribute
+        (one storage write an epoch saved)."""
+        if self.synced or any(g != e for g, e in self.timeline):
             self.trial.set_user_attr(TIMELINE, self.timeline)
+            self.synced = True
 
     def _report(self, record: Mapping[str, Any]) -> float:
         value = as_float(record["val_loss"])
@@ -194,7 +204,7 @@ class _TrialRecorder:
         epoch = int(record["epoch"])
         self.timeline = [p for p in self.timeline if p[1] < epoch]
         self.timeline.append([int(record["global_epoch"]), epoch])
-        self.trial.set_user_attr(TIMELINE, self.timeline)
+        self._sync()
         self.emit(SearchEvent("epoch", self.trial.number, {
             "epoch": epoch, "global_epoch": int(record["global_epoch"]), "val_loss": value,
             "train_loss": as_float(record.get("train_loss")),
@@ -208,7 +218,8 @@ class _TrialRecorder:
         if event.get("kind") == "recovered" and event.get("rolled_back_to") is not None:
             back = int(event["rolled_back_to"])
             self.timeline = [p for p in self.timeline if p[1] <= back]
-            self.trial.set_user_attr(TIMELINE, self.timeline)
+            self.synced = True  # from now on the reports hold undone values
+            self._sync()
         self.emit(SearchEvent("recovery", self.trial.number, jsonable(
             {k: event.get(k) for k in ("kind", "reason", "epoch", "global_epoch", "message",
                                        "rolled_back_to", "changes", "explanation")})))
@@ -251,7 +262,7 @@ class Objective:
         except optuna.TrialPruned:
             self._record_pruned(trial, recorder)
             raise
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             trial.set_user_attr("interrupted", True)  # `resume --study` retries it
             raise
         return self._finish(trial, params, result)

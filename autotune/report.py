@@ -9,6 +9,7 @@ of it is read from the storage, so a report works on any machine that reaches it
 from __future__ import annotations
 
 import math
+import statistics
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,8 +132,10 @@ def _curves(study: optuna.Study, path: Path, plots: Plots, limit: int = 40) -> N
                         f"{describe_changes(event.get('changes', {}))}", (g, y),
                         textcoords="offset points", xytext=(4, 6), fontsize=7, color=color)
     finite = [v for t in trials for v in t.intermediate_values.values() if math.isfinite(v)]
-    if finite:
-        low, high = min(finite), sorted(finite)[int(0.95 * (len(finite) - 1))]
+    if finite:  # a blown-up value should not flatten every other curve
+        low, high = min(finite), max(finite)
+        if high - low > 5 * (statistics.median(finite) - low + 1e-9):
+            high = sorted(finite)[int(0.95 * (len(finite) - 1))]
         ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
     ax.set_xlabel("epochs of compute (global epoch)")
     ax.set_ylabel("validation loss (no smoothing)")
@@ -161,6 +164,9 @@ def write_plots(study: optuna.Study, out: Path) -> Plots:
         else:
             plots.skipped["history.png"] = "no complete trial"
         _curves(study, out / "curves.png", plots)
+        if len(complete) < 2:
+            plots.skipped["importances.png"] = "needs at least 2 complete trials"
+            return plots
         try:
             _save(vis.plot_param_importances(study), out / "importances.png", plots)
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:

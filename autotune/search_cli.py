@@ -129,8 +129,12 @@ def render_outcome(console: Console, outcome: SearchOutcome) -> int:
                   f"pruned.")
     w = outcome.winner
     if w is None:
-        console.print("[red]no trial ended stable[/]: try a narrower space (lower learning "
-                      "rates) or more recoveries.")
+        if t.done == 0:
+            console.print("[red]no trial finished[/]: give a longer --timeout, or continue "
+                          f"with `autotune resume --study {outcome.study}`.")
+        else:
+            console.print("[red]no trial ended stable[/]: try a narrower space (lower "
+                          "learning rates) or more recoveries (max_recoveries).")
         return EXIT_NO_STABLE
     console.print(f"best stable trial: {w.number}, val_loss {w.value:.4f}")
     sampled = ", ".join(f"{k}={_num(v, '.4g') if isinstance(v, float) else v}"
@@ -241,6 +245,7 @@ def register(app: typer.Typer, console: Console) -> None:
         from autotune.report import top_table, write_plots
         from autotune.study import load_study
 
+        _quiet_optuna()
         loaded = load_study(study, storage)
         console.print(top_table(loaded))
         if out is None:

@@ -20,11 +20,13 @@ of finished trials is exactly the requested one across workers.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import os
 import shutil
+import signal
 import socket
 import time
 import warnings
@@ -52,7 +54,7 @@ from autotune.objective import (
 from autotune.runs import best_of, start_run
 from autotune.space import Choice, Space, load_space, parse_space
 from trainer.config import PROFILES, from_dict
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, Interrupted
 from trainer.loop import set_threads
 
 __all__ = ["DEFAULT_STORAGE", "DEFAULT_STUDY", "DEFAULT_TRIALS", "Heartbeat", "SearchOutcome",
@@ -235,9 +237,10 @@ def open_storage(url: str | None, *, create: bool = True,
                               grace_period=heartbeat.grace,
                               heartbeat_stale_trial_callback=retry)
         except ImportError as exc:
+            hint = ("pip install 'autotune[postgres]'" if url.startswith("postgres")
+                    else "install the SQLAlchemy driver of that database")
             raise ConfigError(f"storage {shown!r} needs a database driver that is not "
-                              f"installed ({exc.name or exc}); for PostgreSQL: "
-                              f"pip install 'autotune[postgres]'.") from None
+                              f"installed ({exc.name or exc}); {hint}.") from None
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"storage {shown!r} cannot be opened: "
@@ -286,7 +289,6 @@ def timeline_values(trial: FrozenTrial) -> dict[int, float]:
 
 
 def _view(trial: FrozenTrial) -> FrozenTrial:
-    import copy
     seen = copy.copy(trial)
     seen.intermediate_values = timeline_values(trial)
     return seen
@@ -417,10 +419,27 @@ def _process_gone(pid: int) -> bool:
         return False
 
 
+def _fail_own(study: optuna.Study) -> None:
+    """Mark this process's running trial FAILED: Optuna does so for a KeyboardInterrupt,
+    not for the CLI's `Interrupted` (SIGINT/SIGTERM), and `resume --study` retries it."""
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("worker") == me:
+            try:
+                study.tell(t.number, state=TrialState.FAIL)
+            except (ValueError, RuntimeError):
+                pass
+
+
 def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Re-queue `trial` as Optuna's heartbeat callback does (same params, `failed_trial`),
+    without the attributes that described its dead process."""
+    queued = copy.copy(trial)
+    queued.user_attrs = {k: v for k, v in trial.user_attrs.items()
+                         if k not in ("worker", "interrupted")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        RetryHeartbeatStaleTrialCallback()(study, trial)
+        RetryHeartbeatStaleTrialCallback()(study, queued)
 
 
 def reap(study: optuna.Study) -> list[int]:
@@ -543,20 +562,20 @@ def prepare(settings: SearchSettings) -> StudyPlan:
     return replace(stored_plan(study, url), jobs=settings.jobs, device=settings.device)
 
 
-def _open(plan: StudyPlan, worker: int) -> optuna.Study:
-    storage = open_storage(plan.storage)
-    existing = len(optuna.load_study(study_name=plan.study, storage=storage).trials)
+def _open(plan: StudyPlan, worker: int, storage: RDBStorage | None = None) -> optuna.Study:
+    storage = storage or open_storage(plan.storage)
+    existing = storage.get_n_trials(storage.get_study_id_from_name(plan.study))
     return optuna.load_study(study_name=plan.study, storage=storage,
                              sampler=make_sampler(plan, worker, existing),
                              pruner=default_pruner())
 
 
 def work(plan: StudyPlan, worker: int = 0, on_event: EventSink | None = None,
-         deadline: float | None = None) -> None:
+         deadline: float | None = None, storage: RDBStorage | None = None) -> None:
     """One worker's loop (see the module docstring) until the study is done or the
     deadline (time.time()) passes; trials already running finish."""
     emit = on_event or (lambda event: None)
-    study = _open(plan, worker)
+    study = _open(plan, worker, storage)
     objective = Objective(plan.objective_settings(), emit)
     while deadline is None or time.time() < deadline:
         for number in reap(study):
@@ -570,7 +589,11 @@ def work(plan: StudyPlan, worker: int = 0, on_event: EventSink | None = None,
         if action == "wait":
             time.sleep(POLL_S)
             continue
-        study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=False)
+        try:
+            study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=False)
+        except Interrupted:
+            _fail_own(study)
+            raise
         emit(SearchEvent("tally", None, asdict(tally(study.get_trials(deepcopy=False),
                                                      plan.trials))))
 
@@ -584,6 +607,7 @@ def worker_entry() -> None:
     import sys
 
     payload, worker = json.loads(sys.argv[1]), int(sys.argv[2])
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
     set_threads(int(payload["threads"]))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore", ExperimentalWarning)
@@ -624,8 +648,9 @@ def _run_workers(plan: StudyPlan, emit: EventSink, deadline: float | None) -> li
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, "-c", "from autotune.study import worker_entry; worker_entry()",
                payload]
-    procs = [subprocess.Popen([*command, str(i)], stdout=subprocess.PIPE, text=True, env=env)
-             for i in range(plan.jobs)]
+    # Their own session: a Ctrl-C reaches the parent only, which passes it on once.
+    procs = [subprocess.Popen([*command, str(i)], stdout=subprocess.PIPE, text=True, env=env,
+                              start_new_session=True) for i in range(plan.jobs)]
     errors: list[SearchEvent] = []
     selector = selectors.DefaultSelector()
     for proc in procs:
@@ -646,10 +671,10 @@ def _run_workers(plan: StudyPlan, emit: EventSink, deadline: float | None) -> li
                     continue  # not ours (a library printed something)
                 (errors.append if event.kind == "error" else emit)(event)
         codes = [proc.wait() for proc in procs]
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         for proc in procs:
             if proc.poll() is None:
-                proc.send_signal(2)  # SIGINT: each worker marks its trial interrupted
+                proc.send_signal(signal.SIGINT)  # each worker marks its trial interrupted
         for proc in procs:
             try:
                 proc.wait(timeout=30)
@@ -672,7 +697,8 @@ def run_search(plan: StudyPlan, on_event: EventSink | None = None,
     winner from scratch."""
     emit = on_event or (lambda event: None)
     deadline = time.time() + timeout if timeout is not None else None
-    study = _open(plan, 0)
+    storage = open_storage(plan.storage)
+    study = _open(plan, 0, storage)
     emit(SearchEvent("tally", None, asdict(tally(study.get_trials(deepcopy=False),
                                                  plan.trials))))
     codes: list[int] = []
@@ -680,7 +706,7 @@ def run_search(plan: StudyPlan, on_event: EventSink | None = None,
         codes = _run_workers(plan, emit, deadline)
     # In-process: the only worker, or the one that finishes what dead workers left.
     set_threads(cores())
-    work(plan, 0, emit, deadline)
+    work(plan, 0, emit, deadline, storage)
     trials = study.get_trials(deepcopy=False)
     result = tally(trials, plan.trials)
     timed_out = result.done < plan.trials

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from autotune import cli
@@ -27,7 +29,14 @@ from autotune.objective import (
 )
 from autotune.search_cli import register
 from autotune.space import parse_space
-from autotune.study import TimelinePruner, next_action, tally, timeline_values, winner_of
+from autotune.study import (
+    TimelinePruner,
+    next_action,
+    reap,
+    tally,
+    timeline_values,
+    winner_of,
+)
 
 STORAGE = "sqlite:///studies/autotune.db"
 SPACE = {"learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
@@ -80,7 +89,7 @@ def test_search_recovers_a_nan_trial_exports_and_reports(
     assert all(t.constraints == {"diverged": 0.0} for t in trials[1:])
     # Reports at epochs of compute: the partial epoch that diverged counts, nothing lost.
     assert sorted(first.intermediate_values) == [1, 3]
-    assert attrs[TIMELINE] == [[1, 1], [3, 2]]
+    assert attrs[TIMELINE] == [[1, 1], [3, 2]]  # written once the rollback happened
     assert Path(attrs["run_dir"], "metrics.jsonl").is_file()
 
     # export yaml round trip through `train --config`
@@ -107,6 +116,13 @@ def test_search_recovers_a_nan_trial_exports_and_reports(
     assert _main(["report", "--study", "s", "--out", "rep"]) == 0
     for name in ("history.png", "curves.png"):
         assert (Path("rep") / name).stat().st_size > 1000
+
+    # export to a folder that does not exist, or of an unknown study: exit 2, no file
+    assert _main(["export", "--study", "s", "--format", "yaml", "--output",
+                  "no/such/dir/best.yaml"]) == 2
+    assert not Path("no").exists()
+    assert _main(["export", "--study", "other", "--format", "csv", "--output", "u.csv"]) == 2
+    assert not Path("u.csv").exists()
 
 
 def test_killed_search_resumes_to_the_exact_count(workdir: Path) -> None:
@@ -182,13 +198,31 @@ def test_bad_input_exit_2(workdir: Path, capsys: pytest.CaptureFixture[str],
     assert not Path("studies/autotune.db").exists()
 
 
-def test_export_refuses_missing_folder_and_unknown_study(workdir: Path) -> None:
-    assert _main(["search", "--trials", "1", "--study", "e", "--space", "space.yaml"]) == 0
-    assert _main(["export", "--study", "e", "--format", "yaml", "--output",
-                  "no/such/dir/best.yaml"]) == 2
-    assert not Path("no").exists()
-    assert _main(["export", "--study", "other", "--format", "csv", "--output", "t.csv"]) == 2
-    assert not Path("t.csv").exists()
+def test_timeout_starts_no_trial_after_it(workdir: Path) -> None:
+    assert _main(["search", "--trials", "5", "--study", "t", "--space", "space.yaml",
+                  "--timeout", "0.001"]) == 3  # no trial ended stable
+    assert _study("t").get_trials() == []
+    assert _study("t").user_attrs["autotune_plan"]["trials"] == 5
+
+
+def test_reap_requeues_interrupted_and_dead_trials() -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    study = optuna.create_study()
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"x": 1.0},
+                                        distributions={"x": FloatDistribution(0, 2)},
+                                        user_attrs={"interrupted": True, "run_dir": "r0"}))
+    dead = study.ask({"x": FloatDistribution(0, 2)})
+    dead.set_user_attr("worker", {"host": socket.gethostname(), "pid": gone.pid})
+    dead.set_user_attr("run_dir", "r1")
+    assert sorted(reap(study)) == [0, 1]
+    trials = study.get_trials()
+    assert trials[1].state == TrialState.FAIL
+    retries = [t for t in trials if t.state == TrialState.WAITING]
+    assert sorted(t.system_attrs["failed_trial"] for t in retries) == [0, 1]
+    assert {t.user_attrs["run_dir"] for t in retries} == {"r0", "r1"}
+    assert not any("worker" in t.user_attrs or "interrupted" in t.user_attrs for t in retries)
+    assert reap(study) == []  # each is re-queued once
 
 
 # -- pure decisions on real in-memory studies ------------------------------------------
@@ -217,6 +251,7 @@ def test_timeline_pruner_ignores_values_a_rollback_undid() -> None:
     assert median.prune(study, recovered)
 
 
+@pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")
 def test_timeline_pruner_never_prunes_on_nan_only() -> None:
     median = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
     study = optuna.create_study(pruner=TimelinePruner(median))
