@@ -131,6 +131,9 @@ class DetectorConfig:
     """Total validation rise over those epochs for it to count as overfitting."""
     min_epochs: int = 1
     """No epoch-level verdict (other than a non-finite loss) before this many epochs."""
+    clipped: bool = False
+    """Gradients are clipped: a large raw gradient norm is then cut down before it is
+    applied, so it counts as an explosion only when the loss rises with it."""
     reference_loss: float | None = None
     """The loss of a model that knows nothing (uniform over the classes). A validation loss
     above it + max_loss_increase is instability at any epoch, the first included, when
@@ -166,7 +169,7 @@ def detector_config(config: TrainConfig, reference_loss: float | None = None
                     ) -> DetectorConfig:
     """The detector thresholds for a training configuration (its `max_loss_increase`)."""
     return DetectorConfig(max_loss_increase=config.max_loss_increase,
-                          reference_loss=reference_loss)
+                          clipped=config.grad_clip > 0, reference_loss=reference_loss)
 
 
 # -- step level ---------------------------------------------------------------------------
@@ -211,7 +214,15 @@ def check_step(losses: Sequence[float], grad_norms: Sequence[float], step: int,
     verdict = _check_spike(loss, _preceding(losses, cfg.spike_window), step, cfg)
     if verdict or grad is None:
         return verdict
-    return _check_explosion(grad, _preceding(grad_norms, cfg.grad_window), step, cfg)
+    verdict = _check_explosion(grad, _preceding(grad_norms, cfg.grad_window), step, cfg)
+    if verdict and cfg.clipped and not _rising(loss, _preceding(losses, cfg.spike_window)):
+        return OK  # clipping cut the step down and the loss did not suffer: no harm done
+    return verdict
+
+
+def _rising(loss: float, window: list[float]) -> bool:
+    """The loss is above the running mean of the window before it."""
+    return bool(window) and loss > math.fsum(window) / len(window)
 
 
 def _preceding(values: Sequence[float], window: int) -> list[float]:

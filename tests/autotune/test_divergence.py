@@ -76,8 +76,22 @@ def test_detector_config_names_the_bad_value(kwargs: dict[str, Any], name: str) 
 
 
 def test_detector_config_takes_max_loss_increase_from_training_config() -> None:
-    assert detector_config(TrainConfig(max_loss_increase=0.7)) == DetectorConfig(
-        max_loss_increase=0.7)
+    assert detector_config(TrainConfig(max_loss_increase=0.7, grad_clip=0.0)) == \
+        DetectorConfig(max_loss_increase=0.7)
+    assert detector_config(TrainConfig(grad_clip=1.0)).clipped
+
+
+def test_a_clipped_gradient_jump_counts_only_when_the_loss_rises() -> None:
+    cfg = DetectorConfig(clipped=True)
+    losses = [1.0 + 0.01 * (i % 3) for i in range(40)]
+    grads = [1.0] * 40 + [50.0]
+    # The loss held: clipping cut the step down, no harm done.
+    assert not check_step(losses + [1.0], grads, 40, cfg)
+    # The loss rose with it: an explosion all the same.
+    assert check_step(losses + [1.5], grads, 40, cfg).reason is Reason.GRAD_EXPLOSION
+    # Without clipping the raw jump is applied: an explosion at once.
+    assert check_step(losses + [1.0], grads, 40, DetectorConfig()).reason is \
+        Reason.GRAD_EXPLOSION
 
 
 # -- step level ---------------------------------------------------------------------------
