@@ -163,11 +163,7 @@ def resume_study(console: Console, study: str, storage: str | None) -> int:
 
 
 def register(app: typer.Typer, console: Console) -> None:
-    """Add `search`, `export` and `report` to the app (once)."""
-    names = {c.name or (c.callback.__name__ if c.callback else None)
-             for c in app.registered_commands}
-    if "search" in names:
-        return
+    """Add `search`, `export` and `report` to the app."""
 
     @app.command("search")
     def search(

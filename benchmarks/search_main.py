@@ -27,17 +27,13 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-# Until `search` is wired into autotune/cli.py this registers it; afterwards it is a no-op.
-CLI = ("from autotune import cli; from autotune.search_cli import register; "
-       "register(cli.app, cli.out); import sys; sys.exit(cli.main(sys.argv[1:]))")
-
 
 def _load(folder: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{folder}/studies/autotune.db")
 
 
 def main_job(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    command = [sys.executable, "-c", CLI, "search", "--trials", str(args.trials),
+    command = [sys.executable, "-m", "autotune", "search", "--trials", str(args.trials),
                "--study", "main", "--space", args.space, "--jobs", str(args.jobs)]
     if args.epochs:
         command += ["--epochs", str(args.epochs)]

@@ -27,7 +27,6 @@ from autotune.objective import (
     deserves_credit,
     is_surplus,
 )
-from autotune.search_cli import register
 from autotune.space import parse_space
 from autotune.study import (
     TimelinePruner,
@@ -42,12 +41,9 @@ STORAGE = "sqlite:///studies/autotune.db"
 SPACE = {"learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
          "label_smoothing": {"choices": [0.0, 0.1]},
          "epochs": 2, "max_tasks": 40}  # 4 optimizer steps an epoch
-REGISTER = ("from autotune import cli; from autotune.search_cli import register; "
-            "register(cli.app, cli.out); import sys; sys.exit(cli.main(sys.argv[1:]))")
 
 
 def _main(argv: list[str]) -> int:
-    register(cli.app, cli.out)  # idempotent; the lead wires it into cli.py
     return cli.main(argv)
 
 
@@ -127,7 +123,7 @@ def test_search_recovers_a_nan_trial_exports_and_reports(
 
 def test_killed_search_resumes_to_the_exact_count(workdir: Path) -> None:
     env = {**os.environ, "AUTOTUNE_INJECT": "kill@6"}  # mid-way through trial 0's epoch 2
-    killed = subprocess.run([sys.executable, "-c", REGISTER, "search", "--trials", "3",
+    killed = subprocess.run([sys.executable, "-m", "autotune", "search", "--trials", "3",
                              "--study", "k", "--space", "space.yaml", "--seed", "1"],
                             env=env, capture_output=True, text=True, timeout=120)
     assert killed.returncode == 137, killed.stderr[-2000:]
