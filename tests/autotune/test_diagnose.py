@@ -570,3 +570,22 @@ def test_bad_input_is_a_one_line_config_error(tmp_path: Path, name: str,
     with pytest.raises(ConfigError, match=pattern) as info:
         action(tmp_path)
     assert "\n" not in str(info.value)
+
+
+# ----------------------------------------------------------------------- the command
+
+
+def test_cli_diagnoses_a_foreign_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from autotune.cli import main
+
+    rows, _ = flat_after_warmup()
+    log = write_csv(tmp_path / "their_trainer_log.csv", rows)
+    flags = ["--lr", "1e-3", "--warmup-epochs", "2", "--schedule", "cosine", "--epochs", "100"]
+    assert main(["diagnose", str(log), "--json", *flags]) == 0
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    assert findings[0]["code"] == "lr_schedule_mismatch"
+    assert set(findings[0]) == {"code", "severity", "message", "evidence", "fix"}
+    assert main(["diagnose", str(log), *flags]) == 0
+    text = capsys.readouterr().out
+    assert "lr_schedule_mismatch" in text and "Fix:" in text
+    assert main(["diagnose", str(tmp_path / "missing.csv")]) == 2
