@@ -17,8 +17,8 @@ import pandas as pd
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.objective import changes_of
 from autotune.study import CONFIRM_ATTR, winner_of
+from autotune.supervisor import changes_of
 from trainer.atomic import atomic_write_text
 from trainer.config import from_dict
 from trainer.errors import ConfigError

@@ -50,7 +50,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune.runs import best_of, resume_run, start_run
 from autotune.space import Space
-from autotune.supervisor import Hooks, RunResult, timeline
+from autotune.supervisor import Hooks, RunResult, changes_of, timeline
 from trainer import checkpoint
 from trainer.config import TrainConfig, from_dict
 from trainer.data import ArcData, build_data
@@ -59,7 +59,7 @@ from trainer.loop import Trainer
 from trainer.rundir import CONFIG, RunDir, as_float
 
 __all__ = ["TIMELINE", "Objective", "ObjectiveSettings", "SearchEvent", "SurplusTrial",
-           "changes_of", "credit_params", "deserves_credit", "is_surplus", "jsonable"]
+           "credit_params", "deserves_credit", "is_surplus", "jsonable"]
 
 TIMELINE = "timeline"  # user attr: [[global_epoch, epoch], ...] of the surviving reports
 CONSTRAINT = "diverged"
@@ -109,17 +109,6 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     return value
-
-
-def changes_of(events: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
-    """Every key recovery changed: [value before the first change, value after the last]."""
-    changed: dict[str, list[Any]] = {}
-    for event in events:
-        if event.get("kind") != "recovered":
-            continue
-        for key, (old, new) in event.get("changes", {}).items():
-            changed[key] = [changed.get(key, [old])[0], new]
-    return changed
 
 
 def deserves_credit(value: float, stable_values: Iterable[float]) -> bool:

@@ -19,6 +19,7 @@ def exit_code(result: RunResult) -> int:
 
 
 def describe_changes(changes: dict[str, Any]) -> str:
+    """`learning_rate 0.003 -> 0.001, label_smoothing 0.1 -> 0.0`, or `none`."""
     return ", ".join(f"{k} {_fmt(v[0])} -> {_fmt(v[1])}" for k, v in changes.items()) or "none"
 
 
@@ -98,11 +99,7 @@ def run_summary(console: Console, result: RunResult, path: Path) -> None:
     console.print(f"run {path}: {status}; best val_loss {result.best_val_loss:.4f} at epoch "
                   f"{result.best_epoch}; {result.divergences} divergence(s), "
                   f"{result.recoveries} recovery(ies).")
-    changed: dict[str, list[Any]] = {}
-    for event in result.events:  # first old value, last new value of every changed key
-        for key, (old, new) in event.get("changes", {}).items() if event.get(
-                "kind") == "recovered" else ():
-            changed[key] = [changed.get(key, [old])[0], new]
+    changed = result.changes
     if changed:
         console.print(f"effective configuration changes: {describe_changes(changed)} "
                       f"(in {path / 'effective_config.yaml'})")

@@ -25,24 +25,12 @@ from optuna.exceptions import ExperimentalWarning  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from autotune.objective import changes_of  # noqa: E402
+from autotune.render import describe_changes  # noqa: E402
 from autotune.study import CONFIRM_ATTR, winner_of  # noqa: E402
+from autotune.supervisor import changes_of  # noqa: E402
 from trainer.errors import ConfigError  # noqa: E402
 
 __all__ = ["Plots", "describe_changes", "top_table", "top_trials", "write_plots"]
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list) and len(value) > 4:
-        return f"[{len(value)} steps]"
-    return str(value)
-
-
-def describe_changes(changes: dict[str, list[Any]]) -> str:
-    """`learning_rate 0.003 -> 0.001, label_smoothing 0.1 -> 0.0`, or `none`."""
-    return ", ".join(f"{k} {_fmt(o)} -> {_fmt(n)}" for k, (o, n) in changes.items()) or "none"
 
 
 def top_trials(study: optuna.Study, k: int = 10) -> list[FrozenTrial]:
@@ -75,7 +63,8 @@ def top_table(study: optuna.Study, k: int = 10) -> Table:
         table.add_row(f"{t.number}{mark}", f"{t.value:.4f}",
                       "yes" if t.user_attrs.get("stable", True) else "no",
                       str(t.user_attrs.get("recoveries", 0)),
-                      ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()),
+                      ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in t.params.items()),
                       describe_changes(changes_of(t.user_attrs.get("events", []))))
     return table
 

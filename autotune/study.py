@@ -48,11 +48,11 @@ from autotune.objective import (
     ObjectiveSettings,
     SearchEvent,
     SurplusTrial,
-    changes_of,
     jsonable,
 )
 from autotune.runs import best_of, start_run
 from autotune.space import Choice, Space, load_space, parse_space
+from autotune.supervisor import changes_of
 from trainer.config import PROFILES, from_dict
 from trainer.errors import ConfigError, Interrupted
 from trainer.loop import set_threads

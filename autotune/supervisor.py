@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,21 @@ class RunResult:
     @property
     def stable(self) -> bool:
         return self.status == COMPLETED
+
+    @property
+    def changes(self) -> dict[str, list[Any]]:
+        return changes_of(self.events)
+
+
+def changes_of(events: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """Every key recovery changed: [value before the first change, value after the last]."""
+    changed: dict[str, list[Any]] = {}
+    for event in events:
+        if event.get("kind") != "recovered":
+            continue
+        for key, (old, new) in event.get("changes", {}).items():
+            changed[key] = [changed.get(key, [old])[0], new]
+    return changed
 
 
 def timeline(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
