@@ -136,6 +136,12 @@ class SearchSettings:
                               f"{self.profile!r}.")
         if not self.study or not self.study.strip():
             raise ConfigError("--study must be a non-empty name.")
+        if self.artifacts is None and (Path(self.study).name != self.study
+                                       or self.study in (".", "..")):
+            # The default artifacts folder is studies/artifacts/STUDY: never outside it.
+            raise ConfigError(f"--study {self.study!r} would put its runs outside "
+                              f"studies/artifacts/; give a name without '/' or '..', or "
+                              f"an --artifacts folder.")
 
 
 @dataclass(frozen=True)
@@ -199,6 +205,22 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+_SCHEMA_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key")
+
+
+def _with_driver(url: str) -> str:
+    """A plain `postgresql://` URL with the driver that is installed: SQLAlchemy 2.1 reads
+    it as psycopg (3), while the `postgres` extra installs psycopg2."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "postgresql" or not sep:
+        return url
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
 def open_storage(url: str | None, *, create: bool = True,
                  heartbeat: Heartbeat | None = None) -> RDBStorage:
     """An RDB storage with heartbeat and retry; ConfigError (password masked) when the URL
@@ -231,11 +253,23 @@ def open_storage(url: str | None, *, create: bool = True,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         retry = RetryHeartbeatStaleTrialCallback()
-        try:
-            return RDBStorage(url, engine_kwargs=engine_kwargs,
+
+        def connect() -> RDBStorage:
+            return RDBStorage(_with_driver(url), engine_kwargs=engine_kwargs,
                               heartbeat_interval=heartbeat.interval,
-                              grace_period=heartbeat.grace,
-                              heartbeat_stale_trial_callback=retry)
+                              grace_period=heartbeat.grace, heartbeat_stale_trial_callback=retry)
+
+        try:
+            for attempt in range(4):
+                try:
+                    return connect()
+                except Exception as exc:
+                    # Workers started together on a new database race to create its
+                    # tables; the losers find them made on the next try.
+                    if not any(s in str(exc) for s in _SCHEMA_RACE):
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
+            return connect()
         except ImportError as exc:
             hint = ("pip install 'autotune[postgres]'" if url.startswith("postgres")
                     else "install the SQLAlchemy driver of that database")
@@ -760,8 +794,14 @@ def confirm(study: optuna.Study, plan: StudyPlan, trial: FrozenTrial,
     effective = from_dict(trial.user_attrs["effective_config"])
     config = effective.replace(seed=(effective.seed + 1) % (2**31 - 1))
     path = Path(plan.artifacts) / f"confirm-trial-{trial.number:04d}"
-    if path.exists():
-        shutil.rmtree(path)  # an interrupted earlier check: start it over
+    try:
+        path.mkdir(parents=True)  # atomic: of workers ending together, one gets this name
+    except FileExistsError:
+        # Another worker is checking this winner now, or an earlier check was interrupted:
+        # never touch its folder; check in this process's own.
+        path = path.with_name(f"{path.name}-{socket.gethostname()}-{os.getpid()}")
+        if path.exists():
+            shutil.rmtree(path)
     emit(SearchEvent("confirm_start", trial.number, {"seed": config.seed,
                                                      "run_dir": str(path)}))
     result = start_run(config, path, plan.device)

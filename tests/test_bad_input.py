@@ -67,6 +67,8 @@ ROWS: list[Row] = [
      "schedule must be one of cosine, linear, constant but got 'step'."),
     ("train_config_not_mapping", ["train", "--config", "c.yaml"],
      _files(**{"c.yaml": "- 1\n- 2\n"}), "must hold a mapping of keys to values"),
+    ("train_run_dir_is_a_file", ["train", "--run-dir", "afile"], _files(afile="x"),
+     "--run-dir 'afile' is a file, not a directory"),
     ("train_config_python_tag", ["train", "--config", "evil.yaml"],
      _files(**{"evil.yaml": "learning_rate: !!python/object/apply:os.system ['touch pwned']\n"}),
      "is not valid YAML"),
@@ -107,6 +109,8 @@ ROWS: list[Row] = [
      "run directory 'gone' does not exist"),
     ("resume_unknown_study", ["resume", "--study", "nope", "--storage", STORE], _store,
      "no study 'nope' in storage 'sqlite:///store.db' (studies there: other)"),
+    ("resume_foreign_study", ["resume", "--study", "other", "--storage", STORE], _store,
+     "study 'other' was not created by `autotune search`"),
     ("resume_nothing_to_resume", ["resume"], _nothing, "resume takes a RUN_DIR or --study"),
     # -- diagnose ------------------------------------------------------------------------
     ("diagnose_missing_log", ["diagnose", "missing.csv"], _nothing, "missing.csv does not exist"),
@@ -147,8 +151,8 @@ ROWS: list[Row] = [
     ("storage_wrong_credentials", ["search", "--storage",
                                    f"postgresql://nobody:{SECRET}@127.0.0.1:5432/test"],
      _nothing, "storage 'postgresql://nobody:***@127.0.0.1:5432/test' cannot be opened"),
-    ("study_name_escapes", ["search", "--study", "../../escape", "--space", "s.yaml"],
-     _files(**{"s.yaml": SPACE}), "--study '../../escape'"),
+    ("study_name_escapes", ["search", "--study", "../../../escape", "--space", "s.yaml"],
+     _files(**{"s.yaml": SPACE}), "--study '../../../escape' would put its runs outside"),
     ("study_name_absolute", ["search", "--study", "/tmp/escape", "--space", "s.yaml"],
      _files(**{"s.yaml": SPACE}), "--study '/tmp/escape'"),
     # -- export --------------------------------------------------------------------------
