@@ -44,6 +44,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune.study import open_storage
 from trainer import checkpoint
 from trainer.errors import ConfigError
+from trainer.rundir import RunDir
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -62,16 +63,8 @@ class Kill:
 
 
 def _metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass  # a line torn by the kill: the loader ignores it too
-    return out
+    """The run's metrics as the loader reads them (a line torn by the kill is ignored)."""
+    return RunDir(run_dir).metrics()
 
 
 class Chaos:
