@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from trainer.config import TrainConfig, resolve
 from trainer.data import ArcData, build_data
@@ -32,3 +35,13 @@ def small_set_args(**extra: object) -> list[str]:
     """`--set` arguments for the CLI that select the small configuration."""
     items = {**SMALL, **extra}
     return [arg for k, v in items.items() for arg in ("--set", f"{k}={v}")]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+            request: pytest.FixtureRequest) -> Path:
+    """A fresh working folder (cwd) with the test module's SPACE as space.yaml."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AUTOTUNE_INJECT", raising=False)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(request.module.SPACE))
+    return tmp_path

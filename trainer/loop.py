@@ -151,8 +151,10 @@ class Trainer:
     # -- training ------------------------------------------------------------------------
 
     def train_step(self, bucket: int, index: torch.Tensor,
-                   transforms: augment.Transforms | None = None) -> torch.Tensor:
-        """One optimizer step; returns [loss, grad norm] on the device, unread.
+                   transforms: augment.Transforms | None = None) -> tuple[torch.Tensor, float]:
+        """One optimizer step; returns [loss, grad norm] on the device (unread) and the
+        learning rate the optimizer applied (read back from it: the schedule audit checks
+        what was used, not what lr_at says).
 
         A non-finite loss or gradient is never applied: the fused AdamW skips the update on
         the device (its `found_inf`, as under a GradScaler), with no host sync here.
@@ -160,7 +162,6 @@ class Trainer:
         cfg = self.config
         apply_lr(self.optimizer, lr_at(self.step, cfg, self.steps_per_epoch))
         tasks, tokens, targets = self._batch(self.data.train, bucket, index, transforms)
-        self.model.train()
         loss, _ = self._loss(tasks, tokens, targets, cfg.label_smoothing)
         if self.injector:
             loss = self.injector.on_loss(self.compute_step, loss)
@@ -171,11 +172,12 @@ class Trainer:
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         stats = torch.stack([loss.detach().float(), norm.float()])
         self.optimizer.found_inf = (~torch.isfinite(stats)).any().float()
+        applied = float(self.optimizer.param_groups[0]["lr"])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.compute_step += 1
-        return stats
+        return stats, applied
 
     def _read(self, pending: list[tuple[int, int, float, torch.Tensor]],
               on_step: StepCallback | None) -> list[StepInfo]:
@@ -221,6 +223,7 @@ class Trainer:
         pending: list[tuple[int, int, float, torch.Tensor]] = []
         samples = 0
         skip = set(cfg.skip_batches)
+        self.model.train()
         for (bucket, _), index, t in zip(batches, indices, transforms):
             if self.injector:
                 self.injector.on_step_start(self.compute_step)
@@ -228,9 +231,9 @@ class Trainer:
                 self.step += 1
                 self.compute_step += 1
                 continue
-            lr = lr_at(self.step, cfg, self.steps_per_epoch)
             step, compute_step = self.step, self.compute_step
-            pending.append((step, compute_step, lr, self.train_step(bucket, index, t)))
+            stats, lr = self.train_step(bucket, index, t)
+            pending.append((step, compute_step, lr, stats))
             samples += len(index)
             if len(pending) >= self.sync_every:
                 done += self._read(pending, on_step)

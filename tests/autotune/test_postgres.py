@@ -20,7 +20,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
@@ -65,14 +64,6 @@ def study_name(pg_storage: RDBStorage, request: pytest.FixtureRequest) -> Iterat
         optuna.delete_study(study_name=name, storage=pg_storage)
     except KeyError:
         pass  # the test never created it
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("AUTOTUNE_INJECT", raising=False)
-    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
-    return tmp_path
 
 
 def _worker(url: str, study: str, trials: int, artifacts: Path, core: int,

@@ -51,14 +51,6 @@ def _study(name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=STORAGE)
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("AUTOTUNE_INJECT", raising=False)
-    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
-    return tmp_path
-
-
 def test_search_recovers_a_nan_trial_exports_and_reports(
         workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Trial 0 gets a NaN loss at its 6th step; two clean trials join the same study.
