@@ -42,7 +42,7 @@ def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
     """Continue a run: a diverged one is rolled back and changed first, an interrupted one
     continues from its latest valid checkpoint, a finished one is extended by `epochs`."""
     run = RunDir.open(run_path)
-    config = run.effective_config()
+    config = planned = run.effective_config()
     if epochs is not None:
         config = config.replace(epochs=epochs)
     loaded = checkpoint.load_latest(run.checkpoints)
@@ -62,10 +62,11 @@ def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
     run.write_effective(config)
     supervisor = Supervisor(trainer, run, hooks)
     supervisor.pending = pending
-    supervisor._event({"kind": "resumed", "reason": pending.reason.value if pending else
-                       "interrupted", "epoch": trainer.epoch,
-                       "global_epoch": trainer.global_epoch, "rolled_back_to": None,
-                       "changes": {} if epochs is None else {"epochs": [None, epochs]}})
+    extended = {} if epochs is None else {"epochs": [planned.epochs, epochs]}
+    supervisor.record_event({"kind": "resumed",
+                             "reason": pending.reason.value if pending else "interrupted",
+                             "epoch": trainer.epoch, "global_epoch": trainer.global_epoch,
+                             "rolled_back_to": None, "changes": extended})
     return finish(supervisor, supervisor.fit())
 
 

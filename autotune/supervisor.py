@@ -2,7 +2,7 @@
 
 This is the one place where the trainer, the detectors and the recovery policy meet the
 run directory. `autotune train`, `autotune resume` and every search trial go through
-`supervise`. The trainer is anything with the small protocol of `trainer.loop.Trainer`:
+`Supervisor.fit`. The trainer is anything with the small protocol of `trainer.loop.Trainer`:
 `train_epoch(on_step)`, `evaluate("val")`, `state_dict()`, `load_state_dict(...)`,
 `apply_changes(...)` and the counters `epoch`, `global_epoch`, `step`, `config`.
 """
@@ -16,7 +16,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from autotune.divergence import Reason, Verdict, check_epoch, check_step, detector_config
+from autotune.divergence import (
+    Reason,
+    Verdict,
+    check_epoch,
+    check_nonfinite,
+    check_step,
+    detector_config,
+)
 from autotune.recovery import Decision, decide, recovery_config
 from trainer import checkpoint
 from trainer.config import TrainConfig
@@ -104,7 +111,8 @@ class Supervisor:
 
     # -- effects at the edges ------------------------------------------------------------
 
-    def _event(self, event: dict[str, Any]) -> None:
+    def record_event(self, event: dict[str, Any]) -> None:
+        """Append an event to events.jsonl and tell the observer."""
         self.run.append_event(event)
         self.events.append(event)
         if self.hooks.on_event:
@@ -135,17 +143,16 @@ class Supervisor:
     def _verdict_of(self, exc: Diverged) -> Verdict:
         if isinstance(exc.detail, Verdict):
             return exc.detail
-        reason = Reason(exc.reason)
-        return Verdict(True, reason, f"{reason.value} at step {exc.step} "
-                       f"(loss {exc.loss:.4g}, grad norm {exc.grad_norm:.4g})",
-                       {"loss": exc.loss, "grad_norm": exc.grad_norm}, step=exc.step)
+        # The trainer refused a non-finite step: the detector words it, as for any trainer.
+        return check_nonfinite(exc.loss, exc.grad_norm, exc.step) or Verdict(
+            True, Reason(exc.reason), str(exc), step=exc.step)
 
     # -- recovery ------------------------------------------------------------------------
 
     def _diverged(self, verdict: Verdict) -> str | None:
         """Record a divergence and recover; returns a final status, or None to carry on."""
         t = self.trainer
-        self._event({"kind": "diverged", "reason": verdict.reason.value, "epoch": t.epoch,
+        self.record_event({"kind": "diverged", "reason": verdict.reason.value, "epoch": t.epoch,
                      "global_epoch": t.global_epoch, "step": verdict.step,
                      "message": verdict.message, "evidence": dict(verdict.evidence),
                      "rolled_back_to": None, "changes": {}})
@@ -166,7 +173,7 @@ class Supervisor:
                                     best.epoch if best else None, t.steps_per_epoch,
                                     recovery_config(t.config))
         if decision.give_up:
-            self._event({**decision.to_event(), "kind": "gave_up", "epoch": t.epoch,
+            self.record_event({**decision.to_event(), "kind": "gave_up", "epoch": t.epoch,
                          "global_epoch": t.global_epoch, "rolled_back_to": None})
             return GAVE_UP
         loaded = checkpoint.load_latest(self.run.checkpoints, epoch=decision.rollback_to,
@@ -180,7 +187,7 @@ class Supervisor:
         t.apply_changes({key: new for key, (_, new) in decision.changes.items()})
         self.run.write_effective(t.config)
         self.history = [r for r in self.history if r["epoch"] <= info.epoch]
-        self._event({**decision.to_event(), "kind": "recovered", "epoch": info.epoch,
+        self.record_event({**decision.to_event(), "kind": "recovered", "epoch": info.epoch,
                      "global_epoch": t.global_epoch, "rolled_back_to": info.epoch,
                      "step": t.step})
         return None
@@ -201,7 +208,7 @@ class Supervisor:
                 status = self._one_epoch() or COMPLETED
         except (KeyboardInterrupt, Interrupted):
             # What was saved stays: the last epoch's checkpoint and its metrics.
-            self._event({"kind": "interrupted", "reason": "interrupted", "epoch": t.epoch,
+            self.record_event({"kind": "interrupted", "reason": "interrupted", "epoch": t.epoch,
                          "global_epoch": t.global_epoch, "rolled_back_to": None,
                          "changes": {}})
             raise
