@@ -56,10 +56,10 @@ from trainer.config import TrainConfig, from_dict
 from trainer.data import ArcData, build_data
 from trainer.errors import Interrupted
 from trainer.loop import Trainer
-from trainer.rundir import CONFIG, RunDir, as_float
+from trainer.rundir import CONFIG, RunDir, as_float, jsonable
 
 __all__ = ["TIMELINE", "Objective", "ObjectiveSettings", "SearchEvent", "SurplusTrial",
-           "credit_params", "deserves_credit", "is_surplus", "jsonable"]
+           "credit_params", "deserves_credit", "is_surplus"]
 
 TIMELINE = "timeline"  # user attr: [[global_epoch, epoch], ...] of the surviving reports
 CONSTRAINT = "diverged"
@@ -99,17 +99,6 @@ class SurplusTrial(Exception):
 
 
 # -- pure decisions -----------------------------------------------------------------------
-
-def jsonable(value: Any) -> Any:
-    """A value a user attribute can hold (JSON has no NaN or Infinity: strings instead)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
-
 
 def deserves_credit(value: float, stable_values: Iterable[float]) -> bool:
     """A recovered trial did well: as good as the median stable trial so far (or the first)."""

@@ -48,7 +48,6 @@ from autotune.objective import (
     ObjectiveSettings,
     SearchEvent,
     SurplusTrial,
-    jsonable,
 )
 from autotune.runs import best_of, start_run
 from autotune.space import Choice, Space, load_space, parse_space
@@ -56,6 +55,7 @@ from autotune.supervisor import changes_of
 from trainer.config import PROFILES, from_dict
 from trainer.errors import ConfigError, Interrupted
 from trainer.loop import set_threads
+from trainer.rundir import jsonable
 
 __all__ = ["DEFAULT_STORAGE", "DEFAULT_STUDY", "DEFAULT_TRIALS", "Heartbeat", "SearchOutcome",
            "SearchSettings", "StudyPlan", "Tally", "TimelinePruner", "Winner", "confirm",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,15 @@ SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
 
 
-def _jsonable(value: Any) -> Any:
-    # JSON has no NaN/Infinity; write them as strings Python's float() reads back.
+def jsonable(value: Any) -> Any:
+    """`value` for JSON, which has no NaN or Infinity: those become strings that Python's
+    float() reads back."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -107,7 +109,7 @@ class RunDir:
 
     def _append(self, name: str, record: dict[str, Any]) -> None:
         with open(self.path / name, "a") as f:
-            f.write(json.dumps(_jsonable(record)) + "\n")
+            f.write(json.dumps(jsonable(record)) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -127,10 +129,10 @@ class RunDir:
         """Drop metrics of compute after `global_epoch` (lost with a killed process)."""
         keep = [r for r in self.metrics() if int(r["global_epoch"]) <= global_epoch]
         atomic_write_text(self.path / METRICS,
-                          "".join(json.dumps(_jsonable(r)) + "\n" for r in keep))
+                          "".join(json.dumps(jsonable(r)) + "\n" for r in keep))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_text(self.path / SUMMARY, json.dumps(_jsonable(summary), indent=2))
+        atomic_write_text(self.path / SUMMARY, json.dumps(jsonable(summary), indent=2))
 
     def summary(self) -> dict[str, Any] | None:
         path = self.path / SUMMARY
