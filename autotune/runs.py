@@ -39,8 +39,9 @@ def _pending(events: list[dict[str, Any]]) -> Verdict | None:
 
 def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
                hooks: Hooks | None = None) -> RunResult:
-    """Continue a run: a diverged one is rolled back and changed first, an interrupted one
-    continues from its latest valid checkpoint, a finished one is extended by `epochs`."""
+    """Continue a run: a diverged one is rolled back and changed first (and recovers from
+    then on, even if it ran with recovery off), an interrupted one continues from its latest
+    valid checkpoint, a finished one is extended by `epochs`."""
     run = RunDir.open(run_path)
     config = planned = run.effective_config()
     if epochs is not None:
@@ -52,6 +53,14 @@ def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
     info, state = loaded
     events = run.events()
     pending = _pending(events)
+    changes: dict[str, list[Any]] = {}
+    if epochs is not None:
+        changes["epochs"] = [planned.epochs, epochs]
+    if pending is not None and not config.recovery:
+        # Resuming a run that stopped at a divergence is asking for recovery: recover until
+        # it is stable (within the budget), not just once.
+        config = config.replace(recovery=True)
+        changes["recovery"] = [False, True]
     if pending is None and info.epoch >= config.epochs:
         raise ConfigError(f"run {str(run.path)!r} already finished its {config.epochs} epochs;"
                           f" give --epochs N with N > {info.epoch} to extend it.")
@@ -62,11 +71,10 @@ def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
     run.write_effective(config)
     supervisor = Supervisor(trainer, run, hooks)
     supervisor.pending = pending
-    extended = {} if epochs is None else {"epochs": [planned.epochs, epochs]}
     supervisor.record_event({"kind": "resumed",
                              "reason": pending.reason.value if pending else "interrupted",
                              "epoch": trainer.epoch, "global_epoch": trainer.global_epoch,
-                             "rolled_back_to": None, "changes": extended})
+                             "rolled_back_to": None, "changes": changes})
     return finish(supervisor, supervisor.fit())
 
 
