@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autotune.divergence import (
+    DetectorConfig,
     Reason,
     Verdict,
     check_epoch,
@@ -108,6 +109,15 @@ class Supervisor:
         self.pending: Verdict | None = None
         # A trainer may tell the loss of a model that knows nothing (optional protocol).
         self._reference: float | None = getattr(trainer, "chance_loss", None)
+        self._detector_cache: tuple[TrainConfig, DetectorConfig] | None = None
+
+    def _detectors(self) -> DetectorConfig:
+        """The thresholds for the configuration in force (rebuilt only when it changes: this
+        runs every step)."""
+        config = self.trainer.config
+        if self._detector_cache is None or self._detector_cache[0] is not config:
+            self._detector_cache = (config, detector_config(config, self._reference))
+        return self._detector_cache[1]
 
     # -- effects at the edges ------------------------------------------------------------
 
@@ -137,7 +147,7 @@ class Supervisor:
         if self.hooks.on_step:
             self.hooks.on_step(info)
         verdict = check_step(self.trainer.step_losses, self.trainer.step_grad_norms,
-                             info.step, detector_config(self.trainer.config, self._reference))
+                             info.step, self._detectors())
         return verdict if verdict.diverged else None
 
     def _verdict_of(self, exc: Diverged) -> Verdict:
@@ -235,7 +245,7 @@ class Supervisor:
                   "copy_exact": val["val_copy_exact"]}
         self.run.append_metrics(record)
         self.history.append(record)
-        verdict = check_epoch(self.history, detector_config(t.config, self._reference))
+        verdict = check_epoch(self.history, self._detectors())
         if verdict.diverged:
             return self._diverged(verdict)
         self._save(val["val_loss"])
