@@ -22,6 +22,7 @@ import sqlalchemy.exc
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.study import FINISHED
 from trainer import checkpoint
 
 EPOCHS = 6
@@ -29,8 +30,6 @@ SPACE = {"learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
          "epochs": EPOCHS, "max_tasks": 40}  # 4 optimizer steps an epoch
 TOTAL = 5  # the median pruner starts after 5 finished trials: none is pruned
 STUDY = "chaos"
-STORAGE = "sqlite:///studies/autotune.db"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SEED = 20260511
 
 
