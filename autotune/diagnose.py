@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from autotune.divergence import DetectorConfig, check_collapse
 from trainer.config import TrainConfig, from_dict, load_yaml
 from trainer.errors import ConfigError
 from trainer.schedule import lr_at_epoch
@@ -63,6 +64,7 @@ OVERFIT_RISE = 0.03  # ... by at least this fraction of the best validation loss
 _LIKELIHOOD = {
     "lr_schedule_mismatch": 0.95,
     "lr_too_high": 0.85,
+    "collapsed": 0.82,
     "nonfinite_loss": 0.8,
     "gave_up": 0.75,
     "diverged": 0.75,
@@ -590,7 +592,9 @@ def diagnose(history: Sequence[Mapping[str, Any]], intended: Intended | None,
     if mismatch is not None and intended is not None:
         mismatch = _with_assumptions(mismatch, intended)
     findings = [f for f in (mismatch, _check_nonfinite(ctx), _check_smoothing(ctx)) if f]
-    findings += _check_losses(ctx, _segments(points, events))
+    segments = _segments(points, events)
+    findings += _check_losses(ctx, segments)
+    findings += [f for f in (_check_collapse(history, segments, intended, ctx),) if f]
     if not any(f.code == "lr_too_high" for f in findings):
         classes = intended.num_classes if intended is not None else ARC_CLASSES
         findings += [f for f in (_check_above_chance(ctx, classes),) if f]
@@ -1152,6 +1156,43 @@ def _check_above_chance(ctx: _Context, num_classes: int) -> Finding | None:
     return None
 
 
+def _check_collapse(history: Sequence[Mapping[str, Any]], segments: Sequence[list[_Point]],
+                    intended: Intended | None, ctx: _Context) -> Finding | None:
+    """The validation loss sat at the level of predicting the colour frequencies only.
+
+    Needs that level in the records (`marginal_loss`, which our runs log); the rule is the
+    detector's (`autotune.divergence.check_collapse`), applied along each timeline.
+    """
+    warmup = intended.warmup_epochs if intended is not None else 0.0
+    for segment in segments:
+        records: list[dict[str, float]] = []
+        for point in segment:
+            marginal = _number(history[point.index].get("marginal_loss"))
+            val = point.val_loss if point.val_loss is not None else math.nan
+            train = point.train_loss if point.train_loss is not None else math.nan
+            records.append({"epoch": point.epoch, "val_loss": val, "train_loss": train})
+            if marginal is None:
+                continue
+            level = _number(history[point.index].get("train_marginal_loss"))
+            verdict = check_collapse(records, DetectorConfig(
+                marginal_loss=marginal, train_marginal_loss=level, warmup_epochs=warmup))
+            if verdict:
+                return _collapse_finding(verdict, point, ctx.base_lr(point) or point.lr)
+    return None
+
+
+def _collapse_finding(verdict: Any, point: _Point, lr: float | None) -> Finding:
+    message = (f"{verdict.message} The peak learning rate was {_sci(lr)}: too high a rate drives "
+               f"the model onto that trivial answer (mostly the background colour) and keeps "
+               f"it there, so the loss neither rises nor falls.")
+    fix = ("train again from the start (a collapsed model does not come back when the rate "
+           "is lowered) with learning_rate " + (f"{_sci(lr / 10, 2)} (1/10 of {_sci(lr, 2)})"
+                                                 if lr else "x 1/10") + ".")
+    evidence = {**verdict.evidence, "epoch": point.epoch, "peak_lr": lr,
+                "suggested_learning_rate": lr / 10 if lr else None}
+    return _finding("collapsed", "error", message, evidence, fix)
+
+
 @dataclass(frozen=True)
 class _Spike:
     point: _Point
@@ -1358,7 +1399,10 @@ def _stopped_finding(code: str, event: Mapping[str, Any], recoveries: int,
         then = "or resume it with recovery on (autotune resume RUN_DIR)"
     lr = effective.get("learning_rate")
     base = lr if isinstance(lr, (int, float)) and lr > 0 else ctx.base_lr(ctx.points[-1])
-    if reason == "overfitting":
+    if reason == "collapsed" and base:
+        fix = (f"train again from the start with learning_rate {_sci(base / 10, 2)} (1/10 of "
+               f"{_sci(base, 2)}), {then}.")
+    elif reason == "overfitting":
         fix = (f"turn augmentation on (use_augmentation: true), add data, or stop at the best "
                f"epoch; {then}.")
     elif base:
@@ -1369,7 +1413,8 @@ def _stopped_finding(code: str, event: Mapping[str, Any], recoveries: int,
         fix = f"train again with learning_rate x 1/3 and a longer warmup_epochs, {then}."
     evidence = {"global_epoch": event.get("global_epoch"), "step": event.get("step"),
                 "reason": reason, "recoveries": recoveries, "detail": event.get("message"),
-                "suggested_learning_rate": base / 3 if base else None}
+                "suggested_learning_rate": (base / (10 if reason == "collapsed" else 3)
+                                            if base else None)}
     return _finding(code, "error", message, evidence, fix)
 
 

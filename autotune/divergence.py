@@ -20,6 +20,19 @@ Below that threshold, OVERFITTING is also reported early, when over the last
 rose by at least `overfit_min_rise` in total, rising at most of those epochs (a monotone
 rise is the clearest case). A validation curve that is flat at convergence wiggles by tiny
 amounts, so a monotone rise smaller than `overfit_min_rise` is treated as noise.
+
+A run can also fail without a rising loss: too high a learning rate can drive the model to
+predict every cell from how common each colour is, whatever the input, and leave it there
+(on ARC: the background and the grid's end). Its validation loss then sits at the loss of
+that prediction (`marginal_loss`, which the trainer computes from the data) instead of
+going below it. COLLAPSED is `collapse_patience` epochs in a row, all after the warmup and the first epoch
+(which every run ends near that level),
+with the validation loss inside a narrow band around that level and not strictly falling
+(a run that descends onto the level and through it is a slow start, not a collapse), and
+the last training loss not below the same level on the training pairs (a model that fits
+its training pairs better than the frequencies is learning something, if not generalising).
+Lowering the learning rate from the collapsed weights does not bring such a model back, so
+the evidence names the last epoch that was below the level, for the rollback.
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ __all__ = [
     "DetectorConfig",
     "Reason",
     "Verdict",
+    "check_collapse",
     "check_epoch",
     "check_nonfinite",
     "check_step",
@@ -54,6 +68,7 @@ class Reason(str, Enum):
     LOSS_SPIKE = "loss_spike"
     GRAD_EXPLOSION = "grad_explosion"
     OVERFITTING = "overfitting"
+    COLLAPSED = "collapsed"
 
     @property
     def message(self) -> str:
@@ -69,6 +84,8 @@ _REASON_MESSAGES: Mapping[Reason, str] = {
     Reason.LOSS_SPIKE: "the training loss spiked far above its recent running mean",
     Reason.GRAD_EXPLOSION: "the gradient norm exploded far above its recent running median",
     Reason.OVERFITTING: "the training loss kept falling while the validation loss rose",
+    Reason.COLLAPSED: "the validation loss sat at the level of a model that predicts only "
+                      "how common each colour is, with the learning rate at its peak",
 }
 
 
@@ -138,12 +155,31 @@ class DetectorConfig:
     """The loss of a model that knows nothing (uniform over the classes). A validation loss
     above it + max_loss_increase is instability at any epoch, the first included, when
     there is no best value yet to compare with."""
+    marginal_loss: float | None = None
+    """The loss of a model that learned the class frequencies and nothing about the input
+    (`trainer.data.marginal_loss`): the level a collapsed run sits at. None: no check."""
+    train_marginal_loss: float | None = None
+    """The same on the training pairs; a training loss below it is not a collapse."""
+    collapse_patience: int = 3
+    """Epochs in a row at that level (after warmup, not falling) that make a collapse."""
+    collapse_below: float = 0.01
+    """The level's band: from marginal_loss * (1 - collapse_below) ..."""
+    collapse_above: float = 0.05
+    """... to marginal_loss * (1 + collapse_above)."""
+    warmup_epochs: float = 0.0
+    """Epochs that end inside the warmup do not count towards a collapse (nor does the
+    first: every run ends its first epoch near the level)."""
 
     def __post_init__(self) -> None:
         _check_positive("max_loss_increase", self.max_loss_increase)
         _check_positive("spike_sigmas", self.spike_sigmas)
         _check_positive("overfit_patience", self.overfit_patience)
         _check_positive("min_epochs", self.min_epochs)
+        _check_positive("collapse_patience", self.collapse_patience)
+        for name in ("collapse_below", "collapse_above"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value < 1.0):
+                raise ValueError(f"{name} must be in [0, 1) but got {value}.")
         if not (math.isfinite(self.spike_ratio) and self.spike_ratio > 1.0):
             raise ValueError(f"spike_ratio must be greater than 1 but got {self.spike_ratio}.")
         if not (math.isfinite(self.grad_factor) and self.grad_factor > 1.0):
@@ -165,11 +201,15 @@ def _check_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be positive but got {value}.")
 
 
-def detector_config(config: TrainConfig, reference_loss: float | None = None
-                    ) -> DetectorConfig:
-    """The detector thresholds for a training configuration (its `max_loss_increase`)."""
+def detector_config(config: TrainConfig, reference_loss: float | None = None,
+                    marginal_loss: float | None = None,
+                    train_marginal_loss: float | None = None) -> DetectorConfig:
+    """The detector thresholds for a training configuration (its `max_loss_increase`,
+    clipping and warmup) and the reference losses of its trainer, when it tells them."""
     return DetectorConfig(max_loss_increase=config.max_loss_increase,
-                          clipped=config.grad_clip > 0, reference_loss=reference_loss)
+                          clipped=config.grad_clip > 0, reference_loss=reference_loss,
+                          marginal_loss=marginal_loss, train_marginal_loss=train_marginal_loss,
+                          warmup_epochs=config.warmup_epochs)
 
 
 # -- step level ---------------------------------------------------------------------------
@@ -278,8 +318,8 @@ def check_epoch(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> Ve
         cfg: the thresholds.
 
     Returns:
-        NONFINITE_LOSS, then LOSS_INCREASE or OVERFITTING (see the module docstring for the
-        rule that keeps them apart), else `OK`.
+        NONFINITE_LOSS, then LOSS_INCREASE, COLLAPSED, OVERFITTING (see the module
+        docstring for the rules that keep them apart), else `OK`.
     """
     if len(history) == 0:
         return OK
@@ -300,6 +340,9 @@ def check_epoch(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> Ve
     verdict = _check_increase(history, cfg)
     if verdict:
         return verdict
+    verdict = check_collapse(history, cfg)
+    if verdict:
+        return verdict
     return _check_overfitting(history, cfg)
 
 
@@ -311,6 +354,37 @@ def _value(record: Mapping[str, Any], key: str) -> float:
 def _strictly_falling(values: Sequence[float]) -> bool:
     return all(math.isfinite(v) for v in values) and all(
         b < a for a, b in zip(values, values[1:]))
+
+
+def check_collapse(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> Verdict:
+    """COLLAPSED when the last `collapse_patience` epochs sat at the level of a model that
+    predicts only the class frequencies (see the module docstring), else `OK`."""
+    marginal = cfg.marginal_loss
+    window = history[-cfg.collapse_patience:]
+    if marginal is None or not (math.isfinite(marginal) and marginal > 0.0) \
+            or len(window) < cfg.collapse_patience:
+        return OK
+    if int(window[0]["epoch"]) <= max(cfg.warmup_epochs, 1.0):
+        return OK  # every run's first epoch ends near the level; warmup runs below the peak
+    low, high = marginal * (1.0 - cfg.collapse_below), marginal * (1.0 + cfg.collapse_above)
+    vals = [_value(r, "val_loss") for r in window]
+    if not all(math.isfinite(v) and low <= v <= high for v in vals) or _strictly_falling(vals):
+        return OK  # below the level (learning), or still descending onto it (a slow start)
+    train, level = _value(window[-1], "train_loss"), cfg.train_marginal_loss
+    if level is not None and math.isfinite(train) and train < level * (1.0 - cfg.collapse_below):
+        return OK  # it fits its training pairs better than the frequencies: not collapsed
+    since, epoch = int(window[0]["epoch"]), int(window[-1]["epoch"])
+    learned = [int(r["epoch"]) for r in history[:-len(window)] if _value(r, "val_loss") < low]
+    shown = ", ".join(f"{v:.4g}" for v in vals)
+    return Verdict(True, Reason.COLLAPSED,
+                   f"Collapse: the validation loss has sat at {shown} for "
+                   f"{len(vals)} epochs since epoch {since}, the level of a model that predicts "
+                   f"only how common each colour is ({marginal:.4g}): it learned nothing about "
+                   f"the inputs.",
+                   {"val_loss": vals[-1], "train_loss": train, "marginal_loss": marginal,
+                    "low": low, "high": high,
+                    "since_epoch": float(since),
+                    "last_learning_epoch": float(max(learned, default=0))}, epoch=epoch)
 
 
 def _check_reference(last: Mapping[str, Any], cfg: DetectorConfig) -> Verdict:

@@ -45,6 +45,7 @@ class Action(str, Enum):
     """One configuration change a recovery can make."""
 
     LOWER_LR = "lower_lr"
+    CUT_LR = "cut_lr"
     SMOOTHING_OFF = "smoothing_off"
     AUGMENTATION_ON = "augmentation_on"
     AUGMENTATION_OFF = "augmentation_off"
@@ -77,6 +78,11 @@ DEFAULT_LADDERS: Mapping[Reason, Ladder] = MappingProxyType({
         (Action.SKIP_BATCHES, Action.LOWER_LR),
         (Action.SKIP_BATCHES, Action.LOWER_LR, Action.TIGHTER_CLIP),
     ),
+    # Stuck at the colour frequencies: a third of the rate is rarely enough to leave them.
+    Reason.COLLAPSED: (
+        (Action.CUT_LR,),
+        (Action.CUT_LR, Action.LONGER_WARMUP),
+    ),
     # Regularise, never just slow down: the rollback to the best epoch already stops early.
     Reason.OVERFITTING: (
         (Action.AUGMENTATION_ON,),
@@ -96,7 +102,9 @@ class RecoveryConfig:
     max_recoveries: int = 4
     """Recoveries allowed per run; the next verdict gives up."""
     lr_factor: float = 1 / 3
-    """LOWER_LR multiplies the learning rate by this."""
+    """LOWER_LR multiplies the learning rate by this ..."""
+    cut_lr_factor: float = 0.1
+    """... and CUT_LR (a collapse) by this."""
     clip_factor: float = 0.5
     """TIGHTER_CLIP multiplies grad_clip by this ..."""
     clip_default: float = 1.0
@@ -120,7 +128,7 @@ class RecoveryConfig:
                 or self.max_recoveries < 0:
             raise ValueError(
                 f"max_recoveries must be a non-negative integer but got {self.max_recoveries}.")
-        for name in ("lr_factor", "clip_factor"):
+        for name in ("lr_factor", "cut_lr_factor", "clip_factor"):
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
                 raise ValueError(f"{name} must be between 0 and 1 (exclusive) but got {value}.")
@@ -297,7 +305,8 @@ def _rollback_target(verdict: Verdict, checkpoint_epochs: Sequence[int],
 
     The trouble began in logical epoch `verdict.epoch` (its checkpoint holds the bad
     weights), or, for a step verdict, in the epoch that holds the step, so every checkpoint
-    up to `step // steps_per_epoch` was saved before it.
+    up to `step // steps_per_epoch` was saved before it. A collapse names the last epoch
+    whose weights had still learned something (`last_learning_epoch`, 0 = none did).
     """
     if verdict.epoch is not None:
         limit = verdict.epoch - 1
@@ -305,6 +314,9 @@ def _rollback_target(verdict: Verdict, checkpoint_epochs: Sequence[int],
         limit = verdict.step // steps_per_epoch
     else:
         limit = math.inf
+    learned = verdict.evidence.get("last_learning_epoch")
+    if learned is not None and math.isfinite(learned):
+        limit = min(limit, int(learned))
     available = {e for e in checkpoint_epochs if 0 <= e <= limit} | {0}
     prefer_best = cfg.rollback == "best" or verdict.reason is Reason.OVERFITTING
     if prefer_best and best_epoch is not None and best_epoch in available:
@@ -346,6 +358,8 @@ class _Context:
         cfg = self.cfg
         if action is Action.LOWER_LR:
             return "learning_rate", now("learning_rate") * cfg.lr_factor
+        if action is Action.CUT_LR:
+            return "learning_rate", now("learning_rate") * cfg.cut_lr_factor
         if action is Action.SMOOTHING_OFF:
             return "label_smoothing", 0.0
         if action is Action.AUGMENTATION_ON:
@@ -385,6 +399,8 @@ _HIGH: Mapping[str, float] = {f.name: f.metadata["high"] for f in fields(TrainCo
 _WHY: Mapping[Action, str] = {
     Action.LOWER_LR: "lowered the learning rate {old:.3g} -> {new:.3g}, so each step moves "
                      "the weights less",
+    Action.CUT_LR: "cut the learning rate {old:.3g} -> {new:.3g}, since a model that settled "
+                   "on the colour frequencies at a rate stays there",
     Action.SMOOTHING_OFF: "switched label smoothing off ({old:g} -> 0), since smoothing "
                           "before the model has learned raises the loss floor and pushes "
                           "the logits",
@@ -402,7 +418,8 @@ _WHY: Mapping[Action, str] = {
                          "PaLM does",
 }
 _KEY: Mapping[Action, str] = {
-    Action.LOWER_LR: "learning_rate", Action.SMOOTHING_OFF: "label_smoothing",
+    Action.LOWER_LR: "learning_rate", Action.CUT_LR: "learning_rate",
+    Action.SMOOTHING_OFF: "label_smoothing",
     Action.AUGMENTATION_ON: "use_augmentation", Action.AUGMENTATION_OFF: "use_augmentation",
     Action.LONGER_WARMUP: "warmup_epochs", Action.TIGHTER_CLIP: "grad_clip",
     Action.CLIP_ON: "grad_clip", Action.MORE_WEIGHT_DECAY: "weight_decay",

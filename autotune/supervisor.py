@@ -107,7 +107,8 @@ class Supervisor:
         self.history = timeline(run.metrics())
         self.events = run.events()
         self.pending: Verdict | None = None
-        # A trainer may tell the loss of a model that knows nothing (optional protocol).
+        # A trainer may tell the loss of a model that knows nothing and of one that knows only
+        # the class frequencies (optional protocol; the latter depends on the configuration).
         self._reference: float | None = getattr(trainer, "chance_loss", None)
         self._detector_cache: tuple[TrainConfig, DetectorConfig] | None = None
 
@@ -116,7 +117,9 @@ class Supervisor:
         runs every step)."""
         config = self.trainer.config
         if self._detector_cache is None or self._detector_cache[0] is not config:
-            self._detector_cache = (config, detector_config(config, self._reference))
+            self._detector_cache = (config, detector_config(
+                config, self._reference, getattr(self.trainer, "marginal_loss", None),
+                getattr(self.trainer, "train_marginal_loss", None)))
         return self._detector_cache[1]
 
     # -- effects at the edges ------------------------------------------------------------
@@ -134,8 +137,9 @@ class Supervisor:
                         epoch=t.epoch, step=t.step, val_loss=val_loss)
         infos = checkpoint.listing(self.run.checkpoints)
         best = _best(infos)
+        # The initial weights stay too: a rollback to the very start is always possible.
         checkpoint.prune(self.run.checkpoints, t.config.keep_checkpoints,
-                         keep={best.global_epoch} if best else set())
+                         keep={0} | ({best.global_epoch} if best else set()))
 
     def start(self) -> None:
         """Save the initial state (epoch 0), so a rollback to the very start is possible."""
@@ -242,7 +246,9 @@ class Supervisor:
                   "grad_norm_max": train["grad_norm_max"],
                   "samples_per_s": train["samples_per_s"],
                   "copy_cell_acc": val["val_copy_cell_acc"],
-                  "copy_exact": val["val_copy_exact"]}
+                  "copy_exact": val["val_copy_exact"],
+                  "marginal_loss": getattr(t, "marginal_loss", None),
+                  "train_marginal_loss": getattr(t, "train_marginal_loss", None)}
         self.run.append_metrics(record)
         self.history.append(record)
         verdict = check_epoch(self.history, self._detectors())

@@ -161,6 +161,35 @@ def epoch_batches(dataset: Dataset, batch_size: int, seed: int,
     return [batches[i] for i in order]
 
 
+def class_counts(dataset: Dataset) -> torch.Tensor:
+    """How often each class (colours 0..9, PAD, END) is a scored target of `dataset`."""
+    counts = torch.zeros(N_CLASSES, dtype=torch.float64)
+    for b in dataset.buckets:
+        targets = targets_of(b.outputs.cpu(), b.output_shapes.cpu())
+        counts += torch.bincount(targets[targets != IGNORE], minlength=N_CLASSES).double()
+    return counts
+
+
+def marginal_loss(train: Dataset, val: Dataset, augmented: bool) -> float:
+    """The validation cross-entropy of a model that learned which classes are common and
+    nothing about the input: every cell predicted with the training targets' frequencies.
+
+    Colour augmentation permutes colours 1..9 (0 stays), so under it the frequencies the
+    model sees are those of 1..9 pooled and shared out evenly. A run whose validation loss
+    sits at this value predicts the background and the grid's end, not the task: the
+    collapse a too-high learning rate leaves behind (see `autotune.divergence`).
+    """
+    counts = class_counts(train)
+    if augmented:
+        counts[1:10] = counts[1:10].sum() / 9
+    scored = class_counts(val)
+    if counts.sum() == 0 or scored.sum() == 0:
+        return math.nan
+    log_p = torch.log(counts / counts.sum())
+    seen = counts > 0  # a class never seen in training would make it infinite: left out
+    return float(-(scored[seen] * log_p[seen]).sum() / scored.sum())
+
+
 def eval_batches(dataset: Dataset, batch_size: int) -> list[tuple[int, torch.Tensor]]:
     """Every pair once, in order."""
     return [(b, chunk) for b, bucket in enumerate(dataset.buckets)

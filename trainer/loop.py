@@ -29,6 +29,7 @@ from trainer.data import (
     Dataset,
     epoch_batches,
     eval_batches,
+    marginal_loss,
     steps_per_epoch,
     targets_of,
     with_markers,
@@ -102,6 +103,8 @@ class Trainer:
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
         self.steps_per_epoch = steps_per_epoch(data.train, config.batch_size)
         self.chance_loss = math.log(N_CLASSES)  # cross-entropy of a uniform prediction
+        self._marginal = {(split, aug): marginal_loss(data.train, getattr(data, split), aug)
+                          for split in ("train", "val") for aug in (False, True)}
         self.step = 0           # logical optimizer steps; lr_at reads this
         self.compute_step = 0   # steps of compute, never goes back (fault injection)
         self.epoch = 0          # logical epochs done
@@ -109,6 +112,16 @@ class Trainer:
         self.lr_trace: list[tuple[int, float]] = []  # (step, applied lr): the schedule audit
         self.step_losses: list[float] = []           # this timeline's per-step losses
         self.step_grad_norms: list[float] = []
+
+    @property
+    def marginal_loss(self) -> float:
+        """The validation loss of predicting the class frequencies only (as augmented now)."""
+        return self._marginal["val", self.config.use_augmentation]
+
+    @property
+    def train_marginal_loss(self) -> float:
+        """The same on the training pairs: where a collapsed run's training loss sits."""
+        return self._marginal["train", self.config.use_augmentation]
 
     # -- changes -------------------------------------------------------------------------
 

@@ -38,7 +38,8 @@ def _noisy(n: int, base: float = 1.0, amp: float = 0.05) -> list[float]:
 
 def test_reason_values_are_the_contract_strings() -> None:
     assert [r.value for r in Reason] == ["nonfinite_loss", "nonfinite_grad", "loss_increase",
-                                         "loss_spike", "grad_explosion", "overfitting"]
+                                         "loss_spike", "grad_explosion", "overfitting",
+                                         "collapsed"]
     assert all(r.message and r.message[0].islower() for r in Reason)
     assert Reason("loss_spike") is Reason.LOSS_SPIKE
 
@@ -69,6 +70,9 @@ def test_verdict_to_dict_is_json() -> None:
     ({"overfit_patience": 0}, "overfit_patience"),
     ({"overfit_min_rise": -0.1}, "overfit_min_rise"),
     ({"min_epochs": 0}, "min_epochs"),
+    ({"collapse_patience": 0}, "collapse_patience"),
+    ({"collapse_below": 1.0}, "collapse_below"),
+    ({"collapse_above": -0.1}, "collapse_above"),
 ])
 def test_detector_config_names_the_bad_value(kwargs: dict[str, Any], name: str) -> None:
     with pytest.raises(ValueError, match=name):
@@ -77,7 +81,7 @@ def test_detector_config_names_the_bad_value(kwargs: dict[str, Any], name: str) 
 
 def test_detector_config_takes_max_loss_increase_from_training_config() -> None:
     assert detector_config(TrainConfig(max_loss_increase=0.7, grad_clip=0.0)) == \
-        DetectorConfig(max_loss_increase=0.7)
+        DetectorConfig(max_loss_increase=0.7, warmup_epochs=TrainConfig().warmup_epochs)
     assert detector_config(TrainConfig(grad_clip=1.0)).clipped
 
 
@@ -268,3 +272,78 @@ def test_epoch_numbers_come_from_the_records() -> None:
     verdict = check_epoch(history, CFG)
     assert verdict.reason is Reason.LOSS_INCREASE and verdict.epoch == 4
     assert verdict.evidence["best_epoch"] == 3.0
+
+
+# -- collapse -----------------------------------------------------------------------------
+
+# The tiny profile's marginal loss (colour frequencies, as augmented) and validation curves
+# measured on it (6 epochs, no warmup, `python benchmarks/divergence_suite.py` data).
+MARGINAL, TRAIN_MARGINAL = 1.747, 1.759
+COLLAPSE = DetectorConfig(marginal_loss=MARGINAL, train_marginal_loss=TRAIN_MARGINAL)
+
+COLLAPSE_ROWS: list[tuple[str, list[float], float, bool]] = [
+    # lr 0.02 / 0.04 / 0.15: stuck at the colour frequencies
+    ("lr 0.02", [1.801, 1.749, 1.79, 1.747], 0.0, True),
+    ("lr 0.04 after an overshoot", [2.013, 1.821, 1.762, 1.77], 0.0, True),
+    ("lr 0.15 flat", [2.404, 1.755, 1.746, 1.746], 0.0, True),
+    ("learned, then collapsed", [1.9, 1.6, 1.5, 1.75, 1.76, 1.75], 0.0, True),
+    # must not trigger: normal runs pass through the level for an epoch or two
+    ("lr 0.006", [1.755, 1.723, 1.559, 1.535], 0.0, False),
+    ("lr 0.01", [1.763, 1.716, 1.58, 1.544], 0.0, False),
+    ("lr 3e-4, descending onto the level and through it", [1.934, 1.821, 1.726, 1.691], 0.0,
+     False),
+    ("lr 1e-4, slow and still above the level", [2.061, 1.969, 1.931, 1.908, 1.896], 0.0,
+     False),
+    ("strictly falling inside the band", [2.2, 1.82, 1.79, 1.76], 0.0, False),
+    ("two epochs only", [1.75, 1.76], 0.0, False),
+    ("the first epoch does not count", [1.75, 1.76, 1.75], 0.0, False),
+    ("fits its training pairs below the level", [1.8, 1.75, 1.76, 1.75], 0.0, False),
+    ("flat but during a long warmup", [1.75, 1.76, 1.75], 3.0, False),
+    ("flat, one epoch past the warmup is not enough", [1.75, 1.76, 1.75, 1.76], 2.0, False),
+    ("flat for three epochs past the warmup", [1.75, 1.76, 1.75, 1.76, 1.75], 2.0, True),
+]
+
+
+@pytest.mark.parametrize("name, vals, warmup, expected", COLLAPSE_ROWS,
+                         ids=[row[0] for row in COLLAPSE_ROWS])
+def test_check_collapse_table(name: str, vals: list[float], warmup: float,
+                              expected: bool) -> None:
+    cfg = DetectorConfig(marginal_loss=MARGINAL, train_marginal_loss=TRAIN_MARGINAL,
+                         warmup_epochs=warmup)
+    trains = [v + 0.05 for v in vals]
+    if name.startswith("fits its training pairs"):
+        trains[-1] = 1.66
+    verdict = check_epoch(_history(trains, vals), cfg)
+    assert (verdict.reason is Reason.COLLAPSED) is expected, verdict.message
+    assert verdict.diverged is expected
+
+
+def test_collapse_needs_a_marginal_loss() -> None:
+    history = _history([1.8] * 4, [1.75, 1.76, 1.75, 1.76])
+    assert check_epoch(history, COLLAPSE).reason is Reason.COLLAPSED
+    assert not check_epoch(history, CFG)
+    assert not check_epoch(history, DetectorConfig(marginal_loss=NAN))
+
+
+def test_collapse_evidence_names_the_level_and_the_last_learning_epoch() -> None:
+    history = _history([2.0, 1.7, 1.6, 1.8, 1.8, 1.8], [1.9, 1.6, 1.5, 1.75, 1.76, 1.75])
+    verdict = check_epoch(history, COLLAPSE)
+    assert verdict.reason is Reason.COLLAPSED and verdict.epoch == 6
+    assert verdict.evidence["marginal_loss"] == MARGINAL
+    assert verdict.evidence["since_epoch"] == 4.0
+    assert verdict.evidence["last_learning_epoch"] == 3.0
+    assert "1.747" in verdict.message and "since epoch 4" in verdict.message
+    never = check_epoch(_history([1.8] * 4, [1.801, 1.749, 1.79, 1.747]), COLLAPSE)
+    assert never.evidence["last_learning_epoch"] == 0.0
+
+
+def test_a_rise_past_the_threshold_is_instability_before_collapse() -> None:
+    # From 1.4 up to the level is a rise of 0.35 > 0.3: the rise is what the user sees.
+    history = _history([1.5, 1.5, 1.8, 1.8, 1.8], [1.4, 1.45, 1.75, 1.76, 1.75])
+    assert check_epoch(history, COLLAPSE).reason is Reason.LOSS_INCREASE
+
+
+def test_detector_config_takes_warmup_and_marginal_from_the_run() -> None:
+    cfg = detector_config(TrainConfig(warmup_epochs=2.0), 2.48, 1.75, 1.76)
+    assert (cfg.warmup_epochs, cfg.reference_loss, cfg.marginal_loss,
+            cfg.train_marginal_loss) == (2.0, 2.48, 1.75, 1.76)

@@ -52,6 +52,12 @@ def _run(verdicts: Sequence[Verdict], config: TrainConfig,
     return decisions, config
 
 
+def _collapse(epoch: int, learned: int) -> Verdict:
+    return Verdict(True, Reason.COLLAPSED, f"Collapse at epoch {epoch}.",
+                   {"since_epoch": float(epoch - 2), "last_learning_epoch": float(learned)},
+                   epoch=epoch)
+
+
 # -- configuration ------------------------------------------------------------------------
 
 
@@ -59,6 +65,7 @@ def _run(verdicts: Sequence[Verdict], config: TrainConfig,
     ({"max_recoveries": -1}, "max_recoveries"),
     ({"lr_factor": 1.0}, "lr_factor"),
     ({"lr_factor": 0.0}, "lr_factor"),
+    ({"cut_lr_factor": 1.0}, "cut_lr_factor"),
     ({"clip_factor": 1.5}, "clip_factor"),
     ({"clip_default": 0.0}, "clip_default"),
     ({"skip_radius": -1}, "skip_radius"),
@@ -116,6 +123,8 @@ FIRST_ROWS: list[tuple[str, Verdict, dict[str, Any], tuple[Action, ...], dict[st
      {"use_augmentation": (False, True)}),
     ("overfitting, augmentation already on", _epoch_verdict(Reason.OVERFITTING), {},
      (Action.MORE_WEIGHT_DECAY,), {"weight_decay": (0.01, 0.02)}),
+    ("collapse cuts the learning rate tenfold", _epoch_verdict(Reason.COLLAPSED),
+     {"label_smoothing": 0.1}, (Action.CUT_LR,), {"learning_rate": (1e-3, 1e-4)}),
 ]
 
 
@@ -268,6 +277,12 @@ ROLLBACK_ROWS: list[tuple[str, Verdict, list[int], int | None, str, int]] = [
      CHECKPOINTS, 3, "before_trouble", 3),
     ("no step or epoch: the latest", Verdict(True, Reason.LOSS_INCREASE), CHECKPOINTS, None,
      "best", 5),
+    ("collapse that never learned: the initial weights", _collapse(6, 0), CHECKPOINTS, 5,
+     "best", 0),
+    ("collapse after learning: the best while it learned", _collapse(6, 3), CHECKPOINTS, 2,
+     "best", 2),
+    ("collapse after learning: never a collapsed checkpoint", _collapse(6, 3), CHECKPOINTS, 5,
+     "best", 3),
 ]
 
 
@@ -374,3 +389,15 @@ def test_recoveries_from_events_count_like_decisions() -> None:
                        policy=RecoveryConfig(max_recoveries=3)).give_up
     assert _decide(_epoch_verdict(), config, events,
                    policy=RecoveryConfig(max_recoveries=2)).give_up
+
+
+def test_collapse_escalates_with_a_longer_warmup_and_keeps_cutting() -> None:
+    decisions, config = _run([_collapse(3, 0)] * 3, BASE.replace(learning_rate=0.3,
+                                                                  warmup_epochs=0.0))
+    assert [d.actions for d in decisions] == [
+        (Action.CUT_LR,), (Action.CUT_LR, Action.LONGER_WARMUP),
+        (Action.CUT_LR, Action.LONGER_WARMUP)]  # past the top the last rung repeats
+    assert config.learning_rate == pytest.approx(3e-4)
+    assert config.warmup_epochs == 2.0  # 0 -> 1 (ramp up again from the start) -> 2
+    assert "cut the learning rate 0.3 -> 0.03" in decisions[0].explanation
+    assert "Rolled back to epoch 0 (the initial weights)" in decisions[0].explanation
