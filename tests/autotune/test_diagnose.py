@@ -589,3 +589,29 @@ def test_cli_diagnoses_a_foreign_log(tmp_path: Path, capsys: pytest.CaptureFixtu
     text = capsys.readouterr().out
     assert "lr_schedule_mismatch" in text and "Fix:" in text
     assert main(["diagnose", str(tmp_path / "missing.csv")]) == 2
+
+
+def _collapsed_rows(levels: bool) -> Rows:
+    vals = [2.01, 1.81, 1.776, 1.754, 1.764, 1.75]
+    trains = [2.5, 1.87, 1.79, 1.752, 1.776, 1.76]
+    rows = [{"epoch": e, "train_loss": t, "val_loss": v,
+             "lr": lr_at_epoch(e, TrainConfig(learning_rate=0.04, warmup_epochs=0, epochs=6))}
+            for e, (t, v) in enumerate(zip(trains, vals), start=1)]
+    if levels:
+        rows = [{**r, "marginal_loss": 1.747, "train_marginal_loss": 1.759} for r in rows]
+    return rows
+
+
+def test_a_loss_stuck_at_the_colour_frequencies_is_a_collapse() -> None:
+    intended = Intended(0.04, 0.0, "cosine", 6, num_classes=12)
+    found = diagnose(_collapsed_rows(levels=True), intended)
+    assert codes(found)[0] == "collapsed"
+    finding = found[0]
+    assert finding.severity == "error"
+    assert finding.evidence["marginal_loss"] == 1.747
+    assert finding.evidence["since_epoch"] == 3
+    assert finding.evidence["suggested_learning_rate"] == pytest.approx(0.004)
+    assert "learning_rate 4e-3 (1/10 of 4e-2)" in finding.fix
+    assert "from the start" in finding.fix
+    # A log that does not tell the level cannot be judged for it.
+    assert "collapsed" not in codes(diagnose(_collapsed_rows(levels=False), intended))

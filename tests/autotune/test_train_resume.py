@@ -91,6 +91,30 @@ def test_recovery_off_stops_with_exit_3_then_resume_recovers(
     assert sum(e["kind"] == "recovered" for e in events) >= 2 or code == 0
 
 
+def test_a_collapsed_run_restarts_with_a_tenth_of_the_rate_and_learns(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # On the small slice, a peak of 0.01 without warmup leaves the model predicting the
+    # colour frequencies: the validation loss sits at their level from epoch 3 to 5.
+    assert main(["train", "--device", "cpu", "--run-dir", str(tmp_path / "run"),
+                 *small_set_args(epochs=6, learning_rate=0.01, warmup_epochs=0)]) == 0
+    run = tmp_path / "run"
+    events = _lines(run / "events.jsonl")
+    assert [(e["kind"], e["reason"]) for e in events] == [("diverged", "collapsed"),
+                                                          ("recovered", "collapsed")]
+    assert events[0]["evidence"]["marginal_loss"] == pytest.approx(1.736, abs=1e-3)
+    assert events[1]["rolled_back_to"] == 0  # it never learned: the initial weights
+    assert events[1]["changes"]["learning_rate"] == [0.01, pytest.approx(0.001)]
+    metrics = _lines(run / "metrics.jsonl")
+    level = metrics[0]["marginal_loss"]
+    collapsed = [m["val_loss"] for m in metrics[:events[0]["global_epoch"]]]
+    assert all(v > level * 0.99 for v in collapsed[2:])
+    assert metrics[-1]["val_loss"] < level * 0.99  # below the level: it learned
+    capsys.readouterr()
+    assert main(["diagnose", str(run), "--json"]) == 0
+    codes = [f["code"] for f in json.loads(capsys.readouterr().out)["findings"]]
+    assert "collapsed" in codes and "recovered" in codes
+
+
 def test_kill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     assert _train(tmp_path, run="straight") == 0
     env = {**os.environ, "AUTOTUNE_INJECT": "kill@9"}  # in epoch 3 (4 steps an epoch)

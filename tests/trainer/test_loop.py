@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainer.config import TrainConfig
-from trainer.data import ArcData
+from trainer.data import N_CLASSES, ArcData, class_counts, marginal_loss, targets_of
 from trainer.inject import Injector
 from trainer.loop import Diverged, Trainer
 from trainer.schedule import audit, lr_at
@@ -112,3 +112,31 @@ def test_chance_loss_is_uniform_cross_entropy(small_config: TrainConfig,
     trainer = Trainer(small_config, small_data, "cpu", Injector())
     assert trainer.chance_loss == pytest.approx(math.log(12))
     assert abs(trainer.evaluate()["val_loss"] - trainer.chance_loss) < 0.1
+
+
+def test_marginal_loss_is_the_cross_entropy_of_the_training_frequencies(
+        small_data: ArcData) -> None:
+    counts = class_counts(small_data.train)
+    log_p = torch.log(counts / counts.sum()).float()
+    losses = []
+    for bucket in small_data.val.buckets:
+        targets = targets_of(bucket.outputs, bucket.output_shapes).flatten()
+        logits = log_p.expand(len(targets), N_CLASSES)
+        losses.append(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+    scored = float(class_counts(small_data.val).sum())
+    assert marginal_loss(small_data.train, small_data.val, False) == pytest.approx(
+        float(sum(losses)) / scored, rel=1e-5)
+    # Colour permutations pool colours 1..9: on the training pairs themselves a coarser guess
+    # than their own frequencies (Gibbs), and both far below a uniform guess.
+    own = marginal_loss(small_data.train, small_data.train, False)
+    assert own < marginal_loss(small_data.train, small_data.train, True) < math.log(12) - 0.5
+
+
+def test_the_trainer_tells_the_marginal_loss_of_its_augmentation(small_config: TrainConfig,
+                                                                 small_data: ArcData) -> None:
+    trainer = Trainer(small_config, small_data, "cpu", Injector())
+    assert trainer.marginal_loss == marginal_loss(small_data.train, small_data.val, True)
+    assert trainer.train_marginal_loss == marginal_loss(small_data.train, small_data.train,
+                                                        True)
+    trainer.apply_changes({"use_augmentation": False})
+    assert trainer.marginal_loss == marginal_loss(small_data.train, small_data.val, False)
