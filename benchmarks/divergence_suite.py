@@ -46,6 +46,8 @@ CASES = (
          {"learning_rate": 1.0, "warmup_epochs": 2}),
     Case("lr_high_constant", "learning rate 0.3, constant schedule, no warmup",
          {"learning_rate": 0.3, "schedule": "constant", "warmup_epochs": 0}),
+    Case("lr_collapse", "learning rate 0.05, no warmup: stuck at the colour frequencies",
+         {"learning_rate": 0.05, "warmup_epochs": 0}),
     Case("spikes_no_clip", "no clipping, loss x100 at steps 30, 60, 90",
          {"grad_clip": 0.0, "learning_rate": 3e-3}, inject="spike@30,spike@60,spike@90"),
     Case("nan", "a NaN loss at step 40", {}, inject="nan_loss@40"),
