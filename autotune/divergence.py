@@ -25,9 +25,9 @@ A run can also fail without a rising loss: too high a learning rate can drive th
 predict every cell from how common each colour is, whatever the input, and leave it there
 (on ARC: the background and the grid's end). Its validation loss then sits at the loss of
 that prediction (`marginal_loss`, which the trainer computes from the data) instead of
-going below it. COLLAPSED is `collapse_patience` epochs in a row, all after the warmup and the first epoch
-(which every run ends near that level),
-with the validation loss inside a narrow band around that level and not strictly falling
+going below it. COLLAPSED is `collapse_patience` epochs in a row, all after the warmup
+and the first epoch (which every run ends near that level), with the validation loss
+inside a narrow band around that level (`at_collapse_level`) and not strictly falling
 (a run that descends onto the level and through it is a slow start, not a collapse), and
 the last training loss not below the same level on the training pairs (a model that fits
 its training pairs better than the frequencies is learning something, if not generalising).
@@ -51,6 +51,7 @@ __all__ = [
     "DetectorConfig",
     "Reason",
     "Verdict",
+    "at_collapse_level",
     "check_collapse",
     "check_epoch",
     "check_nonfinite",
@@ -356,6 +357,15 @@ def _strictly_falling(values: Sequence[float]) -> bool:
         b < a for a, b in zip(values, values[1:]))
 
 
+def at_collapse_level(record: Mapping[str, Any], cfg: DetectorConfig) -> bool:
+    """The epoch's validation loss lies in the band around the colour-frequency level (a
+    collapse is `collapse_patience` such epochs); False when the level is unknown."""
+    marginal, val = cfg.marginal_loss, _value(record, "val_loss")
+    if marginal is None or not (math.isfinite(marginal) and marginal > 0.0):
+        return False
+    return marginal * (1.0 - cfg.collapse_below) <= val <= marginal * (1.0 + cfg.collapse_above)
+
+
 def check_collapse(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> Verdict:
     """COLLAPSED when the last `collapse_patience` epochs sat at the level of a model that
     predicts only the class frequencies (see the module docstring), else `OK`."""
@@ -368,7 +378,7 @@ def check_collapse(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) ->
         return OK  # every run's first epoch ends near the level; warmup runs below the peak
     low, high = marginal * (1.0 - cfg.collapse_below), marginal * (1.0 + cfg.collapse_above)
     vals = [_value(r, "val_loss") for r in window]
-    if not all(math.isfinite(v) and low <= v <= high for v in vals) or _strictly_falling(vals):
+    if not all(at_collapse_level(r, cfg) for r in window) or _strictly_falling(vals):
         return OK  # below the level (learning), or still descending onto it (a slow start)
     train, level = _value(window[-1], "train_loss"), cfg.train_marginal_loss
     if level is not None and math.isfinite(train) and train < level * (1.0 - cfg.collapse_below):

@@ -2,7 +2,9 @@
 
 Plain Optuna is what a user writes by hand: TPE and the median pruner, a training loop
 that reports the validation loss each epoch; a NaN loss raises, so the trial FAILS (and
-TPE ignores it); nothing is recovered. autotune runs `autotune search` (through its
+TPE ignores it); nothing is recovered. Its trials that sit at the colour-frequency level
+(autotune's collapse detector, run as a bystander) count as diverged in the report, and
+are left to run on, as plain Optuna would. autotune runs `autotune search` (through its
 library, without the winner's re-check, which is not part of the search budget).
 
 For each seed, both get the same wall budget (no trial starts after it) and the same
@@ -11,7 +13,7 @@ with its final loss within `max_loss_increase` of its best, no NaN), trials run,
 that diverged, trials salvaged (diverged, then ended stable), and seconds of compute
 spent in diverged trials (and, of those, wasted: not salvaged).
 
-    python benchmarks/search_vs_optuna.py                      # 3 seeds x 2 x 90 s
+    python benchmarks/search_vs_optuna.py --budget 120         # 3 seeds x 2 x 120 s
     python benchmarks/search_vs_optuna.py --budget 20 --seeds 0 1 2  # a smoke run
 """
 
@@ -30,6 +32,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from autotune.divergence import DetectorConfig, check_collapse
 from autotune.space import Space, load_space
 from autotune.study import SearchSettings, prepare, run_search
 from trainer.config import TrainConfig
@@ -71,24 +74,35 @@ def plain_optuna(space: Space, seed: int, budget: float, trials: int, epochs: in
         key = f"{config.max_tasks}/{config.max_grid}"
         data = data_cache.setdefault(key, build_data(config))
         trainer = Trainer(config, data, "cpu")
+        # Plain Optuna acts on nothing but NaN; the collapse detector only counts here which
+        # of its trials sat at the colour-frequency level (diverged, in autotune's terms).
+        watch = DetectorConfig(max_loss_increase=1e9, marginal_loss=trainer.marginal_loss,
+                               train_marginal_loss=trainer.train_marginal_loss,
+                               warmup_epochs=config.warmup_epochs)
         values: list[float] = []
+        history: list[dict[str, float]] = []
         for epoch in range(1, config.epochs + 1):
             try:
-                trainer.train_epoch()
+                train = trainer.train_epoch()
             except Diverged:
                 trial.set_user_attr("diverged", True)
                 raise
             value = trainer.evaluate("val")["val_loss"]
             values.append(value)
+            history.append({"epoch": epoch, "train_loss": train["train_loss"],
+                            "val_loss": value})
             if not math.isfinite(value):
                 trial.set_user_attr("diverged", True)
                 raise Diverged("nonfinite_loss", trainer.step)
+            if check_collapse(history, watch):
+                trial.set_user_attr("diverged", True)  # stuck, and left to run on
             trial.report(value, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
         best = min(values)
         unstable = values[-1] > best + config.max_loss_increase
-        trial.set_user_attr("diverged", unstable)
+        collapsed = bool(trial.user_attrs.get("diverged"))
+        trial.set_user_attr("diverged", unstable or collapsed)
         trial.set_user_attr("stable", not unstable)
         return best
 

@@ -301,3 +301,30 @@ def test_changes_tally_and_winner() -> None:
     counts = tally(trials, 5)
     assert (counts.done, counts.diverged, counts.recovered, counts.gave_up) == (3, 2, 1, 1)
     assert counts.best_value == 0.5 and winner_of(trials).number == 0  # type: ignore[union-attr]
+
+
+class _PruneAll(optuna.pruners.BasePruner):
+    """A pruner that prunes every trial at every epoch it is asked about."""
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return True
+
+
+def test_the_pruner_waits_while_a_trial_sits_at_the_collapse_level(tmp_path: Path) -> None:
+    # On the small slice a peak of 0.005 without warmup sits at the colour-frequency level
+    # (1.736) from its first epoch: a pruner asked at once would prune it there. It is not
+    # asked until the supervisor has called the collapse and restarted the trial.
+    from autotune.objective import Objective, ObjectiveSettings
+    space = parse_space({"learning_rate": {"choices": [0.005]}, "warmup_epochs": 0.0,
+                         "epochs": 6, "max_tasks": 40})
+    study = optuna.create_study(pruner=_PruneAll())
+    objective = Objective(ObjectiveSettings(space, "tiny", tmp_path, device="cpu"))
+    study.optimize(objective, n_trials=1)
+    [trial] = study.trials
+    assert trial.state == TrialState.PRUNED
+    events = trial.user_attrs["events"]
+    assert [(e["kind"], e["reason"]) for e in events[:2]] == [("diverged", "collapsed"),
+                                                              ("recovered", "collapsed")]
+    assert "pruned by the pruner" in trial.user_attrs["pruned_reason"]
+    # Pruned at the first epoch after the restart that left the level, not before.
+    assert max(trial.intermediate_values) > events[0]["global_epoch"]
