@@ -32,7 +32,12 @@ folder. What Optuna sees, and why:
   (`enqueue_trial`, `credit_of` = its number) when they lie inside the space and a trial
   slot is free. Trained from scratch, that trial gives the sampler a feasible point where
   the tamed configuration lives; its outcome, not the recovered trial's, is what TPE learns
-  from. Otherwise the reason is recorded in the `credit` user attribute.
+  from. Not when the trial's last recovery restarted it from its initial weights and
+  changed only searched parameters (a collapse): its surviving timeline already is that
+  from-scratch run (same seed, same data order: the enqueued trial reproduced its value to
+  the last digit), so a second one would spend a trial slot to learn nothing; the trial
+  itself stands for its effective configuration (it can win, and exports it). Otherwise
+  too the reason is recorded in the `credit` user attribute.
 - A retried trial (its process was killed; `RetryHeartbeatStaleTrialCallback` re-queued
   it) continues the killed trial's run directory from its last checkpoint, re-reporting the
   epochs done before the kill.
@@ -67,7 +72,7 @@ from trainer.loop import Trainer
 from trainer.rundir import CONFIG, RunDir, as_float, jsonable
 
 __all__ = ["TIMELINE", "Objective", "ObjectiveSettings", "SearchEvent", "SurplusTrial",
-           "credit_params", "deserves_credit", "is_surplus"]
+           "credit_params", "deserves_credit", "is_surplus", "restarted_from_scratch"]
 
 TIMELINE = "timeline"  # user attr: [[global_epoch, epoch], ...] of the surviving reports
 CONSTRAINT = "diverged"
@@ -114,6 +119,16 @@ def deserves_credit(value: float, stable_values: Iterable[float]) -> bool:
     if not math.isfinite(value):
         return False
     return not others or value <= statistics.median(others)
+
+
+def restarted_from_scratch(space: Space, events: Iterable[Mapping[str, Any]]) -> bool:
+    """The last recovery rolled back to the initial weights and recovery changed only
+    searched parameters: the surviving timeline is a from-scratch run of the effective
+    configuration."""
+    recovered = [e for e in events if e.get("kind") == "recovered"]
+    searched = {p.key for p in space.params}
+    return bool(recovered) and recovered[-1].get("rolled_back_to") == 0 \
+        and set(changes_of(recovered)) <= searched
 
 
 def credit_params(space: Space, sampled: Mapping[str, Any],
@@ -335,7 +350,7 @@ class Objective:
         self._record(trial, result.config, result.events, result.status, extra)
         credit = None
         if reason is None and result.recoveries:
-            credit = self._credit(trial, params, result.config, value)
+            credit = self._credit(trial, params, result, value)
             trial.set_user_attr("credit", credit)
         self.emit(SearchEvent("trial_end", trial.number, {
             "state": "PRUNED" if reason else "COMPLETE",
@@ -346,12 +361,16 @@ class Objective:
             raise optuna.TrialPruned(reason)
         return value
 
-    def _credit(self, trial: optuna.Trial, params: dict[str, Any], effective: TrainConfig,
+    def _credit(self, trial: optuna.Trial, params: dict[str, Any], result: RunResult,
                 value: float) -> dict[str, Any]:
         """Enqueue the effective parameters of a recovered trial that did well, if it fits."""
         s = self.settings
+        effective = result.config
         if not s.credit:
             return {"enqueued": False, "reason": "credit off"}
+        if restarted_from_scratch(s.space, result.events):
+            return {"enqueued": False, "reason": "restarted from its initial weights: this "
+                    "trial is already a from-scratch run of its effective configuration"}
         trials = trial.study.get_trials(deepcopy=False)
         stable = [t.value for t in trials if t.state == TrialState.COMPLETE
                   and t.user_attrs.get("stable") and t.value is not None]

@@ -26,6 +26,7 @@ from autotune.objective import (
     credit_params,
     deserves_credit,
     is_surplus,
+    restarted_from_scratch,
 )
 from autotune.space import parse_space
 from autotune.study import (
@@ -281,6 +282,22 @@ def test_credit_goes_to_effective_params_inside_the_space() -> None:
     assert params is None and "no searched parameter" in why
     assert deserves_credit(1.0, []) and deserves_credit(1.0, [0.9, 1.0, 1.2])
     assert not deserves_credit(1.1, [0.9, 1.0, 1.05]) and not deserves_credit(math.inf, [])
+
+
+def test_a_restart_from_the_initial_weights_is_its_own_credit() -> None:
+    space = parse_space({"learning_rate": {"low": 1e-3, "high": 0.3, "log": True},
+                         "label_smoothing": {"choices": [0.0, 0.1]}})
+    collapse = {"kind": "recovered", "rolled_back_to": 0,
+                "changes": {"learning_rate": [0.05, 0.005]}}
+    assert restarted_from_scratch(space, [{"kind": "diverged"}, collapse])
+    # A later recovery from a trained epoch, or a change outside the space: not a clean rerun.
+    later = {"kind": "recovered", "rolled_back_to": 2,
+             "changes": {"learning_rate": [0.005, 0.0017]}}
+    assert not restarted_from_scratch(space, [collapse, later])
+    assert not restarted_from_scratch(space, [{**collapse, "changes": {
+        "learning_rate": [0.05, 0.005], "skip_batches": [[], [3, 4]]}}])
+    assert not restarted_from_scratch(space, [{**collapse, "rolled_back_to": 3}])
+    assert not restarted_from_scratch(space, [])
 
 
 def test_changes_tally_and_winner() -> None:
