@@ -12,6 +12,7 @@ from autotune.divergence import (
     DetectorConfig,
     Reason,
     Verdict,
+    at_collapse_level,
     check_epoch,
     check_nonfinite,
     check_step,
@@ -277,7 +278,7 @@ def test_epoch_numbers_come_from_the_records() -> None:
 # -- collapse -----------------------------------------------------------------------------
 
 # The tiny profile's marginal loss (colour frequencies, as augmented) and validation curves
-# measured on it (6 epochs, no warmup, `python benchmarks/divergence_suite.py` data).
+# measured on it (6-8 epochs, no warmup; `python benchmarks/collapse_curves.py`).
 MARGINAL, TRAIN_MARGINAL = 1.747, 1.759
 COLLAPSE = DetectorConfig(marginal_loss=MARGINAL, train_marginal_loss=TRAIN_MARGINAL)
 
@@ -347,3 +348,12 @@ def test_detector_config_takes_warmup_and_marginal_from_the_run() -> None:
     cfg = detector_config(TrainConfig(warmup_epochs=2.0), 2.48, 1.75, 1.76)
     assert (cfg.warmup_epochs, cfg.reference_loss, cfg.marginal_loss,
             cfg.train_marginal_loss) == (2.0, 2.48, 1.75, 1.76)
+
+
+def test_the_collapse_band_around_the_level() -> None:
+    assert at_collapse_level({"val_loss": 1.747}, COLLAPSE)
+    assert at_collapse_level({"val_loss": 1.74}, COLLAPSE)
+    assert not at_collapse_level({"val_loss": 1.70}, COLLAPSE)  # below: learning
+    assert not at_collapse_level({"val_loss": 1.90}, COLLAPSE)  # far above: not settled
+    assert not at_collapse_level({"val_loss": NAN}, COLLAPSE)
+    assert not at_collapse_level({"val_loss": 1.747}, CFG)  # no level known
