@@ -360,23 +360,28 @@ def _strictly_falling(values: Sequence[float]) -> bool:
 def at_collapse_level(record: Mapping[str, Any], cfg: DetectorConfig) -> bool:
     """The epoch's validation loss lies in the band around the colour-frequency level (a
     collapse is `collapse_patience` such epochs); False when the level is unknown."""
-    marginal, val = cfg.marginal_loss, _value(record, "val_loss")
+    band = _collapse_band(cfg)
+    return band is not None and band[0] <= _value(record, "val_loss") <= band[1]
+
+
+def _collapse_band(cfg: DetectorConfig) -> tuple[float, float] | None:
+    """(low, high) around the colour-frequency level; None when the level is unknown."""
+    marginal = cfg.marginal_loss
     if marginal is None or not (math.isfinite(marginal) and marginal > 0.0):
-        return False
-    return marginal * (1.0 - cfg.collapse_below) <= val <= marginal * (1.0 + cfg.collapse_above)
+        return None
+    return marginal * (1.0 - cfg.collapse_below), marginal * (1.0 + cfg.collapse_above)
 
 
 def check_collapse(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> Verdict:
     """COLLAPSED when the last `collapse_patience` epochs sat at the level of a model that
     predicts only the class frequencies (see the module docstring), else `OK`."""
-    marginal = cfg.marginal_loss
+    band = _collapse_band(cfg)
     window = history[-cfg.collapse_patience:]
-    if marginal is None or not (math.isfinite(marginal) and marginal > 0.0) \
-            or len(window) < cfg.collapse_patience:
+    if band is None or len(window) < cfg.collapse_patience:
         return OK
     if int(window[0]["epoch"]) <= max(cfg.warmup_epochs, 1.0):
         return OK  # every run's first epoch ends near the level; warmup runs below the peak
-    low, high = marginal * (1.0 - cfg.collapse_below), marginal * (1.0 + cfg.collapse_above)
+    (low, high), marginal = band, cfg.marginal_loss
     vals = [_value(r, "val_loss") for r in window]
     if not all(at_collapse_level(r, cfg) for r in window) or _strictly_falling(vals):
         return OK  # below the level (learning), or still descending onto it (a slow start)

@@ -107,19 +107,18 @@ class Supervisor:
         self.history = timeline(run.metrics())
         self.events = run.events()
         self.pending: Verdict | None = None
-        # A trainer may tell the loss of a model that knows nothing and of one that knows only
-        # the class frequencies (optional protocol; the latter depends on the configuration).
-        self._reference: float | None = getattr(trainer, "chance_loss", None)
         self._detector_cache: tuple[TrainConfig, DetectorConfig] | None = None
 
     def _detectors(self) -> DetectorConfig:
         """The thresholds for the configuration in force (rebuilt only when it changes: this
-        runs every step)."""
-        config = self.trainer.config
-        if self._detector_cache is None or self._detector_cache[0] is not config:
-            self._detector_cache = (config, detector_config(
-                config, self._reference, getattr(self.trainer, "marginal_loss", None),
-                getattr(self.trainer, "train_marginal_loss", None)))
+        runs every step). A trainer may tell the loss of a model that knows nothing and of
+        one that knows only the class frequencies (optional protocol; the latter depends on
+        the configuration)."""
+        t = self.trainer
+        if self._detector_cache is None or self._detector_cache[0] is not t.config:
+            self._detector_cache = (t.config, detector_config(
+                t.config, getattr(t, "chance_loss", None), getattr(t, "marginal_loss", None),
+                getattr(t, "train_marginal_loss", None)))
         return self._detector_cache[1]
 
     # -- effects at the edges ------------------------------------------------------------
@@ -167,9 +166,9 @@ class Supervisor:
         """Record a divergence and recover; returns a final status, or None to carry on."""
         t = self.trainer
         self.record_event({"kind": "diverged", "reason": verdict.reason.value, "epoch": t.epoch,
-                     "global_epoch": t.global_epoch, "step": verdict.step,
-                     "message": verdict.message, "evidence": dict(verdict.evidence),
-                     "rolled_back_to": None, "changes": {}})
+                           "global_epoch": t.global_epoch, "step": verdict.step,
+                           "message": verdict.message, "evidence": dict(verdict.evidence),
+                           "rolled_back_to": None, "changes": {}})
         if not t.config.recovery:
             return DIVERGED
         return self.recover(verdict)
@@ -188,7 +187,7 @@ class Supervisor:
                                     recovery_config(t.config))
         if decision.give_up:
             self.record_event({**decision.to_event(), "kind": "gave_up", "epoch": t.epoch,
-                         "global_epoch": t.global_epoch, "rolled_back_to": None})
+                               "global_epoch": t.global_epoch, "rolled_back_to": None})
             return GAVE_UP
         loaded = checkpoint.load_latest(self.run.checkpoints, epoch=decision.rollback_to,
                                         map_location=t.device)
@@ -202,8 +201,8 @@ class Supervisor:
         self.run.write_effective(t.config)
         self.history = [r for r in self.history if r["epoch"] <= info.epoch]
         self.record_event({**decision.to_event(), "kind": "recovered", "epoch": info.epoch,
-                     "global_epoch": t.global_epoch, "rolled_back_to": info.epoch,
-                     "step": t.step})
+                           "global_epoch": t.global_epoch, "rolled_back_to": info.epoch,
+                           "step": t.step})
         return None
 
     # -- the loop ------------------------------------------------------------------------
@@ -223,8 +222,8 @@ class Supervisor:
         except (KeyboardInterrupt, Interrupted):
             # What was saved stays: the last epoch's checkpoint and its metrics.
             self.record_event({"kind": "interrupted", "reason": "interrupted", "epoch": t.epoch,
-                         "global_epoch": t.global_epoch, "rolled_back_to": None,
-                         "changes": {}})
+                               "global_epoch": t.global_epoch, "rolled_back_to": None,
+                               "changes": {}})
             raise
         return self.result(status)
 

@@ -179,10 +179,23 @@ def marginal_loss(train: Dataset, val: Dataset, augmented: bool) -> float:
     sits at this value predicts the background and the grid's end, not the task: the
     collapse a too-high learning rate leaves behind (see `autotune.divergence`).
     """
-    counts = class_counts(train)
+    return _frequency_loss(class_counts(train), class_counts(val), augmented)
+
+
+def marginal_losses(data: ArcData) -> dict[tuple[str, bool], float]:
+    """`marginal_loss` of the training and validation pairs, with and without augmentation,
+    keyed (split, augmented); each set's classes counted once."""
+    train, val = class_counts(data.train), class_counts(data.val)
+    return {(split, augmented): _frequency_loss(train, scored, augmented)
+            for split, scored in (("train", train), ("val", val))
+            for augmented in (False, True)}
+
+
+def _frequency_loss(counts: torch.Tensor, scored: torch.Tensor, augmented: bool) -> float:
+    """Cross-entropy of the `scored` class counts under the frequencies of `counts`."""
     if augmented:
+        counts = counts.clone()
         counts[1:10] = counts[1:10].sum() / 9
-    scored = class_counts(val)
     if counts.sum() == 0 or scored.sum() == 0:
         return math.nan
     log_p = torch.log(counts / counts.sum())

@@ -29,7 +29,7 @@ from trainer.data import (
     Dataset,
     epoch_batches,
     eval_batches,
-    marginal_loss,
+    marginal_losses,
     steps_per_epoch,
     targets_of,
     with_markers,
@@ -103,8 +103,7 @@ class Trainer:
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
         self.steps_per_epoch = steps_per_epoch(data.train, config.batch_size)
         self.chance_loss = math.log(N_CLASSES)  # cross-entropy of a uniform prediction
-        self._marginal = {(split, aug): marginal_loss(data.train, getattr(data, split), aug)
-                          for split in ("train", "val") for aug in (False, True)}
+        self._marginal = marginal_losses(data)
         self.step = 0           # logical optimizer steps; lr_at reads this
         self.compute_step = 0   # steps of compute, never goes back (fault injection)
         self.epoch = 0          # logical epochs done

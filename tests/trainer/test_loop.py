@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from trainer.config import TrainConfig
-from trainer.data import N_CLASSES, ArcData, class_counts, marginal_loss, targets_of
+from trainer.data import (
+    N_CLASSES,
+    ArcData,
+    class_counts,
+    marginal_loss,
+    marginal_losses,
+    targets_of,
+)
 from trainer.inject import Injector
 from trainer.loop import Diverged, Trainer
 from trainer.schedule import audit, lr_at
@@ -140,3 +147,11 @@ def test_the_trainer_tells_the_marginal_loss_of_its_augmentation(small_config: T
                                                         True)
     trainer.apply_changes({"use_augmentation": False})
     assert trainer.marginal_loss == marginal_loss(small_data.train, small_data.val, False)
+
+
+def test_marginal_losses_count_once_and_agree(small_data: ArcData) -> None:
+    losses = marginal_losses(small_data)
+    for (split, augmented), value in losses.items():
+        assert value == pytest.approx(
+            marginal_loss(small_data.train, getattr(small_data, split), augmented), rel=1e-12)
+    assert len(losses) == 4
