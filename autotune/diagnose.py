@@ -1181,15 +1181,19 @@ def _check_collapse(history: Sequence[Mapping[str, Any]], segments: Sequence[lis
     return None
 
 
+_CLIP_ON = "gradient clipping on (grad_clip: 1.0) if it was off"
+
+
 def _collapse_finding(verdict: Any, point: _Point, lr: float | None) -> Finding:
     message = (f"{verdict.message} The peak learning rate was {_sci(lr)}: too high a rate drives "
                f"the model onto that trivial answer (mostly the background colour) and keeps "
                f"it there, so the loss neither rises nor falls.")
     fix = ("train again from the start (a collapsed model does not come back when the rate "
-           "is lowered) with learning_rate " + (f"{_sci(lr / 10, 2)} (1/10 of {_sci(lr, 2)})"
-                                                 if lr else "x 1/10") + ".")
+           "is lowered) with learning_rate " + (f"{_sci(lr / 3, 2)} (1/3 of {_sci(lr, 2)})"
+                                                 if lr else "x 1/3") +
+           f" and {_CLIP_ON}; if it collapses again, a third of that.")
     evidence = {**verdict.evidence, "epoch": point.epoch, "peak_lr": lr,
-                "suggested_learning_rate": lr / 10 if lr else None}
+                "suggested_learning_rate": lr / 3 if lr else None}
     return _finding("collapsed", "error", message, evidence, fix)
 
 
@@ -1400,8 +1404,8 @@ def _stopped_finding(code: str, event: Mapping[str, Any], recoveries: int,
     lr = effective.get("learning_rate")
     base = lr if isinstance(lr, (int, float)) and lr > 0 else ctx.base_lr(ctx.points[-1])
     if reason == "collapsed" and base:
-        fix = (f"train again from the start with learning_rate {_sci(base / 10, 2)} (1/10 of "
-               f"{_sci(base, 2)}), {then}.")
+        fix = (f"train again from the start with learning_rate {_sci(base / 3, 2)} (1/3 of "
+               f"{_sci(base, 2)}) and {_CLIP_ON}, {then}.")
     elif reason == "overfitting":
         fix = (f"turn augmentation on (use_augmentation: true), add data, or stop at the best "
                f"epoch; {then}.")
@@ -1413,8 +1417,7 @@ def _stopped_finding(code: str, event: Mapping[str, Any], recoveries: int,
         fix = f"train again with learning_rate x 1/3 and a longer warmup_epochs, {then}."
     evidence = {"global_epoch": event.get("global_epoch"), "step": event.get("step"),
                 "reason": reason, "recoveries": recoveries, "detail": event.get("message"),
-                "suggested_learning_rate": (base / (10 if reason == "collapsed" else 3)
-                                            if base else None)}
+                "suggested_learning_rate": base / 3 if base else None}
     return _finding(code, "error", message, evidence, fix)
 
 

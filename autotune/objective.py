@@ -15,8 +15,8 @@ folder. What Optuna sees, and why:
   a trial is not offered to the pruner at that epoch. It is exactly what too high a
   learning rate leaves, the trial recovery exists for: the supervisor either sees it
   learn (and the pruner judges it at the next epoch) or calls a collapse after
-  `collapse_patience` epochs and restarts it with a tenth of the rate. A median pruner
-  that judged it first would throw it away one or two epochs before that.
+  `collapse_patience` epochs and restarts it with a third of the rate (and clipping).
+  A median pruner that judged it first would throw it away before that.
 - Parameters: the sampled ones stay as sampled (Optuna forbids rewriting them, invariant
   5). What the run ended with is `effective_config`, with the recovery history (`events`,
   `changes`), `divergences`, `recoveries`, `stable`, `status` and `run_dir`, all user
@@ -36,8 +36,10 @@ folder. What Optuna sees, and why:
   changed only searched parameters (a collapse): its surviving timeline already is that
   from-scratch run (same seed, same data order: the enqueued trial reproduced its value to
   the last digit), so a second one would spend a trial slot to learn nothing; the trial
-  itself stands for its effective configuration (it can win, and exports it). Otherwise
-  too the reason is recorded in the `credit` user attribute.
+  itself stands for its effective configuration (it can win, and exports it), and its
+  effective parameters go into the `credit` attribute (`stand_in`), from which the
+  study's sampler (`autotune.sampler.CreditTPESampler`) shows TPE that configuration with
+  the trial's value. Otherwise too the reason is recorded in the `credit` user attribute.
 - A retried trial (its process was killed; `RetryHeartbeatStaleTrialCallback` re-queued
   it) continues the killed trial's run directory from its last checkpoint, re-reporting the
   epochs done before the kill.
@@ -369,8 +371,13 @@ class Objective:
         if not s.credit:
             return {"enqueued": False, "reason": "credit off"}
         if restarted_from_scratch(s.space, result.events):
-            return {"enqueued": False, "reason": "restarted from its initial weights: this "
-                    "trial is already a from-scratch run of its effective configuration"}
+            reason = ("restarted from its initial weights: this trial is already a "
+                      "from-scratch run of its effective configuration")
+            credited, why = credit_params(s.space, params, effective.to_dict())
+            if credited is None:
+                return {"enqueued": False, "stand_in": False, "reason": f"{reason}; {why}"}
+            return {"enqueued": False, "stand_in": True, "params": jsonable(credited),
+                    "reason": f"{reason}, which the sampler sees with this trial's value"}
         trials = trial.study.get_trials(deepcopy=False)
         stable = [t.value for t in trials if t.state == TrialState.COMPLETE
                   and t.user_attrs.get("stable") and t.value is not None]

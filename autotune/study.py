@@ -50,6 +50,7 @@ from autotune.objective import (
     SurplusTrial,
 )
 from autotune.runs import best_of, start_run
+from autotune.sampler import CreditTPESampler
 from autotune.space import Choice, Space, load_space, parse_space
 from autotune.supervisor import changes_of
 from trainer.config import PROFILES, from_dict
@@ -374,10 +375,11 @@ def default_pruner() -> BasePruner:
 
 
 def make_sampler(plan: StudyPlan, worker: int, existing: int) -> optuna.samplers.BaseSampler:
-    """TPE; with a seed, each worker (and each resume) draws its own reproducible stream."""
+    """TPE that also sees what recovery's restarts achieved (`autotune.sampler`); with a
+    seed, each worker (and each resume) draws its own reproducible stream."""
     seed = None if plan.seed is None else plan.seed + 7919 * worker + existing
     startup = max(3, min(10, plan.trials // 3))
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    return CreditTPESampler(seed=seed, n_startup_trials=startup)
 
 
 # -- progress -----------------------------------------------------------------------------

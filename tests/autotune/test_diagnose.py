@@ -609,9 +609,9 @@ def test_a_loss_stuck_at_the_colour_frequencies_is_a_collapse() -> None:
     finding = found[0]
     assert finding.severity == "error"
     assert finding.evidence["marginal_loss"] == 1.747
-    assert finding.evidence["since_epoch"] == 3
-    assert finding.evidence["suggested_learning_rate"] == pytest.approx(0.004)
-    assert "learning_rate 4e-3 (1/10 of 4e-2)" in finding.fix
+    assert finding.evidence["since_epoch"] == 4
+    assert finding.evidence["suggested_learning_rate"] == pytest.approx(0.04 / 3, rel=1e-4)
+    assert "learning_rate 1.3e-2 (1/3 of 4e-2) and gradient clipping on" in finding.fix
     assert "from the start" in finding.fix
     # A log that does not tell the level cannot be judged for it.
     assert "collapsed" not in codes(diagnose(_collapsed_rows(levels=False), intended))

@@ -123,8 +123,11 @@ FIRST_ROWS: list[tuple[str, Verdict, dict[str, Any], tuple[Action, ...], dict[st
      {"use_augmentation": (False, True)}),
     ("overfitting, augmentation already on", _epoch_verdict(Reason.OVERFITTING), {},
      (Action.MORE_WEIGHT_DECAY,), {"weight_decay": (0.01, 0.02)}),
-    ("collapse cuts the learning rate tenfold", _epoch_verdict(Reason.COLLAPSED),
-     {"label_smoothing": 0.1}, (Action.CUT_LR,), {"learning_rate": (1e-3, 1e-4)}),
+    ("collapse with clipping on: a third of the rate", _epoch_verdict(Reason.COLLAPSED),
+     {"label_smoothing": 0.1}, (Action.LOWER_LR,), {"learning_rate": (1e-3, 1e-3 / 3)}),
+    ("collapse with clipping off: clipping on too", _epoch_verdict(Reason.COLLAPSED),
+     {"grad_clip": 0.0}, (Action.CLIP_ON, Action.LOWER_LR),
+     {"grad_clip": (0.0, 1.0), "learning_rate": (1e-3, 1e-3 / 3)}),
 ]
 
 
@@ -392,12 +395,23 @@ def test_recoveries_from_events_count_like_decisions() -> None:
 
 
 def test_collapse_escalates_with_a_longer_warmup_and_keeps_cutting() -> None:
-    decisions, config = _run([_collapse(3, 0)] * 3, BASE.replace(learning_rate=0.3,
-                                                                  warmup_epochs=0.0))
+    decisions, config = _run([_collapse(3, 0)] * 4, BASE.replace(
+        learning_rate=0.27, warmup_epochs=0.0, grad_clip=0.0))
     assert [d.actions for d in decisions] == [
-        (Action.CUT_LR,), (Action.CUT_LR, Action.LONGER_WARMUP),
-        (Action.CUT_LR, Action.LONGER_WARMUP)]  # past the top the last rung repeats
-    assert config.learning_rate == pytest.approx(3e-4)
+        (Action.CLIP_ON, Action.LOWER_LR), (Action.LOWER_LR,),
+        (Action.LOWER_LR, Action.LONGER_WARMUP),
+        (Action.LOWER_LR, Action.LONGER_WARMUP)]  # past the top the last rung repeats
+    assert config.learning_rate == pytest.approx(0.27 / 81)
+    assert config.grad_clip == 1.0
     assert config.warmup_epochs == 2.0  # 0 -> 1 (ramp up again from the start) -> 2
-    assert "cut the learning rate 0.3 -> 0.03" in decisions[0].explanation
+    assert "switched gradient clipping on at 1" in decisions[0].explanation
+    assert "lowered the learning rate 0.27 -> 0.09" in decisions[0].explanation
     assert "Rolled back to epoch 0 (the initial weights)" in decisions[0].explanation
+
+
+def test_cut_lr_in_a_ladder_of_ones_own() -> None:
+    policy = RecoveryConfig(ladders={Reason.COLLAPSED: ["cut_lr"]})
+    decision = _decide(_collapse(3, 0), BASE.replace(learning_rate=0.3), policy=policy)
+    assert decision.actions == (Action.CUT_LR,)
+    assert decision.changes == {"learning_rate": (0.3, pytest.approx(0.03))}
+    assert "cut the learning rate 0.3 -> 0.03" in decision.explanation

@@ -91,19 +91,19 @@ def test_recovery_off_stops_with_exit_3_then_resume_recovers(
     assert sum(e["kind"] == "recovered" for e in events) >= 2 or code == 0
 
 
-def test_a_collapsed_run_restarts_with_a_tenth_of_the_rate_and_learns(
+def test_a_collapsed_run_restarts_with_a_third_of_the_rate_and_learns(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # On the small slice, a peak of 0.01 without warmup leaves the model predicting the
-    # colour frequencies: the validation loss sits at their level from epoch 3 to 5.
+    # colour frequencies: the validation loss sits at their level from epoch 3.
     assert main(["train", "--device", "cpu", "--run-dir", str(tmp_path / "run"),
                  *small_set_args(epochs=6, learning_rate=0.01, warmup_epochs=0)]) == 0
     run = tmp_path / "run"
     events = _lines(run / "events.jsonl")
-    assert [(e["kind"], e["reason"]) for e in events] == [("diverged", "collapsed"),
-                                                          ("recovered", "collapsed")]
+    assert [(e["kind"], e["reason"]) for e in events[:2]] == [("diverged", "collapsed"),
+                                                              ("recovered", "collapsed")]
     assert events[0]["evidence"]["marginal_loss"] == pytest.approx(1.736, abs=1e-3)
     assert events[1]["rolled_back_to"] == 0  # it never learned: the initial weights
-    assert events[1]["changes"]["learning_rate"] == [0.01, pytest.approx(0.001)]
+    assert events[1]["changes"] == {"learning_rate": [0.01, pytest.approx(0.01 / 3)]}
     metrics = _lines(run / "metrics.jsonl")
     level = metrics[0]["marginal_loss"]
     collapsed = [m["val_loss"] for m in metrics[:events[0]["global_epoch"]]]
