@@ -1191,7 +1191,7 @@ def _collapse_finding(verdict: Any, point: _Point, lr: float | None) -> Finding:
     fix = ("train again from the start (a collapsed model does not come back when the rate "
            "is lowered) with learning_rate " + (f"{_sci(lr / 3, 2)} (1/3 of {_sci(lr, 2)})"
                                                  if lr else "x 1/3") +
-           f" and {_CLIP_ON}; if it collapses again, a third of that.")
+           f" and {_CLIP_ON}; if it collapses again, a tenth of that.")
     evidence = {**verdict.evidence, "epoch": point.epoch, "peak_lr": lr,
                 "suggested_learning_rate": lr / 3 if lr else None}
     return _finding("collapsed", "error", message, evidence, fix)

@@ -80,12 +80,13 @@ DEFAULT_LADDERS: Mapping[Reason, Ladder] = MappingProxyType({
     ),
     # Stuck at the colour frequencies: restart from the last weights that still learned with
     # a third of the rate, and with clipping when it was off (measured on the tiny profile,
-    # 8 collapsed configurations restarted from scratch: x1/3 + clipping beat x1/10 where
-    # the peak was within ~3x of the edge, 0.005-0.02; x1/10 was 0.03 better at 0.04-0.05,
-    # and neither was enough above 0.07, where the next rung cuts again).
+    # 8 collapsed configurations restarted from scratch, benchmarks/collapse_fixes.py:
+    # x1/3 + clipping beat x1/10 by 0.05-0.16 where the peak was within ~3x of the edge,
+    # 0.005-0.02; x1/10 was 0.03 better at 0.04-0.05, and neither was enough above 0.07).
+    # A second collapse means a rate far above the edge: a tenth.
     Reason.COLLAPSED: (
         (Action.CLIP_ON, Action.LOWER_LR),
-        (Action.LOWER_LR,),
+        (Action.CUT_LR,),
         (Action.LOWER_LR, Action.LONGER_WARMUP),
     ),
     # Regularise, never just slow down: the rollback to the best epoch already stops early.
@@ -109,8 +110,7 @@ class RecoveryConfig:
     lr_factor: float = 1 / 3
     """LOWER_LR multiplies the learning rate by this ..."""
     cut_lr_factor: float = 0.1
-    """... and CUT_LR by this (in no default ladder; runs of autotune 0.1 used it for a
-    collapse, and their events still name it)."""
+    """... and CUT_LR (a repeated collapse) by this."""
     clip_factor: float = 0.5
     """TIGHTER_CLIP multiplies grad_clip by this ..."""
     clip_default: float = 1.0

@@ -394,24 +394,24 @@ def test_recoveries_from_events_count_like_decisions() -> None:
                    policy=RecoveryConfig(max_recoveries=2)).give_up
 
 
-def test_collapse_escalates_with_a_longer_warmup_and_keeps_cutting() -> None:
+def test_collapse_escalates_with_a_tenth_then_a_longer_warmup() -> None:
     decisions, config = _run([_collapse(3, 0)] * 4, BASE.replace(
         learning_rate=0.27, warmup_epochs=0.0, grad_clip=0.0))
     assert [d.actions for d in decisions] == [
-        (Action.CLIP_ON, Action.LOWER_LR), (Action.LOWER_LR,),
+        (Action.CLIP_ON, Action.LOWER_LR), (Action.CUT_LR,),
         (Action.LOWER_LR, Action.LONGER_WARMUP),
         (Action.LOWER_LR, Action.LONGER_WARMUP)]  # past the top the last rung repeats
-    assert config.learning_rate == pytest.approx(0.27 / 81)
+    assert config.learning_rate == pytest.approx(0.27 / 3 / 10 / 9)
     assert config.grad_clip == 1.0
     assert config.warmup_epochs == 2.0  # 0 -> 1 (ramp up again from the start) -> 2
     assert "switched gradient clipping on at 1" in decisions[0].explanation
     assert "lowered the learning rate 0.27 -> 0.09" in decisions[0].explanation
+    assert "cut the learning rate 0.09 -> 0.009" in decisions[1].explanation
     assert "Rolled back to epoch 0 (the initial weights)" in decisions[0].explanation
 
 
-def test_cut_lr_in_a_ladder_of_ones_own() -> None:
-    policy = RecoveryConfig(ladders={Reason.COLLAPSED: ["cut_lr"]})
+def test_a_ladder_of_ones_own_for_a_collapse() -> None:
+    policy = RecoveryConfig(ladders={Reason.COLLAPSED: ["cut_lr"]}, cut_lr_factor=0.2)
     decision = _decide(_collapse(3, 0), BASE.replace(learning_rate=0.3), policy=policy)
     assert decision.actions == (Action.CUT_LR,)
-    assert decision.changes == {"learning_rate": (0.3, pytest.approx(0.03))}
-    assert "cut the learning rate 0.3 -> 0.03" in decision.explanation
+    assert decision.changes == {"learning_rate": (0.3, pytest.approx(0.06))}

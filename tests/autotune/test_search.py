@@ -327,10 +327,11 @@ class _PruneAll(optuna.pruners.BasePruner):
         return True
 
 
-def test_the_pruner_waits_while_a_trial_sits_at_the_collapse_level(tmp_path: Path) -> None:
+def test_the_pruner_judges_a_trial_at_the_collapse_level(tmp_path: Path) -> None:
     # On the small slice a peak of 0.005 without warmup sits at the colour-frequency level
-    # (1.736) from its first epoch: a pruner asked at once would prune it there. It is not
-    # asked until the supervisor has called the collapse and restarted the trial.
+    # (1.736) from its first epoch. In a search the pruner is asked all the same (a restart
+    # costs more than a fresh trial, see autotune/objective.py): it stops the trial at once,
+    # before the collapse detector would have called it.
     from autotune.objective import Objective, ObjectiveSettings
     space = parse_space({"learning_rate": {"choices": [0.005]}, "warmup_epochs": 0.0,
                          "epochs": 6, "max_tasks": 40})
@@ -339,9 +340,6 @@ def test_the_pruner_waits_while_a_trial_sits_at_the_collapse_level(tmp_path: Pat
     study.optimize(objective, n_trials=1)
     [trial] = study.trials
     assert trial.state == TrialState.PRUNED
-    events = trial.user_attrs["events"]
-    assert [(e["kind"], e["reason"]) for e in events[:2]] == [("diverged", "collapsed"),
-                                                              ("recovered", "collapsed")]
-    assert "pruned by the pruner" in trial.user_attrs["pruned_reason"]
-    # Pruned at the first epoch after the restart that left the level, not before.
-    assert max(trial.intermediate_values) > events[0]["global_epoch"]
+    assert list(trial.intermediate_values) == [1]
+    assert trial.user_attrs["events"] == [] and trial.user_attrs["divergences"] == 0
+    assert "pruned by the pruner at epoch 1" in trial.user_attrs["pruned_reason"]
