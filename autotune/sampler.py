@@ -12,20 +12,22 @@ parameters, the trial's value, feasible. The stand-ins live only in what the sam
 reads; the study's trials, counts, exports and reports are the real ones.
 
 TPE reads a study's trials through `Study._get_trials` (Optuna 4-5); the view below
-answers that call and the public `get_trials`, and passes everything else through, as the
-pruner's view in `autotune.study` does. Stand-ins count towards TPE's `n_startup_trials`
-(they are finished evaluations, which is what it counts).
+(`autotune.views.StudyView`) answers that call and the public `get_trials`, and passes
+everything else through, as the pruner's view in `autotune.study` does. Stand-ins count
+towards TPE's `n_startup_trials` (they are finished evaluations, which is what it counts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial, TrialState
+
+from autotune.views import StudyView
 
 __all__ = ["CreditTPESampler", "stand_in", "stand_ins"]
 
@@ -55,35 +57,14 @@ def stand_ins(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     return [s for s in map(stand_in, trials) if s is not None]
 
 
-class _CreditView:
+class _CreditView(StudyView):
     """A study whose trial lists carry the stand-ins (what the wrapped TPE reads)."""
 
-    def __init__(self, study: optuna.Study) -> None:
-        self._study = study
-
-    @staticmethod
-    def _with_stand_ins(trials: list[FrozenTrial],
-                        states: Container[TrialState] | None) -> list[FrozenTrial]:
+    def shown(self, trials: list[FrozenTrial],
+              states: Collection[TrialState] | None) -> list[FrozenTrial]:
         if states is not None and TrialState.COMPLETE not in states:
             return trials
         return trials + stand_ins(trials)
-
-    def _get_trials(self, deepcopy: bool = True, states: Any = None,
-                    use_cache: bool = False) -> list[FrozenTrial]:
-        trials = self._study._get_trials(deepcopy=deepcopy, states=states,
-                                         use_cache=use_cache)
-        return self._with_stand_ins(trials, states)
-
-    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
-        return self._with_stand_ins(self._study.get_trials(deepcopy=deepcopy, states=states),
-                                    states)
-
-    @property
-    def trials(self) -> list[FrozenTrial]:
-        return self.get_trials()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
 
 
 class CreditTPESampler(TPESampler):

@@ -30,7 +30,7 @@ import signal
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from autotune.runs import best_of, start_run
 from autotune.sampler import CreditTPESampler
 from autotune.space import Choice, Space, load_space, parse_space
 from autotune.supervisor import changes_of
+from autotune.views import StudyView
 from trainer.config import PROFILES, from_dict
 from trainer.errors import ConfigError, Interrupted
 from trainer.loop import set_threads
@@ -329,23 +330,12 @@ def _view(trial: FrozenTrial) -> FrozenTrial:
     return seen
 
 
-class _StudyView:
+class _TimelineView(StudyView):
     """A study whose trials show their timeline values (what a wrapped pruner reads)."""
 
-    def __init__(self, study: optuna.Study) -> None:
-        self._study = study
-
-    def get_trials(self, deepcopy: bool = True,
-                   states: Iterable[TrialState] | None = None) -> list[FrozenTrial]:
-        states = tuple(states) if states is not None else None
-        return [_view(t) for t in self._study.get_trials(deepcopy=False, states=states)]
-
-    @property
-    def trials(self) -> list[FrozenTrial]:
-        return self.get_trials()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
+    def shown(self, trials: list[FrozenTrial],
+              states: Collection[TrialState] | None) -> list[FrozenTrial]:
+        return [_view(t) for t in trials]
 
 
 class TimelinePruner(BasePruner):
@@ -366,7 +356,7 @@ class TimelinePruner(BasePruner):
         seen = _view(trial)
         if seen.last_step is None:
             return False
-        return self._wrapped.prune(_StudyView(study), seen)  # type: ignore[arg-type]
+        return self._wrapped.prune(_TimelineView(study), seen)  # type: ignore[arg-type]
 
 
 def default_pruner() -> BasePruner:
