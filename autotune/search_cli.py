@@ -112,8 +112,11 @@ class SearchProgress:
         extra = ""
         if d.get("recoveries"):
             extra = f"; {d['recoveries']} recovery(ies): {describe_changes(d['changes'])}"
-            if (d.get("credit") or {}).get("enqueued"):
+            credit = d.get("credit") or {}
+            if credit.get("enqueued"):
                 extra += "; its effective parameters are queued as a new trial"
+            elif credit.get("stand_in"):
+                extra += "; the sampler sees its effective parameters with this value"
         if d["state"] == "COMPLETE":
             self.console.log(f"trial {n}: val_loss {_num(d['value'])}{extra}")
         else:

@@ -125,3 +125,21 @@ def test_a_collapsed_trial_restarted_from_scratch_gets_a_stand_in(tmp_path: Path
     [seen] = stand_ins(study.get_trials())
     assert seen.params == {"learning_rate": effective} and seen.value == trial.value
     assert len(study.get_trials(states=(TrialState.WAITING,))) == 0  # nothing queued
+
+
+def test_the_progress_says_what_the_sampler_was_told() -> None:
+    from rich.console import Console
+
+    from autotune.objective import SearchEvent
+    from autotune.search_cli import SearchProgress
+
+    console = Console(record=True, width=200)
+    progress = SearchProgress(console)
+    end = {"state": "COMPLETE", "value": 1.42, "recoveries": 1,
+           "changes": {"learning_rate": [0.041, 0.0137]}}
+    progress(SearchEvent("trial_end", 2, {**end, "credit": RESTARTED}))
+    progress(SearchEvent("trial_end", 3, {**end, "credit": {"enqueued": True}}))
+    text = console.export_text()
+    assert "trial 2: val_loss 1.4200; 1 recovery(ies)" in text
+    assert "the sampler sees its effective parameters with this value" in text
+    assert "its effective parameters are queued as a new trial" in text
