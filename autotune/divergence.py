@@ -163,7 +163,7 @@ class DetectorConfig:
     """The same on the training pairs; a training loss below it is not a collapse."""
     collapse_patience: int = 2
     """Epochs in a row at that level (after warmup, not falling) that make a collapse. 2:
-    no run that learned was called in 61 measured curves (`benchmarks/collapse_curves.py`,
+    no run that learned was called in 74 measured curves (`benchmarks/collapse_curves.py`,
     `benchmarks/collapse_fixes.py`), and each epoch less is an epoch of a collapsed run
     saved."""
     collapse_below: float = 0.01
