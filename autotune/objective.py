@@ -108,7 +108,8 @@ class ObjectiveSettings:
     target: int | None = None
     """The study's requested number of trials: no trial beyond it runs."""
     credit: bool = True
-    """Enqueue a recovered trial's effective parameters (see the module docstring)."""
+    """Give a recovered trial's effective configuration credit: a queued trial, or a
+    stand-in the sampler sees (see the module docstring)."""
 
 
 class SurplusTrial(Exception):
