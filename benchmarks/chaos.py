@@ -41,10 +41,10 @@ import yaml
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.study import open_storage
+from autotune.recovery.rundir import RunDir
+from autotune.search import open_storage
 from trainer import checkpoint
 from trainer.errors import ConfigError
-from trainer.rundir import RunDir
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 

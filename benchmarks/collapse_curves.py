@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from autotune.divergence import DetectorConfig, Reason, check_epoch
+from autotune.detect import DetectorConfig, Reason, check_epoch
 from trainer.config import resolve
 from trainer.data import build_data
 from trainer.loop import Diverged, Trainer, pick_device

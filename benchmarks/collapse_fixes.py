@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from autotune.divergence import DetectorConfig, check_collapse
-from autotune.space import load_space
+from autotune.detect import DetectorConfig, check_collapse
+from autotune.search.space import load_space
 from trainer.data import ArcData, build_data
 from trainer.loop import Diverged, Trainer
 

@@ -77,8 +77,8 @@ def overhead(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     `autotune train` of the same configuration, in-process, alternating, median of n."""
     import yaml
 
-    from autotune.runs import start_run
-    from autotune.study import SearchSettings, prepare, run_search
+    from autotune.recovery.runs import start_run
+    from autotune.search import SearchSettings, prepare, run_search
     from trainer.config import resolve
 
     epochs = args.epochs or 6

@@ -32,9 +32,9 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from autotune.divergence import DetectorConfig, check_collapse
-from autotune.space import Space, load_space
-from autotune.study import SearchSettings, prepare, run_search
+from autotune.detect import DetectorConfig, check_collapse
+from autotune.search import SearchSettings, prepare, run_search
+from autotune.search.space import Space, load_space
 from trainer.config import TrainConfig
 from trainer.data import ArcData, build_data
 from trainer.loop import Diverged, Trainer

@@ -31,7 +31,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from autotune.study import open_storage
+from autotune.search import open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune.cli import main
+from autotune.cli.app import main
 
 GOOD_PAIR = {"input": [[1, 2], [3, 4]], "output": [[4, 3], [2, 1]]}
 SECRET = "s3cret"

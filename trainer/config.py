@@ -47,9 +47,6 @@ class TrainConfig:
         "label smoothing of the training loss; 0.0 = off", low=0.0, high=0.99))
     use_augmentation: bool = field(default=True, metadata=_doc(
         "dihedral and colour-permutation augmentation on/off"))
-    max_loss_increase: float = field(default=0.3, metadata=_doc(
-        "divergence threshold: validation loss above best + this", low=0.0, high=1e6,
-        low_open=True))
     data: str = field(default="arcagi", metadata=_doc(
         "arcagi, arcagi2, or a path: a folder of task JSON files, one task JSON file, or a "
         "challenges JSON with its solutions file beside it"))
@@ -64,13 +61,6 @@ class TrainConfig:
     skip_batches: list[int] = field(default_factory=list, metadata=_doc(
         "optimizer steps whose batch is skipped (set by recovery after a loss spike)"))
     compile: bool = field(default=False, metadata=_doc("torch.compile the model (CUDA only)"))
-    recovery: bool = field(default=True, metadata=_doc(
-        "detect divergence and recover (roll back, change, resume)"))
-    max_recoveries: int = field(default=4, metadata=_doc(
-        "recoveries allowed per run before it gives up", low=0, high=1000))
-    keep_checkpoints: int = field(default=3, metadata=_doc(
-        "how many of the latest checkpoints to keep (the best is kept as well)", low=2,
-        high=1000))
 
     def __post_init__(self) -> None:
         validate(self)
@@ -141,15 +131,20 @@ def validate(config: TrainConfig) -> None:
             raise ConfigError(f"{name} must be {lo} and <= {high:g} but got {value!r}.")
 
 
-def check_keys(keys: Any) -> None:
-    """Raise ConfigError for an unknown key, naming the closest known one."""
+def check_keys(keys: Any, also: tuple[str, ...] = ()) -> None:
+    """Raise ConfigError for an unknown key, naming the closest known one.
+
+    `also` names keys that the caller reads itself (a run's other settings), beside the
+    TrainConfig keys.
+    """
+    known = KEYS + tuple(k for k in also if k not in _FIELDS)
     for key in keys:
-        if key in _FIELDS:
+        if key in known:
             continue
-        close = difflib.get_close_matches(str(key), KEYS, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown configuration key {key!r}.{hint} "
-                          f"Known keys: {', '.join(KEYS)}.")
+                          f"Known keys: {', '.join(known)}.")
 
 
 def from_dict(mapping: dict[str, Any]) -> TrainConfig:
@@ -182,23 +177,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-def save_yaml(config: TrainConfig, path: str | Path, header: str = "") -> None:
-    """Write the configuration as a bare YAML mapping (atomically), with comment lines first."""
-    from trainer.atomic import atomic_write_text
-
-    comments = "".join(f"# {line}\n" for line in header.splitlines())
-    atomic_write_text(Path(path), comments + yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """Parse `--set KEY=VALUE` items; values are read as YAML scalars (1e-3, true, cosine)."""
+def parse_set(items: list[str], also: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Parse `--set KEY=VALUE` items; values are read as YAML scalars (1e-3, true, cosine).
+    Keys are TrainConfig's or those in `also`."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set takes KEY=VALUE but got {item!r}.")
-        check_keys([key])
+        check_keys([key], also)
         try:
             value = yaml.safe_load(raw) if raw.strip() else raw
         except yaml.YAMLError:

@@ -8,11 +8,3 @@ class ConfigError(ValueError):
 
     The message is one line that names the bad value and what is allowed.
     """
-
-
-class Interrupted(BaseException):
-    """Ctrl-C or SIGTERM: stop where we are, keep what was saved (exit code 130).
-
-    A BaseException like KeyboardInterrupt, but its own class, so that no library in
-    between (the CLI parser turns KeyboardInterrupt into a silent exit code) swallows it.
-    """

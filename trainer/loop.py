@@ -1,9 +1,17 @@
 """The Trainer: one epoch of training, evaluation, resumable state, mid-run changes.
 
 Read top to bottom in the order the data flows: setup, a training step, an epoch,
-evaluation, state. It knows nothing of divergence policies: a non-finite loss or
-gradient stops the epoch with `Diverged` before the optimizer applies it, and a per-step
-callback may stop it the same way; what to do next is the caller's business.
+evaluation, state. It knows nothing of divergence policies. It offers what a supervisor
+needs: `hparams`, `train_epoch(on_step)`, `evaluate()`, `state_dict()`,
+`load_state_dict()` and `apply_changes()`. A non-finite loss or gradient is never applied
+(the fused optimizer skips the update on the device); every step's values go to
+`on_step(step, loss, grad_norm)`, which may raise to stop the epoch. Without a callback a
+non-finite step stops the epoch with `Diverged`.
+
+Step values are read from the device every `sync_every` steps (every step on the CPU,
+where reading is free; in groups of 32 on a GPU), so on a GPU `on_step` sees a step after
+the optimizer has run it. A non-finite step was skipped on the device all the same, and a
+caller that stops on another verdict rolls back to a checkpoint anyway.
 """
 
 from __future__ import annotations
@@ -42,7 +50,10 @@ STATE_VERSION = 1
 # Keys a running trainer can change; the schedule honours them from the next step on.
 MUTABLE_KEYS = frozenset({"learning_rate", "warmup_epochs", "schedule", "min_lr_ratio",
                           "label_smoothing", "use_augmentation", "grad_clip", "weight_decay",
-                          "skip_batches", "max_loss_increase", "max_recoveries", "epochs"})
+                          "skip_batches", "epochs"})
+# What `hparams` shows a supervisor: the keys its recovery may change.
+HPARAM_KEYS = ("learning_rate", "warmup_epochs", "label_smoothing", "use_augmentation",
+               "grad_clip", "weight_decay", "skip_batches")
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,7 @@ class StepInfo:
 
 
 class Diverged(Exception):
-    """A step that must not be applied (non-finite) or that a step callback stopped."""
+    """A non-finite step, met with no step callback to judge it (it was not applied)."""
 
     def __init__(self, reason: str, step: int, detail: Any = None, loss: float = float("nan"),
                  grad_norm: float = float("nan")) -> None:
@@ -66,7 +77,8 @@ class Diverged(Exception):
         self.loss, self.grad_norm = loss, grad_norm
 
 
-StepCallback = Callable[[StepInfo], Any]
+StepCallback = Callable[[int, float, float], Any]
+"""`on_step(step, loss, grad_norm)`; raising stops the epoch (the exception goes through)."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -74,6 +86,12 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def default_profile(device: str) -> str:
+    """The profile a device gets when none is given: `default` on CUDA, `tiny` on a CPU."""
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return "default" if cuda else "tiny"
 
 
 class Trainer:
@@ -123,6 +141,12 @@ class Trainer:
         return self._marginal["train", self.config.use_augmentation]
 
     # -- changes -------------------------------------------------------------------------
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """The hyperparameters a supervisor's recovery may change, as they are now."""
+        values = self.config.to_dict()
+        return {key: values[key] for key in HPARAM_KEYS}
 
     def apply_changes(self, changes: Mapping[str, Any]) -> TrainConfig:
         """Change hyperparameters mid-run; the schedule honours them from the next step."""
@@ -193,23 +217,22 @@ class Trainer:
 
     def _read(self, pending: list[tuple[int, int, float, torch.Tensor]],
               on_step: StepCallback | None) -> list[StepInfo]:
-        """Read the steps' values (one host sync), record them, stop at a bad one."""
+        """Read the steps' values (one host sync), record them, hand each to `on_step`."""
         values = torch.stack([stats for *_, stats in pending]).tolist()
         infos = []
         for (step, compute_step, lr, _), (loss, norm) in zip(pending, values):
-            if not (math.isfinite(loss) and math.isfinite(norm)):
+            finite = math.isfinite(loss) and math.isfinite(norm)
+            if not finite and on_step is None:
                 reason = "nonfinite_loss" if not math.isfinite(loss) else "nonfinite_grad"
                 raise Diverged(reason, step, loss=loss, grad_norm=norm)
             info = StepInfo(step, compute_step, loss, norm, lr)
-            self.lr_trace.append((step, lr))
+            if finite:  # a skipped step applied no rate and trained nothing
+                self.lr_trace.append((step, lr))
+                infos.append(info)
             self.step_losses.append(loss)
             self.step_grad_norms.append(norm)
-            infos.append(info)
             if on_step is not None:
-                verdict = on_step(info)
-                if verdict:
-                    raise Diverged(getattr(verdict, "reason", "stopped"), step, verdict,
-                                   loss, norm)
+                on_step(step, loss, norm)
         pending.clear()
         return infos
 
@@ -217,7 +240,8 @@ class Trainer:
         """Train the rest of the current logical epoch; returns its training metrics.
 
         Step values are read every `sync_every` steps (every step on the CPU, where reading
-        is free); `on_step(info)` returning something truthy stops the epoch with Diverged.
+        is free) and handed to `on_step(step, loss, grad_norm)`; an exception it raises
+        stops the epoch and goes through.
         """
         cfg = self.config
         start = time.perf_counter()
@@ -315,10 +339,11 @@ class Trainer:
             "rng_python": list(random.getstate()[1]),
         }
 
-    def load_state_dict(self, state: Mapping[str, Any], *, keep_config: bool = False,
-                        keep_counters: bool = False) -> None:
-        """Restore a state; with `keep_config` the configuration in force wins (rollback),
-        with `keep_counters` the never-going-back counters stay as they are."""
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state. The configuration in force wins over the state's (a rollback
+        keeps what recovery changed; a resume builds the trainer with the effective
+        configuration), and the counters of compute never go back (`compute_step`, which
+        fault injection counts, and `global_epoch`)."""
         if state.get("trainer_version") != STATE_VERSION:
             raise ValueError(f"trainer state version {state.get('trainer_version')} is not "
                              f"{STATE_VERSION}")
@@ -327,15 +352,12 @@ class Trainer:
                              f"{self.model_config.to_dict()}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if not keep_config:
-            self.config = TrainConfig(**state["config"])
         # Loading optimizer state brings back its old hyperparameters: the config wins.
         for group in self.optimizer.param_groups:
             group.update(self._optimizer_defaults, weight_decay=self.config.weight_decay)
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        if not keep_counters:
-            self.compute_step = int(state["compute_step"])
-            self.global_epoch = int(state["global_epoch"])
+        self.compute_step = max(self.compute_step, int(state["compute_step"]))
+        self.global_epoch = max(self.global_epoch, int(state["global_epoch"]))
         self.lr_trace = [(int(s), float(lr)) for s, lr in state["lr_trace"]]
         self.step_losses = list(state["step_losses"])
         self.step_grad_norms = list(state["step_grad_norms"])

@@ -22,7 +22,7 @@ import sqlalchemy.exc
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.study import FINISHED
+from autotune.search import FINISHED
 from trainer import checkpoint
 
 EPOCHS = 6
@@ -162,7 +162,7 @@ def test_two_kills_at_random_moments_lose_nothing(tmp_path: Path) -> None:
 
 OPEN_AT = """
 import sys, time
-from autotune.study import open_storage
+from autotune.search import open_storage
 from trainer.errors import ConfigError
 time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
 try:

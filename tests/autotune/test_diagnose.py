@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from autotune.diagnose import (
+from autotune.diagnose.core import (
     Finding,
     Intended,
     diagnose,
@@ -576,7 +576,7 @@ def test_bad_input_is_a_one_line_config_error(tmp_path: Path, name: str,
 
 
 def test_cli_diagnoses_a_foreign_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from autotune.cli import main
+    from autotune.cli.app import main
 
     rows, _ = flat_after_warmup()
     log = write_csv(tmp_path / "their_trainer_log.csv", rows)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from autotune.divergence import (
+from autotune.detect import (
     OK,
     DetectorConfig,
     Reason,
@@ -81,7 +81,7 @@ def test_detector_config_names_the_bad_value(kwargs: dict[str, Any], name: str) 
 
 
 def test_detector_config_takes_max_loss_increase_from_training_config() -> None:
-    assert detector_config(TrainConfig(max_loss_increase=0.7, grad_clip=0.0)) == \
+    assert detector_config({**TrainConfig().to_dict(), "max_loss_increase": 0.7, "grad_clip": 0.0}) == \
         DetectorConfig(max_loss_increase=0.7, warmup_epochs=TrainConfig().warmup_epochs)
     assert detector_config(TrainConfig(grad_clip=1.0)).clipped
 

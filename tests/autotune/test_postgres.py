@@ -23,8 +23,8 @@ import pytest
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.cli import main
-from autotune.study import mask_url, open_storage
+from autotune.cli.app import main
+from autotune.search import mask_url, open_storage
 from trainer import checkpoint
 from trainer.errors import ConfigError
 
@@ -227,7 +227,7 @@ def test_the_postgres_extras_driver_is_enough(pg_url: str, workdir: Path) -> Non
     # (3). Without psycopg a plain URL must still reach the server through psycopg2.
     pytest.importorskip("psycopg2")
     missing = f"missing-{uuid.uuid4().hex[:8]}"
-    code = ("import sys; sys.modules['psycopg'] = None; from autotune.cli import main; "
+    code = ("import sys; sys.modules['psycopg'] = None; from autotune.cli.app import main; "
             "sys.exit(main(sys.argv[1:]))")
     proc = subprocess.run([sys.executable, "-c", code, "report", "--study", missing,
                            "--storage", pg_url], capture_output=True, text=True, timeout=120)

@@ -1,4 +1,4 @@
-"""The sampler shows TPE the configurations recovery's restarts trained (autotune.sampler)."""
+"""The sampler shows TPE the configurations that restarts trained (autotune.search.sampler)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from optuna.distributions import FloatDistribution
 from optuna.samplers import TPESampler
 from optuna.trial import TrialState
 
-from autotune.objective import Objective, ObjectiveSettings
-from autotune.sampler import CreditTPESampler, stand_in, stand_ins
-from autotune.space import parse_space
-from autotune.study import tally, winner_of
+from autotune.search import tally, winner_of
+from autotune.search.objective import Objective, ObjectiveSettings
+from autotune.search.sampler import CreditTPESampler, stand_in, stand_ins
+from autotune.search.space import parse_space
 
 LR = FloatDistribution(1e-3, 0.3, log=True)
 
@@ -130,8 +130,8 @@ def test_a_collapsed_trial_restarted_from_scratch_gets_a_stand_in(tmp_path: Path
 def test_the_progress_says_what_the_sampler_was_told() -> None:
     from rich.console import Console
 
-    from autotune.objective import SearchEvent
-    from autotune.search_cli import SearchProgress
+    from autotune.cli.search_commands import SearchProgress
+    from autotune.search.objective import SearchEvent
 
     console = Console(record=True, width=200)
     progress = SearchProgress(console)

@@ -20,16 +20,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from autotune import cli
-from autotune.objective import (
-    TIMELINE,
-    changes_of,
-    credit_params,
-    deserves_credit,
-    is_surplus,
-    restarted_from_scratch,
-)
-from autotune.space import parse_space
-from autotune.study import (
+from autotune.search import (
     TimelinePruner,
     next_action,
     reap,
@@ -37,6 +28,15 @@ from autotune.study import (
     timeline_values,
     winner_of,
 )
+from autotune.search.objective import (
+    TIMELINE,
+    changes_of,
+    credit_params,
+    deserves_credit,
+    is_surplus,
+    restarted_from_scratch,
+)
+from autotune.search.space import parse_space
 
 STORAGE = "sqlite:///studies/autotune.db"
 SPACE = {"learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
@@ -332,7 +332,7 @@ def test_the_pruner_judges_a_trial_at_the_collapse_level(tmp_path: Path) -> None
     # (1.736) from its first epoch. In a search the pruner is asked all the same (a restart
     # costs more than a fresh trial, see autotune/objective.py): it stops the trial at once,
     # before the collapse detector would have called it.
-    from autotune.objective import Objective, ObjectiveSettings
+    from autotune.search.objective import Objective, ObjectiveSettings
     space = parse_space({"learning_rate": {"choices": [0.005]}, "warmup_epochs": 0.0,
                          "epochs": 6, "max_tasks": 40})
     study = optuna.create_study(pruner=_PruneAll())

@@ -7,7 +7,7 @@ import optuna
 import pytest
 import yaml
 
-from autotune.space import Choice, Range, load_space, parse_space, shipped, space_path
+from autotune.search.space import Choice, Range, load_space, parse_space, shipped, space_path
 from trainer.errors import ConfigError
 
 GOOD: dict[str, Any] = {

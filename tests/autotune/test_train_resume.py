@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autotune.cli import main
+from autotune.cli.app import main
 from tests.conftest import small_set_args
 from trainer import checkpoint
 

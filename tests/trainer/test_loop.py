@@ -85,7 +85,7 @@ def test_applied_lr_follows_lr_at_after_a_change(small_config: TrainConfig,
     state = trainer.state_dict()
     trainer.train_epoch()
     # A rollback: the optimizer's state comes back, its old learning rate must not.
-    trainer.load_state_dict(state, keep_config=True, keep_counters=True)
+    trainer.load_state_dict(state)
     trainer.apply_changes({"learning_rate": small_config.learning_rate / 3,
                            "warmup_epochs": 2.0})
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(

@@ -7,7 +7,6 @@ ended stable, 130 interrupted (the study is saved; `autotune resume --study` con
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 from types import TracebackType
@@ -25,21 +24,19 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from autotune.objective import SearchEvent
-from autotune.render import describe_changes, describe_event
-from autotune.study import (
-    DEFAULT_STUDY,
-    SearchOutcome,
-    SearchSettings,
-    mask_url,
-    prepare,
-    resume,
-    run_search,
-    safe_sink,
-    storage_url,
-)
+from autotune.cli.progress import describe_event
+from autotune.errors import ConfigError
+from autotune.events import describe_changes, fmt
+from autotune.search.objective import SearchEvent
+from autotune.search.outcome import SearchOutcome, resume, run_search, safe_sink
+from autotune.search.plan import DEFAULT_STUDY, SearchSettings, prepare
+from autotune.search.storage import load_study, mask_url, storage_url
 
 __all__ = ["SearchProgress", "register", "render_outcome", "resume_study"]
+
+
+def _f4(value: Any) -> str:
+    return fmt(value, ".4f")
 
 EXIT_OK, EXIT_NO_STABLE = 0, 3
 
@@ -48,12 +45,6 @@ def _quiet_optuna() -> None:
     # The progress display says what Optuna's per-trial log lines would.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore", ExperimentalWarning)
-
-
-def _num(value: Any, spec: str = ".4f") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return format(value, spec)
 
 
 class SearchProgress:
@@ -82,17 +73,17 @@ class SearchProgress:
         d, n, log = event.data, event.trial, self.console.log
         if event.kind == "tally":
             self.progress.update(self.task, total=d["total"], completed=d["done"],
-                                 best=_num(d["best_value"]), diverged=d["diverged"],
+                                 best=_f4(d["best_value"]), diverged=d["diverged"],
                                  recovered=d["recovered"])
         elif event.kind == "trial_start":
-            params = ", ".join(f"{k}={_num(v, '.4g') if isinstance(v, float) else v}"
+            params = ", ".join(f"{k}={fmt(v)}"
                                for k, v in d["params"].items())
             how = "continues its run from the last checkpoint" if d.get("resumed") else "starts"
             log(f"trial {n} {how}: {params or '(no searched parameters)'}")
             self.progress.update(self.task, current=f"trial {n} starting")
         elif event.kind == "epoch":
             self.progress.update(self.task, current=f"trial {n} epoch {d['epoch']}/"
-                                 f"{d.get('epochs') or '?'} val {_num(d['val_loss'])}")
+                                 f"{d.get('epochs') or '?'} val {_f4(d['val_loss'])}")
         elif event.kind == "recovery":
             log(f"trial {n}: {describe_event(d)}")
         elif event.kind == "trial_end":
@@ -105,7 +96,7 @@ class SearchProgress:
             self.progress.update(self.task, current=f"re-check of trial {n}")
         elif event.kind == "confirm_end":
             verdict = "[green]confirmed[/]" if d["confirmed"] else "[red]NOT confirmed[/]"
-            log(f"re-check of trial {n}: {verdict} (best val_loss {_num(d['value'])}, "
+            log(f"re-check of trial {n}: {verdict} (best val_loss {_f4(d['value'])}, "
                 f"{d['divergences']} divergence(s))")
 
     def _trial_end(self, n: int | None, d: dict[str, Any]) -> None:
@@ -118,7 +109,7 @@ class SearchProgress:
             elif credit.get("stand_in"):
                 extra += "; the sampler sees its effective parameters with this value"
         if d["state"] == "COMPLETE":
-            self.console.log(f"trial {n}: val_loss {_num(d['value'])}{extra}")
+            self.console.log(f"trial {n}: val_loss {_f4(d['value'])}{extra}")
         else:
             self.console.log(f"trial {n}: pruned ({d.get('reason')}){extra}")
 
@@ -140,7 +131,7 @@ def render_outcome(console: Console, outcome: SearchOutcome) -> int:
                           "learning rates) or more recoveries (max_recoveries).")
         return EXIT_NO_STABLE
     console.print(f"best stable trial: {w.number}, val_loss {w.value:.4f}")
-    sampled = ", ".join(f"{k}={_num(v, '.4g') if isinstance(v, float) else v}"
+    sampled = ", ".join(f"{k}={fmt(v)}"
                         for k, v in w.params.items())
     console.print(f"  sampled: {sampled or '(none)'}")
     console.print(f"  recovery changed: {describe_changes(w.changes)}", markup=False)
@@ -149,7 +140,7 @@ def render_outcome(console: Console, outcome: SearchOutcome) -> int:
     else:
         verdict = "[green]confirmed stable[/]" if w.confirmed else "[red]NOT confirmed[/]"
         console.print(f"  re-check from scratch: {verdict} (best val_loss "
-                      f"{_num(w.confirm_value)})")
+                      f"{_f4(w.confirm_value)})")
     console.print(f"  export it: autotune export --study {outcome.study} --format yaml "
                   f"--output best.yaml")
     return EXIT_OK
@@ -191,16 +182,19 @@ def register(app: typer.Typer, console: Console) -> None:
         artifacts: Annotated[str | None, typer.Option(
             help="folder of the trials' run directories (default "
                  "studies/artifacts/STUDY; a shared path on many machines)")] = None,
+        recovery: Annotated[str | None, typer.Option(
+            help="on (recover diverging trials; the default) or off (prune them with the "
+                 "reason, recover nothing)")] = None,
     ) -> None:
         """Search hyperparameters; diverging trials are recovered, not thrown away."""
         _quiet_optuna()
         settings = SearchSettings(study=study, storage=storage, trials=trials, space=space,
                                   profile=profile, epochs=epochs, timeout=timeout, seed=seed,
-                                  jobs=jobs, artifacts=artifacts)
+                                  jobs=jobs, artifacts=artifacts, recovery=recovery)
         plan = prepare(settings)
         console.print(f"study {plan.study!r}: {plan.trials} trials, profile {plan.profile}, "
-                      f"{plan.jobs} job(s); storage {mask_url(plan.storage)}; runs in "
-                      f"{plan.artifacts}")
+                      f"{plan.jobs} job(s), recovery {plan.recovery}; storage "
+                      f"{mask_url(plan.storage)}; runs in {plan.artifacts}")
         with SearchProgress(console) as progress:
             outcome = run_search(plan, safe_sink(progress), timeout)
         raise typer.Exit(render_outcome(console, outcome))
@@ -214,9 +208,7 @@ def register(app: typer.Typer, console: Console) -> None:
             help="file to write (default: standard output)")] = None,
     ) -> None:
         """Export the winner's configuration (yaml) or every trial (csv)."""
-        from autotune import export as exporter
-        from autotune.study import load_study
-        from trainer.errors import ConfigError
+        from autotune.report import export as exporter
 
         if format_ not in exporter.FORMATS:
             raise ConfigError(f"--format must be yaml or csv but got {format_!r}.")
@@ -225,7 +217,8 @@ def register(app: typer.Typer, console: Console) -> None:
         try:
             text = exporter.export(loaded, format_, mask_url(storage_url(storage)))
         except exporter.NoWinner as exc:
-            console.print(f"autotune: {exc}", markup=False)
+            Console(stderr=True).print(f"autotune: {exc}", markup=False, highlight=False,
+                                       soft_wrap=True)
             raise typer.Exit(EXIT_NO_STABLE) from None
         if output is None:
             typer.echo(text, nl=False)
@@ -241,8 +234,7 @@ def register(app: typer.Typer, console: Console) -> None:
             help="folder for the PNG plots (created)")] = None,
     ) -> None:
         """Show the top trials and what recovery changed; plot into --out."""
-        from autotune.report import top_table, write_plots
-        from autotune.study import load_study
+        from autotune.report.plots import top_table, write_plots
 
         _quiet_optuna()
         loaded = load_study(study, storage)

@@ -1,178 +1,37 @@
 """The recovery policy: given a verdict and the run's history, give up or say how to resume.
 
-`decide` is pure: it reads the verdict, the configuration in force, the recoveries made so
-far and the checkpoints on disk, and returns a Decision (a rollback target and a few
-configuration changes, with a sentence for the user). `apply_changes` turns a Decision into
-the next TrainConfig. Loading the checkpoint and writing events is the caller's business.
-
-Ladders. Each Reason has a ladder of rungs; a rung is the set of actions taken together.
-Reasons that share a ladder (by default the four instability reasons) escalate together:
-the n-th recovery for them starts at the rung after the last one used. A rung whose actions
-would all change nothing (smoothing already off, augmentation already on) is passed over,
-and a no-op action inside a rung is dropped. Past the top, the last rung repeats (it lowers
-the learning rate again) until the budget is spent.
+`decide` is pure: it reads the verdict, the hyperparameters in force, the recoveries made
+so far and the checkpoints on disk, and returns a Decision (a rollback target and a few
+changes, with a sentence for the user). Loading the checkpoint, applying the changes and
+writing events is the supervisor's business. The ladders it climbs are data
+(`autotune.recovery.ladders`).
 
 One rule sits before the ladders: when an instability verdict comes right after a recovery
 that switched augmentation on, augmentation is the suspect, and it is switched off again
 (without climbing the ladder); the overfitting ladder then does not switch it on again.
+A hyperparameter the trainer does not have is never changed: its actions are dropped.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from enum import Enum
-from types import MappingProxyType
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from autotune.divergence import Reason, Verdict
-from trainer.config import TrainConfig
-
-__all__ = [
-    "DEFAULT_LADDERS",
-    "ROLLBACKS",
-    "Action",
-    "Decision",
-    "RecoveryConfig",
-    "apply_changes",
-    "decide",
-    "recovery_config",
-]
-
-
-class Action(str, Enum):
-    """One configuration change a recovery can make."""
-
-    LOWER_LR = "lower_lr"
-    CUT_LR = "cut_lr"
-    SMOOTHING_OFF = "smoothing_off"
-    AUGMENTATION_ON = "augmentation_on"
-    AUGMENTATION_OFF = "augmentation_off"
-    LONGER_WARMUP = "longer_warmup"
-    TIGHTER_CLIP = "tighter_clip"
-    CLIP_ON = "clip_on"
-    MORE_WEIGHT_DECAY = "more_weight_decay"
-    SKIP_BATCHES = "skip_batches"
-
-
-Rung = tuple[Action, ...]
-Ladder = tuple[Rung, ...]
-
-_INSTABILITY: Ladder = (
-    # Smoothing on before the model has learned raises the loss floor and pushes logits.
-    (Action.SMOOTHING_OFF,),
-    (Action.LOWER_LR,),
-    (Action.LOWER_LR,),
-    (Action.LONGER_WARMUP, Action.LOWER_LR),
-    (Action.TIGHTER_CLIP, Action.LOWER_LR),
+from autotune.detect import Reason, Verdict
+from autotune.recovery.ladders import (
+    INSTABILITY_REASONS,
+    Action,
+    Ladder,
+    RecoveryConfig,
+    Rung,
 )
-DEFAULT_LADDERS: Mapping[Reason, Ladder] = MappingProxyType({
-    Reason.NONFINITE_LOSS: _INSTABILITY,
-    Reason.NONFINITE_GRAD: _INSTABILITY,
-    Reason.LOSS_INCREASE: _INSTABILITY,
-    Reason.GRAD_EXPLOSION: _INSTABILITY,
-    # PaLM's remedy for a spike: restart before it and skip the batches around it.
-    Reason.LOSS_SPIKE: (
-        (Action.SKIP_BATCHES, Action.CLIP_ON),
-        (Action.SKIP_BATCHES, Action.LOWER_LR),
-        (Action.SKIP_BATCHES, Action.LOWER_LR, Action.TIGHTER_CLIP),
-    ),
-    # Stuck at the colour frequencies: restart from the last weights that still learned with
-    # a third of the rate, and with clipping when it was off (measured on the tiny profile,
-    # 8 collapsed configurations restarted from scratch, benchmarks/collapse_fixes.py:
-    # x1/3 + clipping beat x1/10 by 0.05-0.16 where the peak was within ~3x of the edge,
-    # 0.005-0.02; x1/10 was 0.03 better at 0.04-0.05, and neither was enough above 0.07).
-    # A second collapse means a rate far above the edge: a tenth.
-    Reason.COLLAPSED: (
-        (Action.CLIP_ON, Action.LOWER_LR),
-        (Action.CUT_LR,),
-        (Action.LOWER_LR, Action.LONGER_WARMUP),
-    ),
-    # Regularise, never just slow down: the rollback to the best epoch already stops early.
-    Reason.OVERFITTING: (
-        (Action.AUGMENTATION_ON,),
-        (Action.MORE_WEIGHT_DECAY,),
-        (Action.MORE_WEIGHT_DECAY, Action.LOWER_LR),
-    ),
-})
-ROLLBACKS = ("best", "before_trouble")
-_INSTABILITY_REASONS = frozenset({Reason.NONFINITE_LOSS, Reason.NONFINITE_GRAD,
-                                  Reason.LOSS_INCREASE, Reason.GRAD_EXPLOSION})
 
+__all__ = ["Decision", "decide"]
 
-@dataclass(frozen=True)
-class RecoveryConfig:
-    """The policy's knobs: budget, factors, ladders, rollback rule."""
-
-    max_recoveries: int = 4
-    """Recoveries allowed per run; the next verdict gives up."""
-    lr_factor: float = 1 / 3
-    """LOWER_LR multiplies the learning rate by this ..."""
-    cut_lr_factor: float = 0.1
-    """... and CUT_LR (a repeated collapse) by this."""
-    clip_factor: float = 0.5
-    """TIGHTER_CLIP multiplies grad_clip by this ..."""
-    clip_default: float = 1.0
-    """... or sets it to this when clipping is off (CLIP_ON too)."""
-    skip_radius: int = 2
-    """SKIP_BATCHES skips steps [spike - radius, spike + radius]."""
-    wd_factor: float = 2.0
-    """MORE_WEIGHT_DECAY multiplies weight_decay by this ..."""
-    wd_default: float = 0.01
-    """... or sets it to this when weight decay is off."""
-    ladders: Mapping[Reason, Ladder] = field(default_factory=lambda: DEFAULT_LADDERS, hash=False)
-    """Per reason, the rungs to climb; given ladders replace the defaults of their reasons.
-    A flat tuple of actions is read as one action per rung."""
-    rollback: str = "best"
-    """`best`: the best checkpoint before the trouble; `before_trouble`: the last one."""
-    suspect_augmentation: bool = True
-    """Switch augmentation off when instability follows a recovery that switched it on."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.max_recoveries, bool) or not isinstance(self.max_recoveries, int) \
-                or self.max_recoveries < 0:
-            raise ValueError(
-                f"max_recoveries must be a non-negative integer but got {self.max_recoveries}.")
-        for name in ("lr_factor", "cut_lr_factor", "clip_factor"):
-            value = getattr(self, name)
-            if not 0.0 < value < 1.0:
-                raise ValueError(f"{name} must be between 0 and 1 (exclusive) but got {value}.")
-        if not self.wd_factor > 1.0 or not math.isfinite(self.wd_factor):
-            raise ValueError(f"wd_factor must be greater than 1 but got {self.wd_factor}.")
-        for name in ("clip_default", "wd_default"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0.0):
-                raise ValueError(f"{name} must be positive but got {value}.")
-        if isinstance(self.skip_radius, bool) or not isinstance(self.skip_radius, int) \
-                or self.skip_radius < 0:
-            raise ValueError(
-                f"skip_radius must be a non-negative integer but got {self.skip_radius}.")
-        if self.rollback not in ROLLBACKS:
-            raise ValueError(f"rollback must be one of {', '.join(ROLLBACKS)} "
-                             f"but got {self.rollback!r}.")
-        merged = dict(DEFAULT_LADDERS)
-        for reason, ladder in self.ladders.items():
-            merged[Reason(reason)] = _ladder(Reason(reason), ladder)
-        object.__setattr__(self, "ladders", MappingProxyType(merged))
-
-
-def _ladder(reason: Reason, ladder: Iterable[Any]) -> Ladder:
-    rungs = tuple((Action(r),) if isinstance(r, (str, Action)) else tuple(map(Action, r))
-                  for r in ladder)
-    if not rungs or any(not rung for rung in rungs):
-        raise ValueError(f"the ladder of {reason.value} must be non-empty rungs of actions "
-                         f"but got {ladder!r}.")
-    return rungs
-
-
-def recovery_config(config: TrainConfig) -> RecoveryConfig:
-    """The policy for a training configuration: its budget.
-
-    Whether a run recovers on its own (`recovery: false`) is the supervisor's business: an
-    explicit `autotune resume` of a run that stopped applies this policy all the same.
-    """
-    return RecoveryConfig(max_recoveries=config.max_recoveries)
+WEIGHT_DECAY_CAP = 10.0
+"""MORE_WEIGHT_DECAY never goes above this (TrainConfig's own upper bound)."""
 
 
 @dataclass(frozen=True)
@@ -184,37 +43,23 @@ class Decision:
     rollback_to: int | None = None
     """Logical epoch of the checkpoint to load (0 = the initial weights); None on give-up."""
     changes: dict[str, tuple[Any, Any]] = field(default_factory=dict, hash=False)
-    """TrainConfig key -> (old, new), JSON-able values."""
+    """Hyperparameter -> (old, new), JSON-able values."""
     actions: tuple[Action, ...] = ()
     explanation: str = ""
     """One or two sentences for the user: what was seen and why this change."""
     level: int | None = None
     """The ladder rung used (None: not a ladder step, e.g. give-up or a suspect rule)."""
 
-    def to_event(self) -> dict[str, Any]:
-        """The events.jsonl fields of this decision (the caller adds epoch, global_epoch)."""
+    def event_fields(self) -> dict[str, Any]:
+        """The `autotune.events.Event` fields of this decision besides kind, reason and
+        the epochs."""
         return {
-            "kind": "gave_up" if self.give_up else "recovered",
-            "reason": self.reason.value,
             "rolled_back_to": self.rollback_to,
             "changes": {k: [old, new] for k, (old, new) in self.changes.items()},
             "actions": [a.value for a in self.actions],
             "explanation": self.explanation,
             "level": self.level,
         }
-
-    @classmethod
-    def from_event(cls, event: Mapping[str, Any]) -> Decision:
-        """The Decision an events.jsonl record of kind `recovered` or `gave_up` describes."""
-        return cls(
-            give_up=event.get("kind") == "gave_up",
-            reason=Reason(event["reason"]),
-            rollback_to=event.get("rolled_back_to"),
-            changes={k: (v[0], v[1]) for k, v in (event.get("changes") or {}).items()},
-            actions=tuple(Action(a) for a in event.get("actions") or ()),
-            explanation=str(event.get("explanation", "")),
-            level=event.get("level"),
-        )
 
 
 # -- decide -------------------------------------------------------------------------------
@@ -245,21 +90,24 @@ def _past(recoveries: Sequence[Decision | Mapping[str, Any]]) -> list[_Past]:
     return out
 
 
-def decide(verdict: Verdict, config: TrainConfig,
+def decide(verdict: Verdict, config: Mapping[str, Any] | Any,
            recoveries: Sequence[Decision | Mapping[str, Any]],
            checkpoint_epochs: Sequence[int], best_epoch: int | None, steps_per_epoch: int,
-           cfg: RecoveryConfig) -> Decision:
+           cfg: RecoveryConfig, *, planned_epochs: int | None = None) -> Decision:
     """Give up, or choose the rollback target and the changes for a diverged verdict.
 
     Args:
         verdict: a diverged verdict (its step or epoch locates the trouble).
-        config: the configuration in force.
+        config: the hyperparameters in force: a mapping (a trainer's `hparams`) or an
+            object with `to_dict()` (a TrainConfig). Keys it lacks are never changed.
         recoveries: the recoveries made so far in this run, as Decisions or as events.jsonl
             records (records of kind `diverged` or `gave_up` are ignored).
         checkpoint_epochs: logical epochs whose checkpoints are on disk (0 always counts).
         best_epoch: the epoch with the lowest validation loss so far, if any.
         steps_per_epoch: optimizer steps per epoch, to place a step-level verdict.
         cfg: the policy.
+        planned_epochs: the run's planned epochs (a longer warmup stops there); default
+            the configuration's `epochs`, else no limit.
     """
     if not verdict.diverged or verdict.reason is None:
         raise ValueError(f"decide needs a diverged verdict with a reason but got {verdict}.")
@@ -275,9 +123,14 @@ def decide(verdict: Verdict, config: TrainConfig,
 
     target, where = _rollback_target(verdict, checkpoint_epochs, best_epoch,
                                      steps_per_epoch, cfg)
-    ctx = _Context(config, cfg, verdict, target, past)
-    if (cfg.suspect_augmentation and reason in _INSTABILITY_REASONS and past
-            and Action.AUGMENTATION_ON in past[-1].actions and config.use_augmentation):
+    values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+    if planned_epochs is None:
+        planned_epochs = values.get("epochs")
+    ctx = _Changes(values, cfg, verdict, target, past,
+                   math.inf if planned_epochs is None else float(planned_epochs))
+    if (cfg.suspect_augmentation and reason in INSTABILITY_REASONS and past
+            and Action.AUGMENTATION_ON in past[-1].actions
+            and values.get("use_augmentation")):
         changes, actions = ctx.apply((Action.AUGMENTATION_OFF,))
         return Decision(False, reason, target, changes, actions,
                         _explain(seen, target, where, actions, changes, ctx), level=None)
@@ -333,12 +186,13 @@ def _rollback_target(verdict: Verdict, checkpoint_epochs: Sequence[int],
     return target, "the last checkpoint before the trouble"
 
 
-class _Context:
-    """Works out each action's new value from the configuration in force."""
+class _Changes:
+    """Works out each action's new value from the hyperparameters in force."""
 
-    def __init__(self, config: TrainConfig, cfg: RecoveryConfig, verdict: Verdict,
-                 target: int, past: list[_Past]) -> None:
+    def __init__(self, config: Mapping[str, Any], cfg: RecoveryConfig, verdict: Verdict,
+                 target: int, past: list[_Past], planned_epochs: float) -> None:
         self.config, self.cfg, self.verdict, self.target = config, cfg, verdict, target
+        self.planned_epochs = planned_epochs
         self.aug_blamed = any(Action.AUGMENTATION_OFF in rec.actions for rec in past)
 
     def apply(self, rung: Rung) -> tuple[dict[str, tuple[Any, Any]], tuple[Action, ...]]:
@@ -347,11 +201,13 @@ class _Context:
         old: dict[str, Any] = {}
         taken: list[Action] = []
         for action in rung:
+            if _KEY[action] not in self.config:
+                continue  # the trainer has no such hyperparameter: never changed
             key, new = self._change(action, values)
-            current = values.get(key, getattr(self.config, key))
+            current = values.get(key, self.config[key])
             if new == current:
                 continue
-            old.setdefault(key, getattr(self.config, key))
+            old.setdefault(key, self.config[key])
             values[key] = new
             taken.append(action)
         changes = {k: (old[k], v) for k, v in values.items() if v != old[k]}
@@ -359,7 +215,7 @@ class _Context:
 
     def _change(self, action: Action, values: Mapping[str, Any]) -> tuple[str, Any]:
         def now(key: str) -> Any:
-            return values.get(key, getattr(self.config, key))
+            return values.get(key, self.config[key])
 
         cfg = self.cfg
         if action is Action.LOWER_LR:
@@ -378,7 +234,7 @@ class _Context:
             # leave the learning rate rising to the last step, so it stops there.
             old = now("warmup_epochs")
             longer = max(2.0 * old, self.target + 1.0)
-            return "warmup_epochs", max(old, min(longer, float(now("epochs"))))
+            return "warmup_epochs", max(old, min(longer, self.planned_epochs))
         if action is Action.TIGHTER_CLIP:
             clip = now("grad_clip")
             return "grad_clip", cfg.clip_default if clip <= 0 else clip * cfg.clip_factor
@@ -388,7 +244,7 @@ class _Context:
         if action is Action.MORE_WEIGHT_DECAY:
             wd = now("weight_decay")
             new = cfg.wd_default if wd <= 0 else wd * cfg.wd_factor
-            return "weight_decay", min(new, _HIGH["weight_decay"])
+            return "weight_decay", min(new, WEIGHT_DECAY_CAP)
         if action is Action.SKIP_BATCHES:
             skip = list(now("skip_batches"))
             step = self.verdict.step
@@ -398,9 +254,6 @@ class _Context:
             return "skip_batches", sorted(set(skip) | set(around))
         raise ValueError(f"unknown action {action!r}.")
 
-
-_HIGH: Mapping[str, float] = {f.name: f.metadata["high"] for f in fields(TrainConfig)
-                              if f.metadata.get("high") is not None}
 
 _WHY: Mapping[Action, str] = {
     Action.LOWER_LR: "lowered the learning rate {old:.3g} -> {new:.3g}, so each step moves "
@@ -434,7 +287,7 @@ _KEY: Mapping[Action, str] = {
 
 
 def _explain(seen: str, target: int, where: str, actions: tuple[Action, ...],
-             changes: Mapping[str, tuple[Any, Any]], ctx: _Context) -> str:
+             changes: Mapping[str, tuple[Any, Any]], ctx: _Changes) -> str:
     phrases = []
     for action in actions:
         old, new = changes[_KEY[action]]
@@ -442,19 +295,3 @@ def _explain(seen: str, target: int, where: str, actions: tuple[Action, ...],
         phrases.append(_WHY[action].format(old=old, new=new, first=max(0, step - radius),
                                            last=step + radius))
     return f"{seen} Rolled back to epoch {target} ({where}) and {'; '.join(phrases)}."
-
-
-def apply_changes(config: TrainConfig, decision: Decision) -> TrainConfig:
-    """The configuration with a decision's changes applied (validated; unchanged on give-up).
-
-    Raises ValueError when a key's current value is not the decision's `old` one (the
-    decision belongs to another configuration, or was applied already).
-    """
-    for key, (old, _) in decision.changes.items():
-        current = getattr(config, key)
-        same = (math.isclose(current, old, rel_tol=1e-12)
-                if isinstance(old, float) and isinstance(current, float) else current == old)
-        if not same:
-            raise ValueError(f"{key} must be {old!r} for this decision but the configuration "
-                             f"has {current!r}; was it applied already?")
-    return config.replace(**{key: new for key, (_, new) in decision.changes.items()})

@@ -12,8 +12,8 @@ parameters, the trial's value, feasible. The stand-ins live only in what the sam
 reads; the study's trials, counts, exports and reports are the real ones.
 
 TPE reads a study's trials through `Study._get_trials` (Optuna 4-5); the view below
-(`autotune.views.StudyView`) answers that call and the public `get_trials`, and passes
-everything else through, as the pruner's view in `autotune.study` does. Stand-ins count
+(`autotune.search.views.StudyView`) answers that call and the public `get_trials`, and passes
+everything else through, as the pruner's view in `autotune.search.pruner` does. Stand-ins count
 towards TPE's `n_startup_trials` (they are finished evaluations, which is what it counts).
 """
 
@@ -27,7 +27,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.views import StudyView
+from autotune.search.views import StudyView
 
 __all__ = ["CreditTPESampler", "stand_in", "stand_ins"]
 

@@ -17,10 +17,10 @@ import pandas as pd
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.study import CONFIRM_ATTR, winner_of
-from autotune.supervisor import changes_of
+from autotune.search.tally import CONFIRM_ATTR, winner_of
+from autotune.events import changes_of, describe_changes, fmt
 from trainer.atomic import atomic_write_text
-from trainer.config import from_dict
+from autotune.recovery.runs import RunConfig
 from trainer.errors import ConfigError
 
 __all__ = ["FORMATS", "NoWinner", "check_output", "export", "export_csv", "export_yaml",
@@ -53,10 +53,6 @@ def write_output(text: str, path: Path) -> None:
     atomic_write_text(path, text)
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
 def export_yaml(study: optuna.Study, storage: str = "") -> str:
     """The winner's effective configuration: a bare mapping `autotune train --config`
     accepts, its provenance in comment lines at the top."""
@@ -64,12 +60,12 @@ def export_yaml(study: optuna.Study, storage: str = "") -> str:
     if best is None:
         raise NoWinner(f"no trial of study {study.study_name!r} ended stable; nothing to "
                        f"export (see `autotune report --study {study.study_name}`).")
-    config = from_dict(dict(best.user_attrs["effective_config"]))
+    config = RunConfig.from_dict(dict(best.user_attrs["effective_config"]))
     attrs = best.user_attrs
     check = study.user_attrs.get(CONFIRM_ATTR) or {}
     if check.get("trial") == best.number:
         confirmed = (f"{'yes' if check.get('confirmed') else 'no'} (re-run from scratch with "
-                     f"seed {check.get('seed')}: best val_loss {_fmt(check.get('value'))}, "
+                     f"seed {check.get('seed')}: best val_loss {fmt(check.get('value'), '.6g')}, "
                      f"{check.get('divergences', 0)} divergence(s))")
     else:
         confirmed = "not checked"
@@ -77,12 +73,11 @@ def export_yaml(study: optuna.Study, storage: str = "") -> str:
     lines = [
         f"autotune: winner of study {study.study_name!r}"
         + (f" ({storage})" if storage else ""),
-        f"trial {best.number}: best val_loss {_fmt(best.value)} at epoch "
+        f"trial {best.number}: best val_loss {fmt(best.value, '.6g')} at epoch "
         f"{attrs.get('best_epoch')}",
         f"recoveries: {attrs.get('recoveries', 0)}; changes: "
-        + (", ".join(f"{k} {_fmt(o)} -> {_fmt(n)}" for k, (o, n) in changes.items())
-           or "none"),
-        "sampled: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()),
+        + describe_changes(changes),
+        "sampled: " + ", ".join(f"{k}={fmt(v, '.6g')}" for k, v in best.params.items()),
         f"confirmed: {confirmed}",
         f"exported {time.strftime('%Y-%m-%d %H:%M:%S')}; use: autotune train --config FILE",
     ]

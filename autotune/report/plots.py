@@ -25,9 +25,8 @@ from optuna.exceptions import ExperimentalWarning  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from autotune.render import describe_changes  # noqa: E402
-from autotune.study import CONFIRM_ATTR, winner_of  # noqa: E402
-from autotune.supervisor import changes_of  # noqa: E402
+from autotune.events import changes_of, describe_changes  # noqa: E402
+from autotune.search.tally import CONFIRM_ATTR, winner_of  # noqa: E402
 from trainer.errors import ConfigError  # noqa: E402
 
 __all__ = ["Plots", "describe_changes", "top_table", "top_trials", "write_plots"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +25,6 @@ from trainer.errors import ConfigError
 __all__ = ["Choice", "Param", "Range", "Space", "load_space", "parse_space", "shipped",
            "space_path"]
 
-SHIPPED = Path(__file__).resolve().parent.parent / "studies"
 DEFAULT_SPACE = "default"
 RANGE_FIELDS = ("low", "high", "log", "step")
 _TYPES = {f: str(TrainConfig.__dataclass_fields__[f].type) for f in KEYS}
@@ -263,8 +263,11 @@ def parse_space(mapping: Any, source: str = "<space>") -> Space:
 
 
 def shipped() -> dict[str, Path]:
-    """The spaces shipped in the repository's `studies/` folder, by name."""
-    return {p.stem: p for p in sorted(SHIPPED.glob("*.yaml"))} if SHIPPED.is_dir() else {}
+    """The spaces shipped with the package (`autotune/search/spaces/*.yaml`), by name."""
+    folder = resources.files("autotune.search.spaces")
+    # An installed package is a folder on disk (never a zip: the wheel is not zip-safe).
+    return {Path(p.name).stem: Path(str(p)) for p in sorted(folder.iterdir(), key=str)
+            if p.name.endswith(".yaml")}
 
 
 def space_path(value: str | Path | None) -> Path:

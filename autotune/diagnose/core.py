@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from autotune.divergence import DetectorConfig, check_collapse
+from autotune.detect.divergence import DetectorConfig, check_collapse
 from trainer.config import TrainConfig, from_dict, load_yaml
 from trainer.errors import ConfigError
 from trainer.schedule import lr_at_epoch
@@ -1161,7 +1161,7 @@ def _check_collapse(history: Sequence[Mapping[str, Any]], segments: Sequence[lis
     """The validation loss sat at the level of predicting the colour frequencies only.
 
     Needs that level in the records (`marginal_loss`, which our runs log); the rule is the
-    detector's (`autotune.divergence.check_collapse`), applied along each timeline.
+    detector's (`autotune.detect.divergence.check_collapse`), applied along each timeline.
     """
     warmup = intended.warmup_epochs if intended is not None else 0.0
     for segment in segments:

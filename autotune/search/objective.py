@@ -7,7 +7,7 @@ folder. What Optuna sees, and why:
   detection, at step = `global_epoch` (epochs of compute, never goes back, invariant 4), so
   the values after a rollback are not dropped as "already reported". The logical epoch of
   every report still on the run's timeline is kept in the `timeline` user attribute; the
-  study's pruner (`autotune.study.TimelinePruner`) judges a trial on those only, never on
+  study's pruner (`autotune.search.pruner.TimelinePruner`) judges a trial on those only, never on
   values of epochs a rollback undid (the attribute is written once a rollback happened;
   without it, every report is on the timeline).
 - Pruning and recovery: the pruner is asked after every epoch, also when a trial's
@@ -42,7 +42,7 @@ folder. What Optuna sees, and why:
   the last digit), so a second one would spend a trial slot to learn nothing; the trial
   itself stands for its effective configuration (it can win, and exports it), and its
   effective parameters go into the `credit` attribute (`stand_in`), from which the
-  study's sampler (`autotune.sampler.CreditTPESampler`) shows TPE that configuration with
+  study's sampler (`autotune.search.sampler.CreditTPESampler`) shows TPE that configuration with
   the trial's value. Otherwise too the reason is recorded in the `credit` user attribute.
 - A retried trial (its process was killed; `RetryHeartbeatStaleTrialCallback` re-queued
   it) continues the killed trial's run directory from its last checkpoint, re-reporting the
@@ -66,15 +66,17 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.runs import best_of, resume_run, start_run
-from autotune.space import Space
-from autotune.supervisor import Hooks, RunResult, changes_of, timeline
+from autotune.errors import Interrupted
+from autotune.events import Event, EventKind, RunStatus, changes_of, count, surviving
+from autotune.jsonio import as_float, jsonable
+from autotune.recovery.rundir import CONFIG, RunDir
+from autotune.recovery.runs import RunConfig, resume_run, start_run
+from autotune.recovery.settings import RecoveryMode, SupervisorConfig
+from autotune.recovery.supervisor import Hooks, RunResult, Supervisor
+from autotune.search.space import Space
 from trainer import checkpoint
-from trainer.config import TrainConfig, from_dict
+from trainer.config import TrainConfig
 from trainer.data import ArcData, build_data
-from trainer.errors import Interrupted
-from trainer.loop import Trainer
-from trainer.rundir import CONFIG, RunDir, as_float, jsonable
 
 __all__ = ["TIMELINE", "Objective", "ObjectiveSettings", "SearchEvent", "SurplusTrial",
            "credit_params", "deserves_credit", "is_surplus", "restarted_from_scratch"]
@@ -110,6 +112,9 @@ class ObjectiveSettings:
     credit: bool = True
     """Give a recovered trial's effective configuration credit: a queued trial, or a
     stand-in the sampler sees (see the module docstring)."""
+    recovery: RecoveryMode = RecoveryMode.ON
+    """`off`: a diverged trial is stopped and pruned with its reason, nothing recovered
+    (`autotune search --recovery off`, the baseline users compare with)."""
 
 
 class SurplusTrial(Exception):
@@ -127,14 +132,18 @@ def deserves_credit(value: float, stable_values: Iterable[float]) -> bool:
     return not others or value <= statistics.median(others)
 
 
-def restarted_from_scratch(space: Space, events: Iterable[Mapping[str, Any]]) -> bool:
+def restarted_from_scratch(space: Space, events: Iterable[Event | Mapping[str, Any]]) -> bool:
     """The last recovery rolled back to the initial weights and recovery changed only
     searched parameters: the surviving timeline is a from-scratch run of the effective
     configuration."""
-    recovered = [e for e in events if e.get("kind") == "recovered"]
+    recovered = [e for e in map(_event, events) if e.kind is EventKind.RECOVERED]
     searched = {p.key for p in space.params}
-    return bool(recovered) and recovered[-1].get("rolled_back_to") == 0 \
+    return bool(recovered) and recovered[-1].rolled_back_to == 0 \
         and set(changes_of(recovered)) <= searched
+
+
+def _event(item: Event | Mapping[str, Any]) -> Event:
+    return item if isinstance(item, Event) else Event.from_dict(item)
 
 
 def credit_params(space: Space, sampled: Mapping[str, Any],
@@ -172,14 +181,14 @@ class _TrialRecorder:
         self.timeline: list[list[int]] = []
         self.reported: set[int] = set()
         self.synced = TIMELINE in trial.user_attrs  # a retry inherits the killed trial's
-        self.trainer: Trainer | None = None
+        self.supervisor: Supervisor | None = None
         self.pruned_reason: str | None = None
 
     def hooks(self) -> Hooks:
         return Hooks(on_start=self.on_start, on_epoch=self.on_epoch, on_event=self.on_event)
 
-    def on_start(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+    def on_start(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
         self.replay()
 
     def replay(self) -> None:
@@ -187,7 +196,7 @@ class _TrialRecorder:
         records = RunDir(self.run_path).metrics()
         for record in records:
             self._report(record)
-        self.timeline = [[int(r["global_epoch"]), int(r["epoch"])] for r in timeline(records)]
+        self.timeline = [[int(r["global_epoch"]), int(r["epoch"])] for r in surviving(records)]
         self._sync()
 
     def _sync(self) -> None:
@@ -215,21 +224,22 @@ class _TrialRecorder:
         self.emit(SearchEvent("epoch", self.trial.number, {
             "epoch": epoch, "global_epoch": int(record["global_epoch"]), "val_loss": value,
             "train_loss": as_float(record.get("train_loss")),
-            "epochs": self.trainer.config.epochs if self.trainer else None}))
+            "epochs": self.supervisor.epochs if self.supervisor else None}))
         if self.trial.should_prune():
             self.pruned_reason = (f"pruned by the pruner at epoch {epoch} (val_loss "
                                   f"{value:.4f} worse than other trials at that epoch)")
             raise optuna.TrialPruned(self.pruned_reason)
 
-    def on_event(self, event: dict[str, Any]) -> None:
-        if event.get("kind") == "recovered" and event.get("rolled_back_to") is not None:
-            back = int(event["rolled_back_to"])
+    def on_event(self, event: Event) -> None:
+        if event.kind is EventKind.RECOVERED and event.rolled_back_to is not None:
+            back = int(event.rolled_back_to)
             self.timeline = [p for p in self.timeline if p[1] <= back]
             self.synced = True  # from now on the reports hold undone values
             self._sync()
+        record = event.to_dict()
         self.emit(SearchEvent("recovery", self.trial.number, jsonable(
-            {k: event.get(k) for k in ("kind", "reason", "epoch", "global_epoch", "message",
-                                       "rolled_back_to", "changes", "explanation")})))
+            {k: record.get(k) for k in ("kind", "reason", "epoch", "global_epoch", "message",
+                                        "rolled_back_to", "changes", "explanation")})))
 
 
 class Objective:
@@ -295,7 +305,9 @@ class Objective:
              recorder: _TrialRecorder) -> RunResult:
         hooks = recorder.hooks()
         if not resuming:
-            return start_run(config, run_path, self.settings.device, hooks, self.data(config))
+            run_config = RunConfig(config, SupervisorConfig(recovery=self.settings.recovery))
+            return start_run(run_config, run_path, self.settings.device, hooks,
+                             self.data(config))
         run = RunDir(run_path)
         summary = run.summary()
         if summary is not None:  # killed after the run ended, before Optuna heard of it
@@ -305,11 +317,11 @@ class Objective:
 
     # -- recording -----------------------------------------------------------------------
 
-    def _record(self, trial: optuna.Trial, config: TrainConfig, events: list[dict[str, Any]],
+    def _record(self, trial: optuna.Trial, config: Mapping[str, Any], events: list[Event],
                 status: str, extra: Mapping[str, Any]) -> int:
-        divergences = sum(e.get("kind") == "diverged" for e in events)
-        recoveries = sum(e.get("kind") == "recovered" for e in events)
-        attrs = {"effective_config": config.to_dict(), "events": events,
+        divergences = count(events, EventKind.DIVERGED)
+        recoveries = count(events, EventKind.RECOVERED)
+        attrs = {"effective_config": dict(config), "events": [e.to_dict() for e in events],
                  "changes": changes_of(events), "divergences": divergences,
                  "recoveries": recoveries, "status": status, **extra}
         for key, value in attrs.items():
@@ -319,31 +331,35 @@ class Objective:
 
     def _record_pruned(self, trial: optuna.Trial, recorder: _TrialRecorder) -> None:
         run = RunDir(recorder.run_path)
-        config = recorder.trainer.config if recorder.trainer else run.effective_config()
+        config = (recorder.supervisor.effective_config if recorder.supervisor
+                  else run.effective_config())
         events = run.events()
         self._record(trial, config, events, "pruned",
                      {"stable": False, "pruned_reason": recorder.pruned_reason})
         self.emit(SearchEvent("trial_end", trial.number, {
             "state": "PRUNED", "value": None, "stable": False,
             "reason": recorder.pruned_reason,
-            "divergences": sum(e.get("kind") == "diverged" for e in events),
-            "recoveries": sum(e.get("kind") == "recovered" for e in events)}))
+            "divergences": count(events, EventKind.DIVERGED),
+            "recoveries": count(events, EventKind.RECOVERED)}))
 
     def _finish(self, trial: optuna.Trial, params: dict[str, Any], result: RunResult) -> float:
-        value = best_of(result)
+        value = result.objective
         extra: dict[str, Any] = {"stable": result.stable, "best_epoch": result.best_epoch,
                                  "global_epochs": result.global_epochs}
         reason = None
         if not result.stable:
-            gave_up = next((e for e in reversed(result.events) if e.get("kind") == "gave_up"),
-                           None)
-            reason = (f"recovery budget spent: {gave_up.get('explanation', '')}" if gave_up
-                      else f"diverged ({result.status}) and not recovered")
+            gave_up = next((e for e in reversed(result.events)
+                            if e.kind is EventKind.GAVE_UP), None)
+            last = next((e for e in reversed(result.events)
+                         if e.kind is EventKind.DIVERGED), None)
+            reason = (f"recovery budget spent: {gave_up.explanation}" if gave_up
+                      else f"diverged ({last.reason if last else result.status.value}) and "
+                           f"not recovered: recovery is {self.settings.recovery.value}")
         elif not math.isfinite(value):
             reason = "no finite validation loss"
         if reason is not None:
             extra["pruned_reason"] = reason
-        self._record(trial, result.config, result.events, result.status, extra)
+        self._record(trial, result.config, result.events, result.status.value, extra)
         credit = None
         if reason is None and result.recoveries:
             credit = self._credit(trial, params, result, value)
@@ -367,7 +383,7 @@ class Objective:
         if restarted_from_scratch(s.space, result.events):
             reason = ("restarted from its initial weights: this trial is already a "
                       "from-scratch run of its effective configuration")
-            credited, why = credit_params(s.space, params, effective.to_dict())
+            credited, why = credit_params(s.space, params, effective)
             if credited is None:
                 return {"enqueued": False, "stand_in": False, "reason": f"{reason}; {why}"}
             return {"enqueued": False, "stand_in": True, "params": jsonable(credited),
@@ -381,7 +397,7 @@ class Objective:
                                 TrialState.WAITING) for t in trials)
         if s.target is not None and taken >= s.target:
             return {"enqueued": False, "reason": "no trial slot left"}
-        credited, why = credit_params(s.space, params, effective.to_dict())
+        credited, why = credit_params(s.space, params, effective)
         if credited is None:
             return {"enqueued": False, "reason": why}
         trial.study.enqueue_trial(credited, user_attrs={"credit_of": trial.number},
@@ -389,11 +405,10 @@ class Objective:
         return {"enqueued": True, "reason": why, "params": jsonable(credited)}
 
 
-def _result_of(summary: Mapping[str, Any], events: list[dict[str, Any]]) -> RunResult:
+def _result_of(summary: Mapping[str, Any], events: list[Event]) -> RunResult:
     """The RunResult a finished run's summary.json describes."""
-    return RunResult(status=summary["status"], config=from_dict(summary["effective_config"]),
+    effective = dict(summary["effective_config"])
+    return RunResult(status=RunStatus(summary["status"]), hparams=effective, config=effective,
                      best_val_loss=as_float(summary["best_val_loss"]),
                      best_epoch=summary.get("best_epoch"), final=summary.get("final", {}),
-                     events=events, divergences=int(summary.get("divergences", 0)),
-                     recoveries=int(summary.get("recoveries", 0)),
-                     global_epochs=int(summary.get("global_epochs", 0)))
+                     events=events, global_epochs=int(summary.get("global_epochs", 0)))

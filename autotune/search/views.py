@@ -3,8 +3,8 @@
 Optuna's samplers and pruners read a study's trials through `Study.get_trials` and the
 private `Study._get_trials` (TPE, Optuna 4-5). A `StudyView` answers both (and `trials`)
 with the study's trials passed through `shown`, and passes everything else through to the
-study. `autotune.study.TimelinePruner` shows each trial's surviving timeline;
-`autotune.sampler.CreditTPESampler` adds the stand-ins of restarted trials.
+study. `autotune.search.pruner.TimelinePruner` shows each trial's surviving timeline;
+`autotune.search.sampler.CreditTPESampler` adds the stand-ins of restarted trials.
 """
 
 from __future__ import annotations

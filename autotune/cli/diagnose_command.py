@@ -1,0 +1,36 @@
+"""The `diagnose` command: read a run directory or a training log, print the findings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add `diagnose` to the app."""
+
+    @app.command()
+    def diagnose(
+        target: Annotated[Path, typer.Argument(
+            help="a run directory, or a CSV / JSON Lines log")],
+        json_: Annotated[bool, typer.Option("--json", help="print findings as JSON")] = False,
+        lr: Annotated[float | None, typer.Option(
+            "--lr", help="intended peak learning rate")] = None,
+        warmup_epochs: Annotated[float | None, typer.Option(
+            help="intended warmup epochs")] = None,
+        schedule: Annotated[str | None, typer.Option(help="cosine, linear or constant")] = None,
+        epochs: Annotated[int | None, typer.Option(help="intended planned epochs")] = None,
+    ) -> None:
+        """Explain why a run diverged (or that it is healthy), with the numbers and the fix."""
+        from autotune.diagnose.core import diagnose_target, render_text
+
+        findings = diagnose_target(target, lr, warmup_epochs, schedule, epochs)
+        if json_:
+            typer.echo(json.dumps({"findings": [f.to_dict() for f in findings]}, indent=2))
+        else:
+            typer.echo(render_text(findings))

@@ -1,0 +1,107 @@
+"""Step-level detectors: a non-finite loss or gradient, a loss spike, a gradient explosion.
+
+Each looks at the per-step training loss and gradient norm of the current timeline and
+returns `OK` or a diverged Verdict. Pure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import islice
+
+from autotune.detect.thresholds import DetectorConfig
+from autotune.detect.verdict import OK, Reason, Verdict
+
+__all__ = ["check_nonfinite", "check_step"]
+
+
+def check_nonfinite(loss: float, grad_norm: float | None, step: int) -> Verdict:
+    """A NaN or infinite training loss or gradient norm at optimizer step `step`."""
+    if not math.isfinite(loss):
+        return Verdict(True, Reason.NONFINITE_LOSS,
+                       f"The training loss is {loss} at step {step}.",
+                       {"loss": loss}, step=step)
+    if grad_norm is not None and not math.isfinite(grad_norm):
+        return Verdict(True, Reason.NONFINITE_GRAD,
+                       f"The gradient norm is {grad_norm} at step {step} "
+                       f"(training loss {loss:.4g}).",
+                       {"loss": loss, "grad_norm": grad_norm}, step=step)
+    return OK
+
+
+def check_step(losses: Sequence[float], grad_norms: Sequence[float], step: int,
+               cfg: DetectorConfig) -> Verdict:
+    """Check the latest optimizer step against the steps before it.
+
+    Args:
+        losses: per-step training losses of the current timeline; the last one is `step`'s.
+        grad_norms: per-step gradient norms before clipping, aligned with `losses` (may be
+            empty when not recorded).
+        step: the optimizer step of the last element.
+        cfg: the thresholds.
+
+    Returns:
+        A non-finite verdict first, then a loss spike, then a gradient explosion, else `OK`.
+        A spike is checked before an explosion because a bad batch inflates both.
+    """
+    if len(losses) == 0:
+        return OK
+    loss = float(losses[-1])
+    grad = float(grad_norms[-1]) if len(grad_norms) > 0 else None
+    verdict = check_nonfinite(loss, grad, step)
+    if verdict:
+        return verdict
+    verdict = _check_spike(loss, _preceding(losses, cfg.spike_window), step, cfg)
+    if verdict or grad is None:
+        return verdict
+    verdict = _check_explosion(grad, _preceding(grad_norms, cfg.grad_window), step, cfg)
+    if verdict and cfg.clipped and not _rising(loss, _preceding(losses, cfg.spike_window)):
+        return OK  # clipping cut the step down and the loss did not suffer: no harm done
+    return verdict
+
+
+def _rising(loss: float, window: list[float]) -> bool:
+    """The loss is above the running mean of the window before it."""
+    return bool(window) and loss > math.fsum(window) / len(window)
+
+
+def _preceding(values: Sequence[float], window: int) -> list[float]:
+    """The finite values among the `window` before the last (works on deques too)."""
+    n = len(values)
+    head = islice(values, max(0, n - 1 - window), n - 1)
+    return [float(v) for v in head if math.isfinite(v)]
+
+
+def _check_spike(loss: float, window: list[float], step: int, cfg: DetectorConfig) -> Verdict:
+    if len(window) < cfg.spike_min_steps:
+        return OK
+    mean = math.fsum(window) / len(window)
+    std = math.sqrt(math.fsum((x - mean) ** 2 for x in window) / len(window))
+    threshold = max(mean + cfg.spike_sigmas * std, cfg.spike_ratio * mean)
+    if loss <= threshold:
+        return OK
+    return Verdict(True, Reason.LOSS_SPIKE,
+                   f"The training loss jumped to {loss:.4g} at step {step}, "
+                   f"{loss / mean if mean > 0 else math.inf:.3g}x its running mean {mean:.4g} "
+                   f"(std {std:.3g}) over the previous {len(window)} steps.",
+                   {"loss": loss, "mean": mean, "std": std, "threshold": threshold,
+                    "window": float(len(window))}, step=step)
+
+
+def _check_explosion(grad: float, window: list[float], step: int,
+                     cfg: DetectorConfig) -> Verdict:
+    if len(window) < cfg.grad_min_steps:
+        return OK
+    ordered = sorted(window)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    # A zero median (no gradient at all) gives no scale to compare with.
+    if median <= 0.0 or grad <= cfg.grad_factor * median:
+        return OK
+    return Verdict(True, Reason.GRAD_EXPLOSION,
+                   f"The gradient norm jumped to {grad:.4g} at step {step}, {grad / median:.3g}x "
+                   f"its running median {median:.4g} over the previous {len(window)} steps.",
+                   {"grad_norm": grad, "median": median,
+                    "threshold": cfg.grad_factor * median, "window": float(len(window))},
+                   step=step)

@@ -1,0 +1,115 @@
+"""The detectors' thresholds (one source: the supervisor and `diagnose` read the same)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DetectorConfig", "detector_config"]
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Thresholds of the detectors; the defaults suit ARC runs of a few to a hundred epochs."""
+
+    max_loss_increase: float = 0.3
+    """Validation loss above best + this is a divergence."""
+    spike_window: int = 50
+    """Steps of running mean and deviation a training loss is compared with."""
+    spike_sigmas: float = 6.0
+    """A spike is a loss above mean + sigmas * std of the window ..."""
+    spike_ratio: float = 3.0
+    """... and above ratio * mean (so a near-constant window does not flag noise)."""
+    spike_min_steps: int = 20
+    """No spike verdict before the window holds this many finite losses."""
+    grad_window: int = 50
+    """Steps of running median a gradient norm is compared with."""
+    grad_factor: float = 20.0
+    """An explosion is a gradient norm above factor * the window's median."""
+    grad_min_steps: int = 20
+    """No explosion verdict before the window holds this many finite norms."""
+    overfit_patience: int = 3
+    """Epochs of training loss falling while validation loss rises."""
+    overfit_min_rise: float = 0.02
+    """Total validation rise over those epochs for it to count as overfitting."""
+    min_epochs: int = 1
+    """No epoch-level verdict (other than a non-finite loss) before this many epochs."""
+    clipped: bool = False
+    """Gradients are clipped: a large raw gradient norm is then cut down before it is
+    applied, so it counts as an explosion only when the loss rises with it."""
+    reference_loss: float | None = None
+    """The loss of a model that knows nothing (uniform over the classes). A validation loss
+    above it + max_loss_increase is instability at any epoch, the first included, when
+    there is no best value yet to compare with."""
+    marginal_loss: float | None = None
+    """The loss of a model that learned the class frequencies and nothing about the input
+    (`trainer.data.marginal_loss`): the level a collapsed run sits at. None: no check."""
+    train_marginal_loss: float | None = None
+    """The same on the training pairs; a training loss below it is not a collapse."""
+    collapse_patience: int = 2
+    """Epochs in a row at that level (after warmup, not falling) that make a collapse. 2:
+    no run that learned was called in 74 measured curves (`benchmarks/collapse_curves.py`,
+    `benchmarks/collapse_fixes.py`), and each epoch less is an epoch of a collapsed run
+    saved."""
+    collapse_below: float = 0.01
+    """The level's band: from marginal_loss * (1 - collapse_below) ..."""
+    collapse_above: float = 0.05
+    """... to marginal_loss * (1 + collapse_above)."""
+    warmup_epochs: float = 0.0
+    """Epochs that end inside the warmup do not count towards a collapse (nor does the
+    first: every run ends its first epoch near the level)."""
+
+    def __post_init__(self) -> None:
+        _check_positive("max_loss_increase", self.max_loss_increase)
+        _check_positive("spike_sigmas", self.spike_sigmas)
+        _check_positive("overfit_patience", self.overfit_patience)
+        _check_positive("min_epochs", self.min_epochs)
+        _check_positive("collapse_patience", self.collapse_patience)
+        for name in ("collapse_below", "collapse_above"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value < 1.0):
+                raise ValueError(f"{name} must be in [0, 1) but got {value}.")
+        if not (math.isfinite(self.spike_ratio) and self.spike_ratio > 1.0):
+            raise ValueError(f"spike_ratio must be greater than 1 but got {self.spike_ratio}.")
+        if not (math.isfinite(self.grad_factor) and self.grad_factor > 1.0):
+            raise ValueError(f"grad_factor must be greater than 1 but got {self.grad_factor}.")
+        if not (math.isfinite(self.overfit_min_rise) and self.overfit_min_rise >= 0.0):
+            raise ValueError(
+                f"overfit_min_rise must be non-negative but got {self.overfit_min_rise}.")
+        for name, window, least in (("spike", self.spike_window, self.spike_min_steps),
+                                    ("grad", self.grad_window, self.grad_min_steps)):
+            _check_positive(f"{name}_window", window)
+            _check_positive(f"{name}_min_steps", least)
+            if least > window:
+                raise ValueError(f"{name}_min_steps must be at most {name}_window ({window}) "
+                                 f"but got {least}.")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive but got {value}.")
+
+
+def detector_config(hparams: Mapping[str, Any] | Any, reference_loss: float | None = None,
+                    marginal_loss: float | None = None,
+                    train_marginal_loss: float | None = None, *,
+                    max_loss_increase: float | None = None) -> DetectorConfig:
+    """The detector thresholds for a run: its hyperparameters (clipping and warmup, read
+    when present), its `max_loss_increase`, and the reference losses of its trainer when
+    it tells them.
+
+    Args:
+        hparams: a mapping (a trainer's `hparams`), or an object with `to_dict()`.
+        reference_loss, marginal_loss, train_marginal_loss: see DetectorConfig.
+        max_loss_increase: default: `hparams["max_loss_increase"]`, else DetectorConfig's.
+    """
+    values = hparams.to_dict() if hasattr(hparams, "to_dict") else dict(hparams)
+    if max_loss_increase is None:
+        max_loss_increase = values.get("max_loss_increase", DetectorConfig.max_loss_increase)
+    return DetectorConfig(max_loss_increase=float(max_loss_increase),
+                          clipped=float(values.get("grad_clip") or 0.0) > 0,
+                          reference_loss=reference_loss, marginal_loss=marginal_loss,
+                          train_marginal_loss=train_marginal_loss,
+                          warmup_epochs=float(values.get("warmup_epochs") or 0.0))

@@ -1,0 +1,15 @@
+"""autotune's errors: bad input (`ConfigError`, exit 2) and an interruption (exit 130)."""
+
+from __future__ import annotations
+
+from trainer.errors import ConfigError
+
+__all__ = ["ConfigError", "Interrupted"]
+
+
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM: stop where we are, keep what was saved (exit code 130).
+
+    A BaseException like KeyboardInterrupt, but its own class, so that no library in
+    between (the CLI parser turns KeyboardInterrupt into a silent exit code) swallows it.
+    """

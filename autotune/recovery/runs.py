@@ -1,0 +1,123 @@
+"""ARC runs: `autotune train` and `autotune resume` with our own trainer.
+
+An ARC run's configuration is one flat mapping (config.yaml, `--config`, `--set`): the
+trainer's keys (`trainer.config.TrainConfig`) and the supervisor's (`max_loss_increase`,
+`max_recoveries`, `recovery`, `keep_checkpoints`). `RunConfig` holds the two halves. A
+completed ARC run is also scored on the held-out test pairs, and its applied learning rate
+is audited against `lr_at`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autotune.events import Event, EventKind
+from autotune.recovery.rundir import RunDir
+from autotune.recovery.settings import SUPERVISOR_KEYS, SupervisorConfig, split
+from autotune.recovery.supervisor import (
+    Hooks,
+    RunResult,
+    Supervisor,
+    continue_run,
+    finish,
+)
+from trainer.config import TrainConfig, check_keys, from_dict, resolve
+from trainer.data import ArcData, build_data
+from trainer.errors import ConfigError
+from trainer.loop import Trainer, pick_device
+from trainer.schedule import audit
+
+__all__ = ["RunConfig", "resolve_run", "resume_run", "start_run"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """An ARC run's configuration: the trainer's half and the supervisor's."""
+
+    train: TrainConfig
+    supervisor: SupervisorConfig = SupervisorConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat mapping of config.yaml (trainer keys first)."""
+        return {**self.train.to_dict(), **self.supervisor.to_dict()}
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[str, Any]) -> RunConfig:
+        """A validated RunConfig from a flat mapping (unknown keys are ConfigError)."""
+        if not isinstance(mapping, Mapping):
+            raise ConfigError(f"a configuration must be a mapping of keys to values but got "
+                              f"{type(mapping).__name__}.")
+        check_keys(mapping, SUPERVISOR_KEYS)
+        rest, supervisor = split(mapping)
+        return cls(from_dict(rest), supervisor)
+
+
+def resolve_run(profile: str, file_values: Mapping[str, Any] | None = None,
+                set_values: Mapping[str, Any] | None = None) -> RunConfig:
+    """Profile defaults, then the config file, then `--set` values (last wins)."""
+    for values in (file_values or {}, set_values or {}):
+        check_keys(values, SUPERVISOR_KEYS)
+    merged = {**(file_values or {}), **(set_values or {})}
+    rest, supervisor = split(merged)
+    return RunConfig(resolve(profile, {}, rest), supervisor)
+
+
+def _trainer(config: TrainConfig, device: str, data: ArcData | None) -> Trainer:
+    data = data if data is not None else build_data(config)  # bad data: nothing written yet
+    return Trainer(config, data, pick_device(device))
+
+
+def start_run(config: RunConfig | TrainConfig, run_path: Path, device: str = "auto",
+              hooks: Hooks | None = None, data: ArcData | None = None) -> RunResult:
+    """Train `config` from scratch in `run_path`, supervised per its supervisor settings."""
+    if isinstance(config, TrainConfig):
+        config = RunConfig(config)
+    trainer = _trainer(config.train, device, data)
+    run = RunDir.create(run_path, config.to_dict())
+    supervisor = Supervisor(trainer, run, epochs=config.train.epochs,
+                            settings=config.supervisor, hooks=hooks, config=config.to_dict())
+    supervisor.start()
+    result = supervisor.fit()
+    return finish(supervisor, result, _scores(trainer, result))
+
+
+def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
+               hooks: Hooks | None = None) -> RunResult:
+    """Continue a run: a diverged one is rolled back and changed first (and recovers from
+    then on, even if it ran with recovery off), an interrupted one continues from its latest
+    valid checkpoint, a finished one is extended to `epochs`."""
+    run = RunDir.open(run_path)
+    config = RunConfig.from_dict(run.effective_config())
+    if epochs is not None:
+        config = RunConfig(config.train.replace(epochs=epochs), config.supervisor)
+    trainer = _trainer(config.train, device, None)
+    result_holder: dict[str, Any] = {}
+
+    def scored(supervisor: Supervisor, result: RunResult) -> RunResult:
+        result_holder["extra"] = _scores(trainer, result)
+        return finish(supervisor, result, result_holder["extra"])
+
+    return continue_run(trainer, run, config.train.epochs, config.supervisor, hooks=hooks,
+                        finisher=scored)
+
+
+def _scores(trainer: Trainer, result: RunResult) -> dict[str, Any]:
+    """A completed run's held-out test scores and its schedule audit."""
+    if not result.stable:
+        return {}
+    return {"test": trainer.evaluate("test"),
+            "schedule_audit": schedule_audit(trainer, result.events)}
+
+
+def schedule_audit(trainer: Trainer, events: list[Event]) -> dict[str, Any]:
+    """Check the applied learning rate against lr_at since the configuration last changed."""
+    since = max((int(e.step or 0) for e in events if e.kind is EventKind.RECOVERED),
+                default=0)
+    trace = [(s, lr) for s, lr in trainer.lr_trace if s >= since]
+    result = audit([s for s, _ in trace], [lr for _, lr in trace], trainer.config,
+                   trainer.steps_per_epoch)
+    return {"ok": result.ok, "checked_steps": result.checked, "message": result.message,
+            "since_step": since}

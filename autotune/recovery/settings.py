@@ -1,0 +1,94 @@
+"""How a run is supervised: recovery on, off or watch, its budget, thresholds, checkpoints.
+
+These are the supervisor's settings, not the trainer's. In a run's flat YAML mapping
+(`config.yaml`, `--set`) they sit beside the trainer's keys under the contract's names
+(`max_loss_increase`, `max_recoveries`, `recovery`, `keep_checkpoints`); `split` takes
+them out of such a mapping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from trainer.errors import ConfigError
+
+__all__ = ["SUPERVISOR_KEYS", "RecoveryMode", "SupervisorConfig", "split"]
+
+
+class RecoveryMode(str, Enum):
+    """What the supervisor does about a divergence."""
+
+    ON = "on"
+    """Roll back, change the likely cause, resume (within the budget)."""
+    OFF = "off"
+    """Stop the run at the first divergence (status `diverged`)."""
+    WATCH = "watch"
+    """Record an `alarm` event and change nothing; the run goes on."""
+
+    @classmethod
+    def parse(cls, value: Any, name: str = "recovery") -> RecoveryMode:
+        """A mode from `on`/`off`/`watch` (or a bool, as older run files wrote it)."""
+        if isinstance(value, RecoveryMode):
+            return value
+        if isinstance(value, bool):
+            return cls.ON if value else cls.OFF
+        try:
+            return cls(str(value))
+        except ValueError:
+            raise ConfigError(f"{name} must be on, off or watch but got {value!r}.") from None
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    """The supervisor's settings for one run."""
+
+    recovery: RecoveryMode = RecoveryMode.ON
+    """on, off or watch (see RecoveryMode)."""
+    max_recoveries: int = 4
+    """Recoveries allowed before the run gives up."""
+    max_loss_increase: float = 0.3
+    """Divergence threshold: validation loss above its best + this."""
+    keep_checkpoints: int = 3
+    """How many of the latest checkpoints to keep (the best and the initial are kept too)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "recovery", RecoveryMode.parse(self.recovery))
+        for name, low in (("max_recoveries", 0), ("keep_checkpoints", 2)):
+            value = getattr(self, name)
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+                object.__setattr__(self, name, value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be an integer but got {value!r}.")
+            if value < low:
+                raise ConfigError(f"{name} must be >= {low} but got {value!r}.")
+        value = self.max_loss_increase
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"max_loss_increase must be a number but got {value!r}.")
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"max_loss_increase must be > 0 but got {value!r}.")
+        object.__setattr__(self, "max_loss_increase", float(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML mapping (the mode as its string)."""
+        out = dataclasses.asdict(self)
+        out["recovery"] = self.recovery.value
+        return out
+
+    def replace(self, **changes: Any) -> SupervisorConfig:
+        return dataclasses.replace(self, **changes)
+
+
+SUPERVISOR_KEYS = tuple(f.name for f in dataclasses.fields(SupervisorConfig))
+
+
+def split(mapping: Mapping[str, Any]) -> tuple[dict[str, Any], SupervisorConfig]:
+    """(the trainer's keys, the supervisor's settings) of a flat run mapping."""
+    rest = {k: v for k, v in mapping.items() if k not in SUPERVISOR_KEYS}
+    mine = {k: v for k, v in mapping.items() if k in SUPERVISOR_KEYS}
+    return rest, SupervisorConfig(**mine)

@@ -1,0 +1,503 @@
+"""A supervised run: train, detect divergence, roll back, change the cause, carry on.
+
+This is the one place where a trainer, the detectors and the recovery policy meet the run
+directory. `autotune train`, `autotune resume`, every search trial and
+`autotune.supervise` go through `Supervisor.fit`. The trainer is any `Trainable`; the
+supervisor keeps what must never depend on it: the logical and compute epoch counters, the
+per-step losses the step detectors read, the checkpoints (the trainer's state under
+`trainer`, the supervisor's under `supervisor`) and the effective configuration.
+
+After a rollback the trainer's older state is loaded and then every hyperparameter in
+force before it is applied again with the decision's changes, so an older state never
+brings back an older configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autotune.detect import (
+    DetectorConfig,
+    Verdict,
+    check_epoch,
+    check_step,
+    detector_config,
+)
+from autotune.errors import Interrupted
+from autotune.events import Event, EventKind, RunStatus, changes_of, count, surviving
+from autotune.jsonio import as_float, jsonable
+from autotune.recovery import lr_check
+from autotune.recovery.policy import RecoveryConfig, decide
+from autotune.recovery.rundir import RunDir
+from autotune.recovery.settings import RecoveryMode, SupervisorConfig
+from autotune.recovery.trainable import Trainable
+from trainer import checkpoint
+
+__all__ = ["Hooks", "RunResult", "StepDiverged", "Supervisor", "supervise"]
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+# Per-step values kept for the step detectors (their windows are 50 steps).
+STEP_HISTORY = 256
+
+
+class StepDiverged(Exception):
+    """Raised from `on_step` to stop a step the detectors judged diverged."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.message or str(verdict.reason))
+        self.verdict = verdict
+
+
+@dataclass
+class Hooks:
+    """Optional observers; `on_epoch` may raise (an Optuna prune) to stop the run."""
+
+    on_start: Callable[[Supervisor], None] | None = None
+    on_step: Callable[[int, float, float | None], None] | None = None
+    on_epoch: Callable[[dict[str, Any]], None] | None = None
+    on_event: Callable[[Event], None] | None = None
+
+
+@dataclass
+class RunResult:
+    """How a supervised run ended and what survived."""
+
+    status: RunStatus
+    hparams: dict[str, Any]
+    """The trainer's effective hyperparameters at the end."""
+    config: dict[str, Any]
+    """The whole effective configuration (what effective_config.yaml holds)."""
+    best_val_loss: float
+    best_epoch: int | None
+    final: dict[str, Any]
+    """The last epoch's metrics record."""
+    events: list[Event] = field(default_factory=list)
+    global_epochs: int = 0
+
+    @property
+    def stable(self) -> bool:
+        return self.status is RunStatus.COMPLETED
+
+    @property
+    def divergences(self) -> int:
+        return count(self.events, EventKind.DIVERGED)
+
+    @property
+    def recoveries(self) -> int:
+        return count(self.events, EventKind.RECOVERED)
+
+    @property
+    def changes(self) -> dict[str, list[Any]]:
+        return changes_of(self.events)
+
+    @property
+    def objective(self) -> float:
+        """The best validation loss, inf when the run never had a finite one."""
+        return self.best_val_loss if math.isfinite(self.best_val_loss) else math.inf
+
+
+def _best(infos: list[checkpoint.CheckpointInfo]) -> checkpoint.CheckpointInfo | None:
+    finite = [i for i in infos if math.isfinite(i.val_loss)]
+    return min(finite, key=lambda i: i.val_loss) if finite else None
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        return not math.isclose(a, float(b), rel_tol=1e-12, abs_tol=0.0)
+    return a != b
+
+
+class Supervisor:
+    """Runs a trainer to its planned epochs in a run directory, per its settings."""
+
+    def __init__(self, trainer: Trainable, run: RunDir, *, epochs: int,
+                 settings: SupervisorConfig | None = None, policy: RecoveryConfig | None = None,
+                 hooks: Hooks | None = None, config: Mapping[str, Any] | None = None) -> None:
+        self.trainer = trainer
+        self.run = run
+        self.epochs = int(epochs)
+        self.settings = settings or SupervisorConfig()
+        self.policy = policy or RecoveryConfig(max_recoveries=self.settings.max_recoveries)
+        self.hooks = hooks or Hooks()
+        self.base_config = dict(config) if config is not None else run.effective_config()
+        self.history = surviving(run.metrics())
+        self.events = run.events()
+        self.pending: Verdict | None = None
+        self.epoch = 0
+        self.global_epoch = 0
+        self.step = 0
+        self.step_losses: list[float] = []
+        self.step_grad_norms: list[float] = []
+        self._steps_this_epoch = 0
+        self._steps_per_epoch: int | None = None
+        self._alarmed: set[tuple[str, int]] = set()
+        self._lr_expectation: lr_check.LrExpectation | None = None
+        self._detector_cache: tuple[tuple[Any, ...], DetectorConfig] | None = None
+
+    # -- what the trainer tells ----------------------------------------------------------
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return dict(self.trainer.hparams)
+
+    @property
+    def effective_config(self) -> dict[str, Any]:
+        """The run's configuration with the trainer's hyperparameters in force now."""
+        return {**self.base_config, **jsonable(self.hparams),
+                **{k: v for k, v in self.settings.to_dict().items() if k in self.base_config}}
+
+    @property
+    def steps_per_epoch(self) -> int:
+        told = getattr(self.trainer, "steps_per_epoch", None)
+        if isinstance(told, int) and told > 0:
+            return told
+        return self._steps_per_epoch or max(self._steps_this_epoch, 1)
+
+    def _detectors(self) -> DetectorConfig:
+        """The thresholds for the hyperparameters in force (rebuilt only when they change:
+        this runs every step)."""
+        t = self.trainer
+        refs = (getattr(t, "chance_loss", None), getattr(t, "marginal_loss", None),
+                getattr(t, "train_marginal_loss", None))
+        key = (tuple(sorted((k, str(v)) for k, v in t.hparams.items())), refs)
+        if self._detector_cache is None or self._detector_cache[0] != key:
+            self._detector_cache = (key, detector_config(
+                t.hparams, *refs, max_loss_increase=self.settings.max_loss_increase))
+        return self._detector_cache[1]
+
+    # -- effects at the edges ------------------------------------------------------------
+
+    def record_event(self, event: Event) -> None:
+        """Append an event to events.jsonl and tell the observer."""
+        self.run.append_event(event)
+        self.events.append(event)
+        if self.hooks.on_event:
+            self.hooks.on_event(event)
+
+    def _event(self, kind: EventKind, reason: str, **fields: Any) -> Event:
+        return Event(kind=kind, reason=reason, epoch=fields.pop("epoch", self.epoch),
+                     global_epoch=self.global_epoch, **fields)
+
+    def _state(self) -> dict[str, Any]:
+        return {"trainer": self.trainer.state_dict(), "supervisor": {
+            "version": STATE_VERSION, "epoch": self.epoch, "global_epoch": self.global_epoch,
+            "step": self.step, "steps_per_epoch": self._steps_per_epoch or 0,
+            "step_losses": list(self.step_losses), "step_grad_norms": list(self.step_grad_norms),
+            "hparams": jsonable(self.hparams)}}
+
+    def _save(self, val_loss: float) -> None:
+        checkpoint.save(self.run.checkpoints, self._state(), global_epoch=self.global_epoch,
+                        epoch=self.epoch, step=self.step, val_loss=val_loss)
+        best = _best(checkpoint.listing(self.run.checkpoints))
+        # The initial weights stay too: a rollback to the very start is always possible.
+        checkpoint.prune(self.run.checkpoints, self.settings.keep_checkpoints,
+                         keep={0} | ({best.global_epoch} if best else set()))
+
+    def start(self) -> None:
+        """Save the initial state (epoch 0), so a rollback to the very start is possible."""
+        self._save(math.inf)
+
+    def restore(self, state: Mapping[str, Any], *, rollback: bool) -> None:
+        """Load a checkpoint's state; a rollback keeps the compute counter, a resume takes
+        it from the state."""
+        mine = state["supervisor"]
+        if mine.get("version") != STATE_VERSION:
+            raise ValueError(f"supervisor state version {mine.get('version')} is not "
+                             f"{STATE_VERSION}")
+        self.trainer.load_state_dict(state["trainer"])
+        self.epoch, self.step = int(mine["epoch"]), int(mine["step"])
+        self._steps_per_epoch = int(mine.get("steps_per_epoch") or 0) or None
+        self.step_losses = [float(v) for v in mine["step_losses"]]
+        self.step_grad_norms = [float(v) for v in mine["step_grad_norms"]]
+        if not rollback:
+            self.global_epoch = int(mine["global_epoch"])
+
+    def apply(self, wanted: Mapping[str, Any]) -> dict[str, Any]:
+        """Give the trainer every value of `wanted` that differs from its own (keys it does
+        not have are left out); returns what was applied."""
+        current = self.trainer.hparams
+        changes = {k: v for k, v in wanted.items() if k in current and _differs(current[k], v)}
+        if changes:
+            self.trainer.apply_changes(changes)
+        return changes
+
+    # -- detection -----------------------------------------------------------------------
+
+    def _on_step(self, step: int, loss: float, grad_norm: float | None) -> None:
+        self.step = int(step) + 1
+        self._steps_this_epoch += 1
+        self.step_losses = self.step_losses[-STEP_HISTORY + 1:] + [float(loss)]
+        if grad_norm is not None:
+            self.step_grad_norms = self.step_grad_norms[-STEP_HISTORY + 1:] + [float(grad_norm)]
+        if self.hooks.on_step:
+            self.hooks.on_step(step, loss, grad_norm)
+        grads = self.step_grad_norms if grad_norm is not None else []
+        verdict = check_step(self.step_losses, grads, int(step), self._detectors())
+        if not verdict.diverged:
+            return
+        if self.settings.recovery is RecoveryMode.WATCH:
+            self._alarm(verdict)
+            return
+        raise StepDiverged(verdict)
+
+    def _alarm(self, verdict: Verdict) -> None:
+        """Watch mode: one alarm per reason and epoch; nothing changes."""
+        reason = verdict.reason.value if verdict.reason else "unknown"
+        if (reason, self.epoch) in self._alarmed:
+            return
+        self._alarmed.add((reason, self.epoch))
+        self.record_event(self._event(EventKind.ALARM, reason, step=verdict.step,
+                                      message=verdict.message,
+                                      evidence=dict(verdict.evidence)))
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def _diverged(self, verdict: Verdict) -> RunStatus | None:
+        """Act on a divergence; returns a final status, or None to carry on."""
+        if self.settings.recovery is RecoveryMode.WATCH:
+            self._alarm(verdict)
+            return None
+        assert verdict.reason is not None
+        self.record_event(self._event(EventKind.DIVERGED, verdict.reason.value,
+                                      step=verdict.step, message=verdict.message,
+                                      evidence=dict(verdict.evidence)))
+        if self.settings.recovery is RecoveryMode.OFF:
+            return RunStatus.DIVERGED
+        return self.recover(verdict)
+
+    def recover(self, verdict: Verdict) -> RunStatus | None:
+        """Apply the policy to a verdict: roll back and change, or give up."""
+        infos = checkpoint.listing(self.run.checkpoints)
+        best = _best(infos)
+        # The budget counts recoveries since the run was last resumed by hand.
+        resumed = max((i for i, e in enumerate(self.events) if e.kind is EventKind.RESUMED),
+                      default=-1)
+        past = [e.to_dict() for e in self.events[resumed + 1:]
+                if e.kind is EventKind.RECOVERED]
+        decision = decide(verdict, self.hparams, past, [i.epoch for i in infos],
+                          best.epoch if best else None, self.steps_per_epoch, self.policy,
+                          planned_epochs=self.epochs)
+        fields = decision.event_fields()
+        if decision.give_up:
+            self.record_event(self._event(EventKind.GAVE_UP, decision.reason.value, **fields))
+            return RunStatus.GAVE_UP
+        loaded = checkpoint.load_latest(self.run.checkpoints, epoch=decision.rollback_to,
+                                        map_location=getattr(self.trainer, "device", "cpu"))
+        if loaded is None:
+            raise RuntimeError(f"no valid checkpoint of epoch {decision.rollback_to} to "
+                               f"roll back to in {self.run.checkpoints}")
+        info, state = loaded
+        before = self.hparams
+        self.restore(state, rollback=True)
+        checkpoint.discard_after(self.run.checkpoints, info.global_epoch)
+        self.apply({**before, **{key: new for key, (_, new) in decision.changes.items()}})
+        self.run.write_effective(self.effective_config)
+        undone = [r for r in self.history if r["epoch"] > info.epoch]
+        self.history = [r for r in self.history if r["epoch"] <= info.epoch]
+        self._lr_expectation = lr_check.expect(
+            {k: list(v) for k, v in decision.changes.items()}, undone, info.epoch)
+        self.record_event(self._event(EventKind.RECOVERED, decision.reason.value,
+                                      epoch=info.epoch, step=self.step, **fields))
+        return None
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def fit(self) -> RunResult:
+        """Train to the planned epochs; stop early on an unrecovered divergence."""
+        status: RunStatus | None = None
+        if self.hooks.on_start:
+            self.hooks.on_start(self)
+        if self.pending is not None:
+            verdict, self.pending = self.pending, None
+            status = self.recover(verdict)
+        try:
+            while status is None and self.epoch < self.epochs:
+                status = self._one_epoch()
+        except (KeyboardInterrupt, Interrupted):
+            # What was saved stays: the last epoch's checkpoint and its metrics.
+            self.record_event(self._event(EventKind.INTERRUPTED, "interrupted"))
+            raise
+        return self.result(status or RunStatus.COMPLETED)
+
+    def _one_epoch(self) -> RunStatus | None:
+        t = self.trainer
+        start = time.perf_counter()
+        self._steps_this_epoch = 0
+        try:
+            train = dict(t.train_epoch(self._on_step))
+        except StepDiverged as exc:
+            self.global_epoch += 1  # the partial epoch was compute spent
+            return self._diverged(exc.verdict)
+        val = dict(t.evaluate())
+        self.epoch += 1
+        self.global_epoch += 1
+        if self._steps_this_epoch:
+            self._steps_per_epoch = self._steps_per_epoch or self._steps_this_epoch
+        record: dict[str, Any] = {"epoch": self.epoch, "global_epoch": self.global_epoch,
+                                  "step": self.step, "steps_per_epoch": self.steps_per_epoch,
+                                  **train, **val, "lr": train.get("lr"),
+                                  "grad_norm": train.get("grad_norm"),
+                                  "time_s": time.perf_counter() - start}
+        for name in ("chance_loss", "marginal_loss", "train_marginal_loss"):
+            if getattr(t, name, None) is not None:
+                record[name] = getattr(t, name)
+        self.run.append_metrics(record)
+        self.history.append(record)
+        self._check_lr(record)
+        verdict = check_epoch(self.history, self._detectors())
+        if verdict.diverged:
+            status = self._diverged(verdict)
+            if self.settings.recovery is not RecoveryMode.WATCH:
+                return status
+        self._save(as_float(val.get("val_loss")))
+        if self.hooks.on_epoch:
+            self.hooks.on_epoch(record)
+        return None
+
+    def _check_lr(self, record: Mapping[str, Any]) -> None:
+        """After a cut, the first epoch at the checked position says whether it held."""
+        expectation = self._lr_expectation
+        if expectation is None or int(record["epoch"]) != expectation.epoch:
+            return
+        self._lr_expectation = None
+        lr = record.get("lr")
+        message = lr_check.judge(expectation, None if lr is None else float(lr))
+        if message is not None:
+            log.warning("%s", message)
+            self.record_event(self._event(EventKind.ALARM, "lr_change_not_applied",
+                                          message=message,
+                                          evidence={"applied": float(lr),
+                                                    "expected": expectation.expected,
+                                                    "before": expectation.before,
+                                                    "factor": expectation.factor}))
+
+    def result(self, status: RunStatus) -> RunResult:
+        vals = [as_float(r.get("val_loss")) for r in self.history]
+        finite = [(v, r["epoch"]) for v, r in zip(vals, self.history) if math.isfinite(v)]
+        best_val, best_epoch = min(finite) if finite else (math.inf, None)
+        return RunResult(status=status, hparams=self.hparams, config=self.effective_config,
+                         best_val_loss=best_val, best_epoch=best_epoch,
+                         final=self.history[-1] if self.history else {},
+                         events=list(self.events), global_epochs=self.global_epoch)
+
+
+# -- the public entry point ---------------------------------------------------------------
+
+def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
+              recovery: str | RecoveryMode = "on", max_recoveries: int = 4,
+              max_loss_increase: float = 0.3, keep_checkpoints: int = 3,
+              policy: RecoveryConfig | None = None, hooks: Hooks | None = None) -> RunResult:
+    """Train `trainer` for `epochs` epochs in `run_dir`, detecting and recovering.
+
+    A new `run_dir` gets config.yaml (the trainer's `hparams` and these settings),
+    metrics.jsonl, events.jsonl, effective_config.yaml, summary.json and checkpoints. On a
+    `run_dir` that already holds a run, the run continues from its latest valid checkpoint
+    with a freshly built `trainer` (its hyperparameters are set to the effective ones
+    first); a run that stopped at a divergence is recovered first.
+
+    Args:
+        trainer: any `autotune.Trainable`.
+        run_dir: the run directory.
+        epochs: planned epochs (an existing run is extended to this many).
+        recovery: `on` (recover), `off` (stop at the first divergence) or `watch` (alarms
+            only, the run goes on).
+        max_recoveries: recoveries allowed before the run gives up.
+        max_loss_increase: validation loss above its best + this is a divergence.
+        keep_checkpoints: the latest checkpoints kept (besides the best and the initial).
+        policy: the recovery policy's knobs (ladders, factors); default from max_recoveries.
+        hooks: optional observers.
+    """
+    settings = SupervisorConfig(recovery=recovery, max_recoveries=max_recoveries,
+                                max_loss_increase=max_loss_increase,
+                                keep_checkpoints=keep_checkpoints)
+    path = Path(run_dir)
+    if RunDir(path).exists():
+        return continue_run(trainer, RunDir.open(path), epochs, settings, policy, hooks)
+    config = {**jsonable(dict(trainer.hparams)), **settings.to_dict(), "epochs": int(epochs)}
+    run = RunDir.create(path, config)
+    supervisor = Supervisor(trainer, run, epochs=epochs, settings=settings, policy=policy,
+                            hooks=hooks, config=config)
+    supervisor.start()
+    return finish(supervisor, supervisor.fit())
+
+
+def pending_verdict(events: list[Event]) -> Verdict | None:
+    """The divergence a run stopped on (recovery off, or budget spent), if it did."""
+    from autotune.detect import Reason
+
+    stops = (EventKind.DIVERGED, EventKind.GAVE_UP)
+    last_kinds = [e for e in events if e.kind not in (EventKind.ALARM,)]
+    if not last_kinds or last_kinds[-1].kind not in stops:
+        return None
+    last = next(e for e in reversed(events) if e.kind is EventKind.DIVERGED)
+    return Verdict(True, Reason(last.reason), last.message,
+                   {k: as_float(v) for k, v in last.evidence.items()}, step=last.step,
+                   epoch=last.epoch)
+
+
+def continue_run(trainer: Trainable, run: RunDir, epochs: int | None,
+                 settings: SupervisorConfig, policy: RecoveryConfig | None = None,
+                 hooks: Hooks | None = None,
+                 finisher: Callable[[Supervisor, RunResult], RunResult] | None = None
+                 ) -> RunResult:
+    """Continue the run in `run` with a freshly built `trainer`: from its latest valid
+    checkpoint, after recovering the divergence it stopped on (if it did)."""
+    from trainer.errors import ConfigError
+
+    effective = run.effective_config()
+    planned = int(effective.get("epochs", 0) or 0)
+    epochs = planned if epochs is None else int(epochs)
+    loaded = checkpoint.load_latest(run.checkpoints,
+                                    map_location=getattr(trainer, "device", "cpu"))
+    if loaded is None:
+        raise ConfigError(f"run directory {str(run.path)!r} has no valid checkpoint to "
+                          f"resume from.")
+    info, state = loaded
+    events = run.events()
+    pending = pending_verdict(events)
+    changes: dict[str, list[Any]] = {}
+    if epochs != planned:
+        changes["epochs"] = [planned, epochs]
+    if pending is not None and settings.recovery is not RecoveryMode.ON:
+        # Resuming a run that stopped at a divergence is asking for recovery: recover until
+        # it is stable (within the budget), not just once.
+        changes["recovery"] = [settings.recovery.value, RecoveryMode.ON.value]
+        settings = settings.replace(recovery=RecoveryMode.ON)
+    if pending is None and info.epoch >= epochs:
+        raise ConfigError(f"run {str(run.path)!r} already finished its {epochs} epochs; "
+                          f"give --epochs N with N > {info.epoch} to extend it.")
+    config = {**effective, "epochs": epochs,
+              **{k: v for k, v in settings.to_dict().items() if k in effective}}
+    run.truncate_metrics(info.global_epoch)
+    supervisor = Supervisor(trainer, run, epochs=epochs, settings=settings, policy=policy,
+                            hooks=hooks, config=config)
+    supervisor.restore(state, rollback=False)
+    supervisor.apply({k: v for k, v in effective.items() if k in trainer.hparams})
+    run.write_effective(supervisor.effective_config)
+    supervisor.pending = pending
+    supervisor.record_event(supervisor._event(
+        EventKind.RESUMED, pending.reason.value if pending and pending.reason else "interrupted",
+        changes=changes))
+    return (finisher or finish)(supervisor, supervisor.fit())
+
+
+def finish(supervisor: Supervisor, result: RunResult,
+           extra: Mapping[str, Any] | None = None) -> RunResult:
+    """Write summary.json (with `extra`, e.g. an ARC run's held-out test scores)."""
+    summary: dict[str, Any] = {
+        "status": result.status.value, "stable": result.stable,
+        "best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
+        "final": result.final, "divergences": result.divergences,
+        "recoveries": result.recoveries, "global_epochs": result.global_epochs,
+        "effective_config": result.config, **(extra or {}),
+    }
+    supervisor.run.write_summary(summary)
+    return result

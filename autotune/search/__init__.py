@@ -1,0 +1,72 @@
+"""The search: an Optuna study in which every trial is a supervised run.
+
+`prepare` validates the flags and creates or joins the study (`plan`), `run_search` runs
+its workers to the requested number of trials and re-checks the winner (`outcome`); the
+pieces are the space (`space`), the objective (`objective`), the pruner (`pruner`), the
+sampler (`sampler`), storages (`storage`), workers and dead trials (`workers`) and the
+counts (`tally`).
+"""
+
+from autotune.search.outcome import (
+    SearchOutcome,
+    Winner,
+    confirm,
+    resume,
+    run_search,
+    safe_sink,
+    winner_info,
+)
+from autotune.search.plan import (
+    DEFAULT_STUDY,
+    DEFAULT_TRIALS,
+    PLAN_ATTR,
+    SearchSettings,
+    StudyPlan,
+    prepare,
+    stored_plan,
+)
+from autotune.search.pruner import TimelinePruner, default_pruner, timeline_values
+from autotune.search.storage import (
+    DEFAULT_STORAGE,
+    Heartbeat,
+    load_study,
+    mask_url,
+    open_storage,
+    storage_url,
+)
+from autotune.search.tally import CONFIRM_ATTR, FINISHED, Tally, next_action, tally, winner_of
+from autotune.search.workers import reap, work
+
+__all__ = [
+    "CONFIRM_ATTR",
+    "DEFAULT_STORAGE",
+    "DEFAULT_STUDY",
+    "DEFAULT_TRIALS",
+    "FINISHED",
+    "PLAN_ATTR",
+    "Heartbeat",
+    "SearchOutcome",
+    "SearchSettings",
+    "StudyPlan",
+    "Tally",
+    "TimelinePruner",
+    "Winner",
+    "confirm",
+    "default_pruner",
+    "load_study",
+    "mask_url",
+    "next_action",
+    "open_storage",
+    "prepare",
+    "reap",
+    "resume",
+    "run_search",
+    "safe_sink",
+    "storage_url",
+    "stored_plan",
+    "tally",
+    "timeline_values",
+    "winner_info",
+    "winner_of",
+    "work",
+]

@@ -1,0 +1,163 @@
+"""How a search ends: run the workers, pick the best stable trial, re-check it."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from autotune.events import changes_of
+from autotune.jsonio import jsonable
+from autotune.recovery.runs import RunConfig, start_run
+from autotune.search.objective import (
+    EventSink,
+    SearchEvent,
+)
+from autotune.search.plan import StudyPlan, stored_plan
+from autotune.search.storage import load_study, open_storage
+from autotune.search.tally import CONFIRM_ATTR, Tally, tally, winner_of
+from autotune.search.workers import _open, _run_workers, cores, work
+from trainer.loop import set_threads
+
+# -- the search ---------------------------------------------------------------------------
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Winner:
+    """The best stable trial and what survived in it."""
+
+    number: int
+    value: float
+    params: dict[str, Any]
+    effective: dict[str, Any]
+    changes: dict[str, list[Any]]
+    divergences: int
+    recoveries: int
+    run_dir: str | None
+    confirmed: bool | None = None
+    confirm_value: float | None = None
+    confirm_run_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """How a search ended."""
+
+    study: str
+    tally: Tally
+    winner: Winner | None
+    timed_out: bool = False
+    workers: list[int] = field(default_factory=list)
+
+
+def run_search(plan: StudyPlan, on_event: EventSink | None = None,
+               timeout: float | None = None, confirm_winner: bool = True) -> SearchOutcome:
+    """Run the study to its requested number of trials (or the timeout), then re-check the
+    winner from scratch."""
+    emit = on_event or (lambda event: None)
+    deadline = time.time() + timeout if timeout is not None else None
+    storage = open_storage(plan.storage)
+    study = _open(plan, 0, storage)
+    emit(SearchEvent("tally", None, asdict(tally(study.get_trials(deepcopy=False),
+                                                 plan.trials))))
+    codes: list[int] = []
+    if plan.jobs > 1:
+        codes = _run_workers(plan, emit, deadline)
+    # In-process: the only worker, or the one that finishes what dead workers left.
+    set_threads(cores())
+    work(plan, 0, emit, deadline, storage)
+    trials = study.get_trials(deepcopy=False)
+    result = tally(trials, plan.trials)
+    timed_out = result.done < plan.trials
+    best = winner_of(trials)
+    win = None
+    if best is not None:
+        win = confirm(study, plan, best, emit) if confirm_winner else winner_info(study, best)
+    return SearchOutcome(plan.study, result, win, timed_out, codes)
+
+
+def resume(name: str, url: str | None, on_event: EventSink | None = None,
+           jobs: int | None = None) -> SearchOutcome:
+    """Continue an interrupted study to its requested number of trials."""
+    study = load_study(name, url)
+    plan = stored_plan(study, url)
+    if jobs is not None:
+        plan = replace(plan, jobs=jobs)
+    return run_search(plan, on_event)
+
+
+# -- the winner ---------------------------------------------------------------------------
+
+def winner_info(study: optuna.Study, trial: FrozenTrial) -> Winner:
+    """The Winner record of `trial`, with the stored confirmation when it is this trial's."""
+    attrs = trial.user_attrs
+    effective = attrs.get("effective_config") or {}
+    check = study.user_attrs.get(CONFIRM_ATTR) or {}
+    mine = check.get("trial") == trial.number
+    return Winner(number=trial.number, value=float(trial.value or math.nan),
+                  params=dict(trial.params), effective=dict(effective),
+                  changes=changes_of(attrs.get("events", [])),
+                  divergences=int(attrs.get("divergences", 0)),
+                  recoveries=int(attrs.get("recoveries", 0)), run_dir=attrs.get("run_dir"),
+                  confirmed=check.get("confirmed") if mine else None,
+                  confirm_value=check.get("value") if mine else None,
+                  confirm_run_dir=check.get("run_dir") if mine else None)
+
+
+def confirm(study: optuna.Study, plan: StudyPlan, trial: FrozenTrial,
+            on_event: EventSink | None = None) -> Winner:
+    """Re-train the winner's effective configuration from scratch with another seed.
+
+    Confirmed when that run ends stable without a single divergence. The result is stored
+    in the study's user attributes (`confirmed`, `confirmation`); a winner already checked
+    is not checked again.
+    """
+    emit = on_event or (lambda event: None)
+    done = study.user_attrs.get(CONFIRM_ATTR) or {}
+    if done.get("trial") == trial.number:
+        return winner_info(study, trial)
+    effective = RunConfig.from_dict(trial.user_attrs["effective_config"])
+    train = effective.train.replace(seed=(effective.train.seed + 1) % (2**31 - 1))
+    config = RunConfig(train, effective.supervisor)
+    path = Path(plan.artifacts) / f"confirm-trial-{trial.number:04d}"
+    try:
+        path.mkdir(parents=True)  # atomic: of workers ending together, one gets this name
+    except FileExistsError:
+        # Another worker is checking this winner now, or an earlier check was interrupted:
+        # never touch its folder; check in this process's own.
+        path = path.with_name(f"{path.name}-{socket.gethostname()}-{os.getpid()}")
+        if path.exists():
+            shutil.rmtree(path)
+    emit(SearchEvent("confirm_start", trial.number, {"seed": train.seed,
+                                                     "run_dir": str(path)}))
+    result = start_run(config, path, plan.device)
+    confirmed = result.stable and result.divergences == 0
+    record = {"trial": trial.number, "confirmed": confirmed, "value": result.objective,
+              "seed": train.seed, "divergences": result.divergences,
+              "status": result.status, "run_dir": str(path)}
+    study.set_user_attr(CONFIRM_ATTR, jsonable(record))
+    study.set_user_attr("confirmed", confirmed)
+    emit(SearchEvent("confirm_end", trial.number, jsonable(record)))
+    return winner_info(study, trial)
+
+
+def safe_sink(callback: Callable[[SearchEvent], None]) -> EventSink:
+    """An event sink that ignores failures of the display (a search never dies of them)."""
+    def sink(event: SearchEvent) -> None:
+        try:
+            callback(event)
+        except Exception:  # a display bug must not kill a trial
+            log.exception("progress display failed")
+    return sink

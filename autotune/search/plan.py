@@ -1,0 +1,178 @@
+"""A study's plan: the flags of `autotune search`, validated, and what the study stores.
+
+A study is created once with its plan (the requested number of trials, the search space,
+profile, epochs, artifacts folder) stored in its user attributes, so that any worker and
+`autotune resume --study` know what to do from the storage alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from autotune.errors import ConfigError
+from autotune.recovery.settings import RecoveryMode
+from autotune.search.objective import (
+    ObjectiveSettings,
+)
+from autotune.search.space import Choice, Space, load_space, parse_space
+from autotune.search.storage import open_storage, storage_url
+from trainer.config import PROFILES
+from trainer.loop import default_profile
+
+DEFAULT_STUDY = "arc"
+DEFAULT_TRIALS = 30
+PLAN_ATTR = "autotune_plan"
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The flags of `autotune search`; None means the study's stored value or the default."""
+
+    study: str = DEFAULT_STUDY
+    storage: str | None = None
+    trials: int | None = None
+    space: str | None = None
+    profile: str | None = None
+    epochs: int | None = None
+    timeout: float | None = None
+    seed: int | None = None
+    jobs: int = 1
+    artifacts: str | None = None
+    device: str = "auto"
+    recovery: str | None = None
+    """on or off; None: the study's (on for a new one)."""
+
+    def __post_init__(self) -> None:
+        for name, low in (("trials", 1), ("epochs", 1), ("jobs", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < low):
+                raise ConfigError(f"--{name} must be an integer >= {low} but got {value!r}.")
+        if self.timeout is not None and not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise ConfigError(f"--timeout must be a number of seconds > 0 but got "
+                              f"{self.timeout!r}.")
+        if self.profile is not None and self.profile not in PROFILES:
+            raise ConfigError(f"--profile must be one of {', '.join(PROFILES)} but got "
+                              f"{self.profile!r}.")
+        if self.recovery is not None and self.recovery not in ("on", "off"):
+            raise ConfigError(f"--recovery must be on or off but got {self.recovery!r}.")
+        if not self.study or not self.study.strip():
+            raise ConfigError("--study must be a non-empty name.")
+        if self.artifacts is None and (Path(self.study).name != self.study
+                                       or self.study in (".", "..")):
+            # The default artifacts folder is studies/artifacts/STUDY: never outside it.
+            raise ConfigError(f"--study {self.study!r} would put its runs outside "
+                              f"studies/artifacts/; give a name without '/' or '..', or "
+                              f"an --artifacts folder.")
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What a study was asked to do; stored with it (`PLAN_ATTR`) for workers and resume."""
+
+    study: str
+    storage: str
+    trials: int
+    space: dict[str, Any]
+    profile: str
+    epochs: int | None
+    artifacts: str
+    seed: int | None = None
+    jobs: int = 1
+    device: str = "auto"
+    recovery: str = "on"
+    version: int = 1
+
+    def space_obj(self) -> Space:
+        return parse_space(self.space, f"of study {self.study!r}")
+
+    def objective_settings(self) -> ObjectiveSettings:
+        overrides = {"epochs": self.epochs} if self.epochs is not None else {}
+        return ObjectiveSettings(self.space_obj(), self.profile, Path(self.artifacts),
+                                 overrides, self.device, self.trials,
+                                 recovery=RecoveryMode(self.recovery))
+
+    def stored(self) -> dict[str, Any]:
+        """The plan as a study attribute (the storage URL is not stored: it is where the
+        study is, and may hold a password)."""
+        out = asdict(self)
+        out.pop("storage")
+        return json.loads(json.dumps(out))
+
+    @classmethod
+    def from_stored(cls, attrs: dict[str, Any], study: str, storage: str) -> StudyPlan:
+        data = {k: v for k, v in attrs.items() if k in cls.__dataclass_fields__}
+        return cls(**{**data, "study": study, "storage": storage})
+
+
+def stored_plan(study: optuna.Study, url: str | None) -> StudyPlan:
+    attrs = study.user_attrs.get(PLAN_ATTR)
+    if not isinstance(attrs, dict):
+        raise ConfigError(f"study {study.study_name!r} was not created by `autotune search` "
+                          f"(it has no stored plan), so it cannot be resumed.")
+    return StudyPlan.from_stored(attrs, study.study_name, storage_url(url))
+
+
+def _probe(space: Space, profile: str, overrides: dict[str, Any]) -> None:
+    """Resolve the configurations at the space's corners, so that a bad combination is
+    exit 2 before the study exists; a data path must exist."""
+    for pick in (0, -1):
+        params = {p.key: (p.choices[pick] if isinstance(p, Choice)
+                          else (p.low, p.high)[pick]) for p in space.params}
+        config = space.config(params, profile, overrides)
+        if config.data not in ("arcagi", "arcagi2") and not Path(config.data).exists():
+            raise ConfigError(f"data {config.data!r} does not exist; give arcagi, arcagi2 or "
+                              f"an existing path.")
+
+
+def prepare(settings: SearchSettings) -> StudyPlan:
+    """Validate everything, then create the study or join the existing one of that name.
+
+    Joining checks that a given space, profile and epochs agree with the stored plan; a
+    larger `--trials` raises the study's target.
+    """
+    url = storage_url(settings.storage)
+    space = load_space(settings.space)
+    if settings.epochs is not None and space.param("epochs") is not None:
+        raise ConfigError("--epochs conflicts with the space's epochs range; drop one.")
+    overrides = {"epochs": settings.epochs} if settings.epochs is not None else {}
+    profile = settings.profile or default_profile(settings.device)
+    _probe(space, profile, overrides)
+    storage = open_storage(url)  # the first thing written
+    if settings.study in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=settings.study, storage=storage)
+        plan = stored_plan(study, url)
+        given = json.loads(json.dumps(space.to_yaml())) if settings.space is not None else None
+        for flag, mine, theirs in (("--space", given, plan.space),
+                                   ("--profile", settings.profile, plan.profile),
+                                   ("--epochs", settings.epochs, plan.epochs),
+                                   ("--recovery", settings.recovery, plan.recovery)):
+            if mine is not None and mine != theirs:
+                raise ConfigError(f"study {settings.study!r} exists with another {flag[2:]} "
+                                  f"({theirs!r}); continue it without {flag}, or use another "
+                                  f"--study.")
+        plan = replace(plan, storage=url, trials=max(plan.trials, settings.trials or 0),
+                       jobs=settings.jobs, device=settings.device,
+                       seed=settings.seed if settings.seed is not None else plan.seed)
+        study.set_user_attr(PLAN_ATTR, plan.stored())
+        return plan
+    artifacts = Path(settings.artifacts or Path("studies") / "artifacts" / settings.study)
+    plan = StudyPlan(study=settings.study, storage=url,
+                     trials=settings.trials or DEFAULT_TRIALS, space=space.to_yaml(),
+                     profile=profile, epochs=settings.epochs,
+                     artifacts=str(artifacts.resolve()), seed=settings.seed,
+                     jobs=settings.jobs, device=settings.device,
+                     recovery=settings.recovery or "on")
+    study = optuna.create_study(study_name=settings.study, storage=storage,
+                                direction="minimize", load_if_exists=True)
+    if PLAN_ATTR not in study.user_attrs:
+        study.set_user_attr(PLAN_ATTR, plan.stored())
+        return plan
+    # Another worker created it a moment ago: its plan is the study's.
+    return replace(stored_plan(study, url), jobs=settings.jobs, device=settings.device)

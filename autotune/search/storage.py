@@ -1,0 +1,169 @@
+"""Optuna storages: the URL, opening it with heartbeat and retry, loading a study.
+
+SQLite by default (`sqlite:///studies/autotune.db` under the current folder), any
+SQLAlchemy URL Optuna accepts, PostgreSQL for many machines. Messages never show a
+password.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from autotune.errors import ConfigError
+
+DEFAULT_STORAGE = "sqlite:///studies/autotune.db"
+
+
+# -- settings -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """How often a running trial proves it is alive, and after how long it counts as dead.
+
+    `AUTOTUNE_HEARTBEAT=INTERVAL[,GRACE]` (seconds) overrides the defaults, e.g. on a
+    cluster whose machines are preempted often.
+    """
+
+    interval: int = 10
+    grace: int = 60
+
+    def __post_init__(self) -> None:
+        if self.interval < 1:
+            raise ConfigError(f"heartbeat interval must be >= 1 s but got {self.interval}.")
+        if self.grace <= self.interval:
+            raise ConfigError(f"heartbeat grace period must exceed the interval "
+                              f"({self.interval} s) but got {self.grace}.")
+
+    @classmethod
+    def from_env(cls) -> Heartbeat:
+        raw = os.environ.get("AUTOTUNE_HEARTBEAT", "").strip()
+        if not raw:
+            return cls()
+        try:
+            parts = [int(p) for p in raw.split(",")]
+        except ValueError:
+            raise ConfigError(f"AUTOTUNE_HEARTBEAT takes INTERVAL[,GRACE] in seconds but got "
+                              f"{raw!r}.") from None
+        return cls(parts[0], parts[1] if len(parts) > 1 else 3 * parts[0])
+
+
+# -- storage ------------------------------------------------------------------------------
+
+def storage_url(url: str | None) -> str:
+    """The storage URL: the default SQLite file under the current directory when None."""
+    return DEFAULT_STORAGE if url is None else url
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
+
+
+def _sqlite_file(url: str) -> Path | None:
+    from sqlalchemy.engine import make_url
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+_SCHEMA_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key")
+
+
+def _with_driver(url: str) -> str:
+    """A plain `postgresql://` URL with the driver that is installed: SQLAlchemy 2.1 reads
+    it as psycopg (3), while the `postgres` extra installs psycopg2."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "postgresql" or not sep:
+        return url
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
+def open_storage(url: str | None, *, create: bool = True,
+                 heartbeat: Heartbeat | None = None) -> RDBStorage:
+    """An RDB storage with heartbeat and retry; ConfigError (password masked) when the URL
+    is malformed, its driver is missing or its server cannot be reached. With
+    `create=False` a missing SQLite file is an error and nothing is written."""
+    url = storage_url(url)
+    heartbeat = heartbeat or Heartbeat.from_env()
+    shown = mask_url(url)
+    try:
+        path = _sqlite_file(url)
+    except Exception as exc:
+        raise ConfigError(f"--storage {shown!r} is not a database URL "
+                          f"(e.g. sqlite:///studies/autotune.db or "
+                          f"postgresql://user:password@host/db): {exc}") from None
+    if path is not None:
+        if not path.exists() and not create:
+            raise ConfigError(f"storage {shown!r} does not exist (no file {str(path)!r}); "
+                              f"run `autotune search` first.")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"storage {shown!r}: cannot create folder "
+                              f"{str(path.parent)!r}: {exc.strerror}.") from None
+    engine_kwargs: dict[str, Any] = {}
+    if path is not None:
+        # Several local processes share one SQLite file: wait for its lock, don't fail.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback()
+
+        def connect() -> RDBStorage:
+            return RDBStorage(_with_driver(url), engine_kwargs=engine_kwargs,
+                              heartbeat_interval=heartbeat.interval,
+                              grace_period=heartbeat.grace, heartbeat_stale_trial_callback=retry)
+
+        try:
+            for attempt in range(4):
+                try:
+                    return connect()
+                except Exception as exc:
+                    # Workers started together on a new database race to create its
+                    # tables; the losers find them made on the next try.
+                    if not any(s in str(exc) for s in _SCHEMA_RACE):
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
+            return connect()
+        except ImportError as exc:
+            hint = ("pip install 'autotune[postgres]'" if url.startswith("postgres")
+                    else "install the SQLAlchemy driver of that database")
+            raise ConfigError(f"storage {shown!r} needs a database driver that is not "
+                              f"installed ({exc.name or exc}); {hint}.") from None
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"storage {shown!r} cannot be opened: "
+                              f"{first.replace(url, shown)}") from None
+
+
+def load_study(name: str, url: str | None) -> optuna.Study:
+    """An existing study (ConfigError naming the known ones when it does not exist)."""
+    storage = open_storage(url, create=False)
+    try:
+        return optuna.load_study(study_name=name, storage=storage,
+                                 sampler=optuna.samplers.RandomSampler())
+    except KeyError:
+        known = optuna.get_all_study_names(storage)
+        shown = ", ".join(sorted(known)) or "none"
+        raise ConfigError(f"no study {name!r} in storage {mask_url(storage_url(url))!r} "
+                          f"(studies there: {shown}).") from None

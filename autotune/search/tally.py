@@ -1,0 +1,68 @@
+"""Counting a study's trials: done, diverged, salvaged, pruned; and the winner."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from optuna.trial import FrozenTrial, TrialState
+
+CONFIRM_ATTR = "confirmation"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+# -- progress -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Tally:
+    """Where a study stands."""
+
+    done: int
+    total: int
+    running: int
+    best_value: float | None
+    best_trial: int | None
+    diverged: int      # trials with at least one divergence
+    recovered: int     # of those, trials that ended stable (salvaged)
+    gave_up: int
+    pruned: int
+    failed: int
+
+
+def _finished(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    return [t for t in trials if t.state in FINISHED]
+
+
+def winner_of(trials: Iterable[FrozenTrial]) -> FrozenTrial | None:
+    """The best stable trial: complete, ended with no unrecovered divergence."""
+    stable = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
+              and t.user_attrs.get("stable", True) and math.isfinite(t.value)]
+    return min(stable, key=lambda t: (t.value, t.number)) if stable else None
+
+
+def tally(trials: list[FrozenTrial], total: int) -> Tally:
+    """Counts of a study's trials (a pure function of them)."""
+    finished = _finished(trials)
+    best = winner_of(trials)
+    diverged = [t for t in finished if t.user_attrs.get("divergences", 0)]
+    return Tally(
+        done=len(finished), total=total,
+        running=sum(t.state == TrialState.RUNNING for t in trials),
+        best_value=best.value if best else None, best_trial=best.number if best else None,
+        diverged=len(diverged),
+        recovered=sum(bool(t.user_attrs.get("stable")) for t in diverged),
+        gave_up=sum(t.user_attrs.get("status") == "gave_up" for t in finished),
+        pruned=sum(t.state == TrialState.PRUNED for t in finished),
+        failed=sum(t.state == TrialState.FAIL and not t.user_attrs.get("surplus")
+                   for t in trials))
+
+
+def next_action(target: int, finished: int, running: int) -> str:
+    """`run` a trial, `wait` (the rest are running elsewhere and may need taking over), or
+    `stop` (the requested number finished)."""
+    if finished >= target:
+        return "stop"
+    if finished + running < target:
+        return "run"
+    return "wait"

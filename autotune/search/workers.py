@@ -1,0 +1,257 @@
+"""Workers: the loop every search process runs, local `--jobs` processes, dead trials.
+
+A study is created once with its plan (the requested number of trials, the search space,
+profile, epochs, artifacts folder) stored in its user attributes, so that any worker and
+`autotune resume --study` know what to do from the storage alone. Every worker, a local
+process (`--jobs`) or another machine pointed at the same storage, runs the same loop:
+
+1. fail and re-queue the trials whose process died: a local process that no longer exists
+   at once, any other when its heartbeat is older than the grace period (Optuna's
+   `fail_stale_trials` with `RetryHeartbeatStaleTrialCallback`), and trials a Ctrl-C
+   interrupted;
+2. count: stop when the requested number of trials finished (complete or pruned); wait
+   while the remaining ones are running elsewhere (one of them may die and need a worker);
+   otherwise run one trial (`study.optimize(n_trials=1)`: Optuna pops a re-queued trial
+   first, and the objective continues its run directory from the last checkpoint).
+
+The trial numbers decide a race for the last slot (`objective.is_surplus`), so the number
+of finished trials is exactly the requested one across workers.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import socket
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.errors import ConfigError, Interrupted
+from autotune.search.objective import (
+    EventSink,
+    Objective,
+    SearchEvent,
+    SurplusTrial,
+)
+from autotune.search.plan import StudyPlan
+from autotune.search.pruner import default_pruner
+from autotune.search.sampler import CreditTPESampler
+from autotune.search.storage import open_storage
+from autotune.search.tally import _finished, next_action, tally
+from trainer.loop import set_threads
+
+POLL_S = 1.0
+
+
+def make_sampler(plan: StudyPlan, worker: int, existing: int) -> optuna.samplers.BaseSampler:
+    """TPE that also sees what recovery's restarts achieved (`autotune.search.sampler`); with a
+    seed, each worker (and each resume) draws its own reproducible stream."""
+    seed = None if plan.seed is None else plan.seed + 7919 * worker + existing
+    startup = max(3, min(10, plan.trials // 3))
+    return CreditTPESampler(seed=seed, n_startup_trials=startup)
+
+
+# -- dead trials --------------------------------------------------------------------------
+
+def _process_gone(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # this process runs no trial while it reaps
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a killed child not yet reaped by its parent is a zombie: dead all the same
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _fail_own(study: optuna.Study) -> None:
+    """Mark this process's running trial FAILED: Optuna does so for a KeyboardInterrupt,
+    not for the CLI's `Interrupted` (SIGINT/SIGTERM), and `resume --study` retries it."""
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("worker") == me:
+            try:
+                study.tell(t.number, state=TrialState.FAIL)
+            except (ValueError, RuntimeError):
+                pass
+
+
+def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Re-queue `trial` as Optuna's heartbeat callback does (same params, `failed_trial`),
+    without the attributes that described its dead process."""
+    queued = copy.copy(trial)
+    queued.user_attrs = {k: v for k, v in trial.user_attrs.items()
+                         if k not in ("worker", "interrupted")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback()(study, queued)
+
+
+def reap(study: optuna.Study) -> list[int]:
+    """Fail and re-queue the trials whose process is gone; returns their numbers."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # heartbeat older than the grace period
+    host = socket.gethostname()
+    reaped: list[int] = []
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    for t in trials:
+        worker = t.user_attrs.get("worker") or {}
+        if (t.state == TrialState.RUNNING and worker.get("host") == host
+                and isinstance(worker.get("pid"), int) and _process_gone(worker["pid"])):
+            try:
+                study.tell(t.number, state=TrialState.FAIL)
+            except (ValueError, RuntimeError):
+                continue  # another worker got there first
+            frozen = next(x for x in study.get_trials(deepcopy=False) if x.number == t.number)
+            _retry(study, frozen)
+            reaped.append(t.number)
+        elif (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")
+              and t.number not in retried):
+            _retry(study, t)
+            reaped.append(t.number)
+    return reaped
+
+
+def _open(plan: StudyPlan, worker: int, storage: RDBStorage | None = None) -> optuna.Study:
+    storage = storage or open_storage(plan.storage)
+    existing = storage.get_n_trials(storage.get_study_id_from_name(plan.study))
+    return optuna.load_study(study_name=plan.study, storage=storage,
+                             sampler=make_sampler(plan, worker, existing),
+                             pruner=default_pruner())
+
+
+def work(plan: StudyPlan, worker: int = 0, on_event: EventSink | None = None,
+         deadline: float | None = None, storage: RDBStorage | None = None) -> None:
+    """One worker's loop (see the module docstring) until the study is done or the
+    deadline (time.time()) passes; trials already running finish."""
+    emit = on_event or (lambda event: None)
+    study = _open(plan, worker, storage)
+    objective = Objective(plan.objective_settings(), emit)
+    while deadline is None or time.time() < deadline:
+        for number in reap(study):
+            emit(SearchEvent("retry", number, {}))
+        trials = study.get_trials(deepcopy=False)
+        finished = len(_finished(trials))
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        action = next_action(plan.trials, finished, running)
+        if action == "stop":
+            break
+        if action == "wait":
+            time.sleep(POLL_S)
+            continue
+        try:
+            study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=False)
+        except Interrupted:
+            _fail_own(study)
+            raise
+        emit(SearchEvent("tally", None, asdict(tally(study.get_trials(deepcopy=False),
+                                                     plan.trials))))
+
+
+def worker_entry() -> None:
+    """Entry point of a `--jobs` worker process: `python -c ... PAYLOAD INDEX`.
+
+    Events go to stdout as JSON lines (the parent renders them); the exit code says how
+    it ended (2: bad input, with an `error` event first).
+    """
+    import sys
+
+    payload, worker = json.loads(sys.argv[1]), int(sys.argv[2])
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
+    set_threads(int(payload["threads"]))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.simplefilter("ignore", ExperimentalWarning)
+
+    def send(event: SearchEvent) -> None:
+        sys.stdout.write(json.dumps(asdict(event)) + "\n")
+        sys.stdout.flush()
+
+    try:
+        work(StudyPlan(**payload["plan"]), worker, send, payload["deadline"])
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except ConfigError as exc:
+        send(SearchEvent("error", None, {"code": 2, "message": str(exc)}))
+        sys.exit(2)
+    except Exception as exc:
+        send(SearchEvent("error", None, {"code": 1, "message": f"worker {worker}: "
+                                         f"{type(exc).__name__}: {exc}"}))
+        raise
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _run_workers(plan: StudyPlan, emit: EventSink, deadline: float | None) -> list[int]:
+    """Run `plan.jobs` worker processes to the end; returns their exit codes."""
+    import selectors
+    import subprocess
+    import sys
+
+    threads = max(1, cores() // plan.jobs)
+    payload = json.dumps({"plan": asdict(plan), "deadline": deadline, "threads": threads})
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-c",
+               "from autotune.search.workers import worker_entry; worker_entry()",
+               payload]
+    # Their own session: a Ctrl-C reaches the parent only, which passes it on once.
+    procs = [subprocess.Popen([*command, str(i)], stdout=subprocess.PIPE, text=True, env=env,
+                              start_new_session=True) for i in range(plan.jobs)]
+    errors: list[SearchEvent] = []
+    selector = selectors.DefaultSelector()
+    for proc in procs:
+        assert proc.stdout is not None
+        selector.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        open_pipes = len(procs)
+        while open_pipes:
+            for key, _ in selector.select(timeout=1.0):
+                line = key.fileobj.readline()  # type: ignore[union-attr]
+                if not line:
+                    selector.unregister(key.fileobj)
+                    open_pipes -= 1
+                    continue
+                try:
+                    event = SearchEvent(**json.loads(line))
+                except (ValueError, TypeError):
+                    continue  # not ours (a library printed something)
+                (errors.append if event.kind == "error" else emit)(event)
+        codes = [proc.wait() for proc in procs]
+    except (KeyboardInterrupt, Interrupted):
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)  # each worker marks its trial interrupted
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+    finally:
+        selector.close()
+    for error in errors:
+        if error.data.get("code") == 2:
+            raise ConfigError(error.data["message"])
+    if errors:
+        raise RuntimeError(errors[0].data["message"])
+    return codes
