@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     for warmup in args.warmup:
         for lr in args.lrs:
             config = resolve(args.profile, {}, {"learning_rate": lr, "warmup_epochs": warmup,
-                                                "epochs": args.epochs, "recovery": False})
+                                                "epochs": args.epochs})
             data = data or build_data(config)
             trainer = Trainer(config, data, device)
             history: list[dict[str, Any]] = []

@@ -5,7 +5,7 @@ at the colour-frequency level), trains each from its initial weights with no cha
 under each candidate fix (a third or a tenth of the learning rate, clipping on, both, a
 warmup one epoch longer), with recovery off, and prints the best validation loss and the
 epoch at which the collapse detector (patience 2) would call it. This is what chose the
-`collapsed` ladder in autotune/recovery.py.
+`collapsed` ladder in autotune/recovery/ladders.py.
 
     python benchmarks/collapse_fixes.py                 # 8 configurations, ~7 min on 2 cores
     python benchmarks/collapse_fixes.py --json fixes.json
@@ -45,7 +45,7 @@ def fixed(case: tuple[float, float, float, float], fix: dict[str, float]) -> dic
 
 
 def run(params: dict[str, Any], data: dict[str, ArcData]) -> dict[str, Any]:
-    config = load_space("aggressive_lr").config(params, "tiny", {"recovery": False})
+    config = load_space("aggressive_lr").config(params, "tiny", {})
     key = f"{config.max_tasks}/{config.max_grid}"
     trainer = Trainer(config, data.setdefault(key, build_data(config)), "cpu")
     watch = DetectorConfig(max_loss_increase=1e9, marginal_loss=trainer.marginal_loss,

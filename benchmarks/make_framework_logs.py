@@ -168,9 +168,11 @@ def keras_cases(out: Path) -> None:
     x, y = blobs(800, noise=2.0)
     xv, yv = blobs(400, seed=1, noise=2.0)
     model = keras_model(256, 0.2, depth=3)
+    # LearningRateScheduler puts `learning_rate` in the logs, so CSVLogger writes it.
     model.fit(x.numpy(), y.numpy(), validation_data=(xv.numpy(), yv.numpy()), epochs=15,
               batch_size=32, verbose=0,
-              callbacks=[keras.callbacks.CSVLogger(str(out / "keras_lr_too_high.csv"))])
+              callbacks=[keras.callbacks.LearningRateScheduler(lambda e, lr: lr),
+                         keras.callbacks.CSVLogger(str(out / "keras_lr_too_high.csv"))])
 
 
 # --------------------------------------------------------------------------- Hugging Face
@@ -263,8 +265,10 @@ def plain_loop(epochs: int, lr: float, n_train: int = 800, hidden: int = 64,
                 for group in opt.param_groups:
                     group["lr"] = lr_at(epoch, step)
             idx = order[i:i + 16]
-            xb = x[idx] * (60.0 if step == bad_step else 1.0)
-            loss = nn.functional.cross_entropy(model(xb), y[idx])
+            xb, yb = x[idx], y[idx]
+            if step == bad_step:  # a corrupt batch: inputs blown up, labels shuffled
+                xb, yb = xb * 30.0, yb.roll(1)
+            loss = nn.functional.cross_entropy(model(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -288,7 +292,7 @@ def text_cases(out: Path) -> None:
         return write
 
     n = 30
-    bracket = writer(out / "text_plateau_train.log", lambda e, t, v, lr: (
+    bracket = writer(out / "text_bracket_overfit_train.log", lambda e, t, v, lr: (
         f"2024-05-01 10:{e:02d}:00 INFO Epoch [{e:03d}/{n}] TrainLoss={t:.4f} "
         f"TrainAcc=0.0 ValLoss={v:.4f} LR={lr:.2e}"))
     plain_loop(n, 3e-4, noise=2.0,
@@ -329,7 +333,7 @@ def tensorboard_cases(out: Path) -> None:
                       writer: SummaryWriter = writer) -> None:
             writer.add_scalar("val/loss", val, epoch * 50)
 
-        plain_loop(12, 1e-3, bad_step=bad, on_step=step_log, on_epoch=epoch_log,
+        plain_loop(12, 1e-3, bad_step=bad, on_step=step_log, on_epoch=epoch_log, noise=3.0,
                    lr_at=lambda e, s: 1e-3 * 0.5 * (1 + math.cos(math.pi * s / 600)))
         writer.close()
 

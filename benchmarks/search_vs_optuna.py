@@ -33,6 +33,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autotune.detect import DetectorConfig, check_collapse
+from autotune.recovery.settings import SupervisorConfig
 from autotune.search import SearchSettings, prepare, run_search
 from autotune.search.space import Space, load_space
 from trainer.config import TrainConfig
@@ -70,7 +71,7 @@ def plain_optuna(space: Space, seed: int, budget: float, trials: int, epochs: in
 
     def objective(trial: optuna.Trial) -> float:
         config: TrainConfig = space.config(space.suggest(trial), "tiny",
-                                           {**overrides, "recovery": False})
+                                           dict(overrides))
         key = f"{config.max_tasks}/{config.max_grid}"
         data = data_cache.setdefault(key, build_data(config))
         trainer = Trainer(config, data, "cpu")
@@ -100,7 +101,7 @@ def plain_optuna(space: Space, seed: int, budget: float, trials: int, epochs: in
             if trial.should_prune():
                 raise optuna.TrialPruned()
         best = min(values)
-        unstable = values[-1] > best + config.max_loss_increase
+        unstable = values[-1] > best + SupervisorConfig().max_loss_increase
         collapsed = bool(trial.user_attrs.get("diverged"))
         trial.set_user_attr("diverged", unstable or collapsed)
         trial.set_user_attr("stable", not unstable)

@@ -40,8 +40,12 @@ def small_set_args(**extra: object) -> list[str]:
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
             request: pytest.FixtureRequest) -> Path:
-    """A fresh working folder (cwd) with the test module's SPACE as space.yaml."""
+    """A fresh working folder (cwd) with the test module's SPACE (or the search tests'
+    small space) as space.yaml."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AUTOTUNE_INJECT", raising=False)
-    (tmp_path / "space.yaml").write_text(yaml.safe_dump(request.module.SPACE))
+    from tests.search.common import SPACE
+
+    space = getattr(request.module, "SPACE", SPACE)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     return tmp_path

@@ -46,10 +46,6 @@ class CheckpointInfo:
         return f"g{self.global_epoch:06d}"
 
 
-def _stem(global_epoch: int) -> str:
-    return f"g{global_epoch:06d}"
-
-
 def save(directory: Path, state: dict[str, Any], *, global_epoch: int, epoch: int, step: int,
          val_loss: float) -> CheckpointInfo:
     """Write `state` and then its marker, both atomically."""

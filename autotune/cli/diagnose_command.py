@@ -17,7 +17,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def diagnose(
         target: Annotated[Path, typer.Argument(
-            help="a run directory, or a CSV / JSON Lines log")],
+            help="a run directory, or a training log of any trainer: CSV / JSON Lines, "
+                 "Lightning metrics.csv, Keras CSVLogger, trainer_state.json, TensorBoard "
+                 "events, a text log")],
         json_: Annotated[bool, typer.Option("--json", help="print findings as JSON")] = False,
         lr: Annotated[float | None, typer.Option(
             "--lr", help="intended peak learning rate")] = None,
@@ -25,11 +27,17 @@ def register(app: typer.Typer) -> None:
             help="intended warmup epochs")] = None,
         schedule: Annotated[str | None, typer.Option(help="cosine, linear or constant")] = None,
         epochs: Annotated[int | None, typer.Option(help="intended planned epochs")] = None,
+        classes: Annotated[int | None, typer.Option(
+            "--classes", help="number of output classes (the chance level is ln N)")] = None,
+        column: Annotated[list[str] | None, typer.Option(
+            "--column", help="map a column: NAME=THEIR_NAME, NAME one of epoch, step, "
+                             "train_loss, val_loss, lr, grad_norm (repeatable)")] = None,
     ) -> None:
         """Explain why a run diverged (or that it is healthy), with the numbers and the fix."""
-        from autotune.diagnose.core import diagnose_target, render_text
+        from autotune.diagnose import diagnose_target, parse_columns, render_text
 
-        findings = diagnose_target(target, lr, warmup_epochs, schedule, epochs)
+        findings = diagnose_target(target, lr, warmup_epochs, schedule, epochs,
+                                   classes=classes, columns=parse_columns(column or []))
         if json_:
             typer.echo(json.dumps({"findings": [f.to_dict() for f in findings]}, indent=2))
         else:

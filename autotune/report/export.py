@@ -148,8 +148,8 @@ def export_csv(study: optuna.Study) -> str:
     return buffer.getvalue()
 
 
-def export(study: optuna.Study, fmt: str, storage: str = "") -> str:
-    """The study in `fmt` (yaml or csv) as text."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format must be yaml or csv but got {fmt!r}.")
-    return export_yaml(study, storage) if fmt == "yaml" else export_csv(study)
+def export(study: optuna.Study, format_: str, storage: str = "") -> str:
+    """The study in `format_` (yaml or csv) as text."""
+    if format_ not in FORMATS:
+        raise ConfigError(f"--format must be yaml or csv but got {format_!r}.")
+    return export_yaml(study, storage) if format_ == "yaml" else export_csv(study)

@@ -29,7 +29,7 @@ from autotune.events import changes_of, describe_changes  # noqa: E402
 from autotune.search.tally import CONFIRM_ATTR, winner_of  # noqa: E402
 from trainer.errors import ConfigError  # noqa: E402
 
-__all__ = ["Plots", "describe_changes", "top_table", "top_trials", "write_plots"]
+__all__ = ["Plots", "top_table", "top_trials", "write_plots"]
 
 
 def top_trials(study: optuna.Study, k: int = 10) -> list[FrozenTrial]:

@@ -84,11 +84,12 @@ def test_recovery_off_stops_with_exit_3_then_resume_recovers(
     kinds = [e["kind"] for e in events]
     assert kinds[:3] == ["diverged", "resumed", "recovered"]
     assert events[2]["changes"]["learning_rate"][1] == pytest.approx(1 / 3)
-    assert code in (0, 3)  # the budget may run out before a stable learning rate
+    # Seeded: four cuts (1 -> 0.0123) and the budget is spent before a stable rate.
+    assert code == 3
     # Resuming a stopped run asks for recovery: it stays on for the rest of the run.
-    assert events[1]["changes"] == {"recovery": [False, True]}
-    assert yaml.safe_load((run / "effective_config.yaml").read_text())["recovery"] is True
-    assert sum(e["kind"] == "recovered" for e in events) >= 2 or code == 0
+    assert events[1]["changes"] == {"recovery": ["off", "on"]}
+    assert yaml.safe_load((run / "effective_config.yaml").read_text())["recovery"] == "on"
+    assert sum(e["kind"] == "recovered" for e in events) == 4
 
 
 def test_a_collapsed_run_restarts_with_a_third_of_the_rate_and_learns(

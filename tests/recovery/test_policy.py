@@ -1,3 +1,5 @@
+"""The recovery policy: decide (autotune/recovery/policy.py)."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +10,20 @@ import pytest
 
 from autotune.detect import Reason, Verdict
 from autotune.events import Event, EventKind
-from autotune.recovery.ladders import DEFAULT_LADDERS, Action, RecoveryConfig
+from autotune.recovery.ladders import Action, RecoveryConfig
 from autotune.recovery.policy import Decision, decide
 from trainer.config import TrainConfig
 from trainer.schedule import lr_at
 
 SPE = 10  # optimizer steps per epoch
+
+
 CHECKPOINTS = [1, 2, 3, 4, 5]
+
+
 POLICY = RecoveryConfig()
+
+
 BASE = TrainConfig(learning_rate=1e-3, warmup_epochs=1.0, epochs=10, grad_clip=1.0,
                    label_smoothing=0.0, use_augmentation=True, weight_decay=0.01)
 
@@ -63,44 +71,6 @@ def _collapse(epoch: int, learned: int) -> Verdict:
                    {"since_epoch": float(epoch - 2), "last_learning_epoch": float(learned)},
                    epoch=epoch)
 
-
-# -- configuration ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("kwargs, name", [
-    ({"max_recoveries": -1}, "max_recoveries"),
-    ({"lr_factor": 1.0}, "lr_factor"),
-    ({"lr_factor": 0.0}, "lr_factor"),
-    ({"cut_lr_factor": 1.0}, "cut_lr_factor"),
-    ({"clip_factor": 1.5}, "clip_factor"),
-    ({"clip_default": 0.0}, "clip_default"),
-    ({"skip_radius": -1}, "skip_radius"),
-    ({"wd_factor": 1.0}, "wd_factor"),
-    ({"rollback": "latest"}, "rollback"),
-    ({"ladders": {Reason.LOSS_SPIKE: ()}}, "loss_spike"),
-    ({"ladders": {"loss_spike": ["jump"]}}, "jump"),
-])
-def test_recovery_config_names_the_bad_value(kwargs: dict[str, Any], name: str) -> None:
-    with pytest.raises(ValueError, match=name):
-        RecoveryConfig(**kwargs)
-
-
-def test_default_ladders_cover_every_reason() -> None:
-    assert set(POLICY.ladders) == set(Reason)
-    assert POLICY.ladders[Reason.LOSS_INCREASE] == (
-        (Action.SMOOTHING_OFF,), (Action.LOWER_LR,), (Action.LOWER_LR,),
-        (Action.LONGER_WARMUP, Action.LOWER_LR), (Action.TIGHTER_CLIP, Action.LOWER_LR))
-
-
-def test_custom_ladder_replaces_only_its_reason_and_accepts_flat_actions() -> None:
-    policy = RecoveryConfig(ladders={"overfitting": ("lower_lr", Action.AUGMENTATION_ON)})
-    assert policy.ladders[Reason.OVERFITTING] == ((Action.LOWER_LR,), (Action.AUGMENTATION_ON,))
-    assert policy.ladders[Reason.LOSS_SPIKE] == DEFAULT_LADDERS[Reason.LOSS_SPIKE]
-    assert hash(policy) == hash(RecoveryConfig(ladders={"overfitting": ("lower_lr",
-                                                                         "augmentation_on")}))
-
-
-# -- each reason's first decision ---------------------------------------------------------
 
 FIRST_ROWS: list[tuple[str, Verdict, dict[str, Any], tuple[Action, ...], dict[str, Any]]] = [
     ("nan loss with smoothing on", _step_verdict(Reason.NONFINITE_LOSS),
@@ -150,9 +120,6 @@ def test_lower_lr_multiplies_by_a_third() -> None:
     decision = _decide(_epoch_verdict(), BASE.replace(learning_rate=0.003))
     assert decision.changes == {"learning_rate": (0.003, 0.003 * (1 / 3))}
     assert "0.003 -> 0.001" in decision.explanation
-
-
-# -- escalation and the budget ------------------------------------------------------------
 
 
 def test_instability_escalates_with_smoothing_on() -> None:
@@ -224,9 +191,6 @@ def test_nothing_left_to_change_gives_up() -> None:
     assert decision.give_up and "nothing" in decision.explanation
 
 
-# -- no-op actions ------------------------------------------------------------------------
-
-
 def test_noop_actions_are_skipped() -> None:
     # Smoothing already off: the first rung is passed over.
     assert _decide(_epoch_verdict()).level == 1
@@ -257,8 +221,6 @@ def test_augmentation_is_the_suspect_after_it_was_switched_on() -> None:
     overfit = _decide(_epoch_verdict(Reason.OVERFITTING), config, decisions)
     assert overfit.actions == (Action.MORE_WEIGHT_DECAY,)
 
-
-# -- rollback target ----------------------------------------------------------------------
 
 ROLLBACK_ROWS: list[tuple[str, Verdict, list[int], int | None, str, int]] = [
     ("best", _epoch_verdict(epoch=6), CHECKPOINTS, 3, "best", 3),
@@ -306,9 +268,6 @@ def test_decide_rejects_bad_input() -> None:
         decide(_epoch_verdict(), BASE, [], CHECKPOINTS, 3, 0, POLICY)
 
 
-# -- warmup and the schedule --------------------------------------------------------------
-
-
 def test_longer_warmup_formula() -> None:
     policy = RecoveryConfig(ladders={Reason.LOSS_INCREASE: (Action.LONGER_WARMUP,)})
     # max(2 * old, rollback + 1)
@@ -342,9 +301,6 @@ def test_apply_changes_gives_the_new_schedule_after_the_rollback() -> None:
     assert all(b > a for a, b in zip(lrs[:warm_end - start], lrs[1:warm_end - start + 1]))
     assert lrs[-1] == pytest.approx(config.learning_rate * config.min_lr_ratio)
     assert max(lrs) <= config.learning_rate * (1 + 1e-12)
-
-
-# -- events -------------------------------------------------------------------------------
 
 
 def test_event_round_trip() -> None:

@@ -1,0 +1,68 @@
+"""Hugging Face Trainer's `trainer_state.json`: one JSON object with a `log_history`.
+
+Its entries are of three kinds, told apart by their keys: training entries every
+`logging_steps` (`loss`, `learning_rate`, `grad_norm`, a fractional `epoch`, `step`),
+evaluation entries (`eval_loss`, or `eval_<set>_loss` for each named eval set), and one
+summary entry at the end (`train_loss`, the mean over the whole run, with `train_runtime`)
+that is not a step and is left out. With several eval sets the first one logged is the
+validation loss unless `--column val_loss=eval_<set>_loss` says otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from autotune.diagnose.readers.columns import Log, merge_rows, number
+from trainer.errors import ConfigError
+
+__all__ = ["is_trainer_state", "read_trainer_state"]
+
+_SUMMARY = ("train_runtime", "train_samples_per_second", "total_flos")
+
+
+def is_trainer_state(loaded: Any) -> bool:
+    return isinstance(loaded, dict) and isinstance(loaded.get("log_history"), list)
+
+
+def read_trainer_state(path: Path, state: Mapping[str, Any], given: Mapping[str, str]) -> Log:
+    history = [e for e in state["log_history"] if isinstance(e, dict)]
+    train_key = given.get("train_loss", "loss")
+    val_key = given.get("val_loss") or _eval_key(history)
+    records = []
+    for entry in history:
+        if any(k in entry for k in _SUMMARY) and train_key not in entry:
+            continue  # the run's summary, not a step
+        record = {"epoch": number(entry.get("epoch")), "step": number(entry.get("step")),
+                  "train_loss": number(entry.get(train_key)),
+                  "val_loss": number(entry.get(val_key)) if val_key else None,
+                  "lr": number(entry.get(given.get("lr", "learning_rate"))),
+                  "grad_norm": number(entry.get(given.get("grad_norm", "grad_norm")))}
+        kept = {k: v for k, v in record.items() if v is not None}
+        if any(k in kept for k in ("train_loss", "val_loss")):
+            records.append(kept)
+    if not records:
+        keys = sorted({k for e in history for k in e})
+        raise ConfigError(f"{path}: missing column 'train_loss'; the log_history has no "
+                          f"training or evaluation loss (found: {', '.join(keys) or 'none'}); "
+                          f"name yours with --column train_loss=THEIR_NAME.")
+    for record in records:
+        if "step" not in record:
+            record["step"] = math.nan
+    planned = number(state.get("num_train_epochs"))
+    columns = {"epoch": "epoch", "step": "step", "train_loss": train_key, "lr": "learning_rate",
+               "grad_norm": "grad_norm", **({"val_loss": val_key} if val_key else {})}
+    return Log(path, "huggingface", merge_rows(records, "step"), columns, per_step=True,
+               planned_epochs=int(planned) if planned and planned >= 1 else None)
+
+
+def _eval_key(history: list[dict[str, Any]]) -> str | None:
+    for entry in history:
+        if "eval_loss" in entry:
+            return "eval_loss"
+        named = [k for k in entry if k.startswith("eval_") and k.endswith("_loss")]
+        if named:
+            return named[0]
+    return None

@@ -1,0 +1,151 @@
+"""`diagnose_target`: the findings for what `autotune diagnose TARGET` is given.
+
+A run directory's intended schedule comes from its config.yaml (an ARC run's; the flags
+override it). A log's, and a run of any other trainer's, comes from the flags: without
+`--lr` its schedule checks are skipped, and so they are when the log has no learning rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from autotune.detect import detector_config
+from autotune.diagnose.findings import Finding, FindingCode, Severity, finding, ordered
+from autotune.diagnose.intended import RUN_CLASSES, Intended, check_classes
+from autotune.diagnose.judge import diagnose
+from autotune.diagnose.readers import read_log, read_run
+from autotune.diagnose.readers.columns import COLUMNS
+from autotune.diagnose.readers.rundir import is_run_dir
+from autotune.diagnose.schedule import warmup_fit
+from autotune.diagnose.timeline import points
+from trainer.errors import ConfigError
+
+__all__ = ["diagnose_target", "parse_columns"]
+
+
+def diagnose_target(target: Path | str, lr: float | None = None,
+                    warmup_epochs: float | None = None, schedule: str | None = None,
+                    epochs: int | None = None, *, classes: int | None = None,
+                    columns: Mapping[str, str] | None = None) -> list[Finding]:
+    """Findings for a run directory or a training log (what `autotune diagnose` prints).
+
+    Args:
+        target: a run directory, or a training log (file or folder) of any trainer.
+        lr, warmup_epochs, schedule, epochs: the intended schedule (`--lr`, ...).
+        classes: the number of output classes (`--classes`), for the chance level.
+        columns: our column name -> the log's (`--column NAME=THEIR_NAME`).
+    """
+    target = Path(target)
+    check_classes(classes)
+    flags = {"learning_rate": lr, "warmup_epochs": warmup_epochs, "schedule": schedule,
+             "epochs": epochs}
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if target.is_dir() and is_run_dir(target):
+        run = read_run(target)
+        if run.train_config is not None:
+            k = classes or RUN_CLASSES
+            intended = Intended.from_config(run.train_config, k).with_changes(overrides)
+            cfg = detector_config(run.config, reference_loss=math.log(k))
+            return diagnose(run.history, intended, run.events, run.steps_per_epoch,
+                            classes=k, arc=True, detector=cfg)
+        cfg = detector_config(run.config)
+        return _judged(run.history, run.events, run.steps_per_epoch, flags, classes,
+                       False, "epoch", None, cfg, has_lr=_has_lr(run.history))
+    log = read_log(target, columns)
+    return _judged(log.records, (), None, flags, classes, log.per_step, log.unit,
+                   log.planned_epochs, None, has_lr=_has_lr(log.records))
+
+
+def _has_lr(records: Sequence[Mapping[str, float]]) -> bool:
+    return any("lr" in r for r in records)
+
+
+def _judged(history: Sequence[Mapping[str, float]], events: Sequence[Mapping[str, object]],
+            steps_per_epoch: int | None, flags: Mapping[str, object], classes: int | None,
+            per_step: bool, unit: str, planned: int | None, cfg: object, *,
+            has_lr: bool) -> list[Finding]:
+    lr = flags["learning_rate"]
+    epochs = flags["epochs"] if flags["epochs"] is not None else planned
+    # Built even without `lr`, so that bad flags are refused either way.
+    intended = _log_intended(history, lr, flags["warmup_epochs"], flags["schedule"],
+                             epochs, classes, assumed_epochs=flags["epochs"] is None
+                             and planned is None)
+    kwargs = {"classes": classes, "arc": False, "per_step": per_step, "unit": unit,
+              "detector": cfg}
+    if lr is not None and has_lr:
+        return diagnose(history, intended, events, steps_per_epoch, **kwargs)  # type: ignore[arg-type]
+    if lr is None:
+        message = ("No intended learning rate was given (--lr), so the learning-rate "
+                   "schedule checks were skipped; the loss checks ran.")
+        fix = "pass --lr (and --warmup-epochs, --schedule, --epochs) to check the schedule too."
+    else:
+        message = ("The log has no learning-rate column, so the schedule check and the "
+                   "lr_too_high check (which needs the learning rate at each record) were "
+                   "skipped; the loss checks ran.")
+        fix = ("log the learning rate (for example lr or learning_rate each epoch), or map "
+               "the column that holds it with --column lr=THEIR_NAME.")
+    skipped = finding(FindingCode.LR_CHECK_SKIPPED, Severity.INFO, message,
+                      {"lr_logged": has_lr}, fix)
+    found = diagnose(history, None, events, steps_per_epoch, **kwargs)  # type: ignore[arg-type]
+    return ordered([*found, skipped])
+
+
+def _log_intended(history: Sequence[Mapping[str, float]], lr: object, warmup_epochs: object,
+                  schedule: object, epochs: object, classes: int | None, *,
+                  assumed_epochs: bool) -> Intended:
+    """A log's intended schedule from the flags; what they leave out is marked assumed.
+
+    Missing `epochs` is the log's length and missing `schedule` cosine (never fitted to the
+    log: a flat lr fits `constant` perfectly and would hide the bug); a missing warmup is
+    the one near where the log's lr first reaches its peak that fits the log best.
+    """
+    given = {"epochs": None if assumed_epochs else epochs, "schedule": schedule,
+             "warmup_epochs": warmup_epochs}
+    assumed = tuple(key for key, value in given.items() if value is None)
+    intended = Intended(1e-3 if lr is None else lr,  # type: ignore[arg-type]
+                        0.0 if warmup_epochs is None else warmup_epochs,  # type: ignore[arg-type]
+                        "cosine" if schedule is None else schedule,  # type: ignore[arg-type]
+                        _planned_epochs(history) if epochs is None else epochs,  # type: ignore[arg-type]
+                        num_classes=classes, assumed=assumed)
+    if lr is not None and warmup_epochs is None:
+        intended = _fit_warmup(history, intended)
+    return intended
+
+
+def _fit_warmup(history: Sequence[Mapping[str, float]], intended: Intended) -> Intended:
+    pts = points(history)
+    lrs = [(p.epoch, p.lr) for p in pts if p.lr is not None and math.isfinite(p.lr)]
+    if not lrs:
+        return intended
+    peak = max(v for _, v in lrs)
+    if lrs[0][1] >= 0.9 * peak:
+        return intended
+    reach = next(e for e, v in lrs if v >= 0.98 * peak)
+    options = [intended] + [dataclasses.replace(intended, warmup_epochs=w)
+                            for w in (reach - 1, reach, reach + 1) if 0 < w <= intended.epochs]
+    return min(options, key=lambda it: warmup_fit(pts, it))
+
+
+def _planned_epochs(history: Sequence[Mapping[str, float]]) -> int:
+    """The epochs a log covers: its last epoch, plus one when it counts from 0."""
+    labels = [r["epoch"] for r in history if math.isfinite(r.get("epoch", math.nan))]
+    if not labels:
+        return 1
+    zero_based = min(labels) == 0 and all(float(e).is_integer() for e in labels)
+    return max(int(math.ceil(max(labels))) + int(zero_based), 1)
+
+
+def parse_columns(items: Sequence[str]) -> dict[str, str]:
+    """`--column NAME=THEIR_NAME` items as {our name: the log's name}."""
+    out: dict[str, str] = {}
+    for item in items:
+        ours, sep, theirs = item.partition("=")
+        ours, theirs = ours.strip(), theirs.strip()
+        if not sep or ours not in COLUMNS or not theirs:
+            raise ConfigError(f"--column must be NAME=THEIR_NAME with NAME one of "
+                              f"{', '.join(COLUMNS)} but got {item!r}.")
+        out[ours] = theirs
+    return out

@@ -1,0 +1,174 @@
+"""The validation checks: overfitting, a validation loss that rises with the training loss,
+and (ARC runs) a collapse onto the colour-frequency level.
+
+The rules are the supervisor's epoch check (`autotune.detect.check_epoch`) and collapse
+check (`check_collapse`), applied at each validation record in turn as the supervisor
+would have at the end of each epoch; the first verdict is the finding, and its evidence
+describes the whole stretch from the best validation loss to the end.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from autotune.detect import DetectorConfig, Reason, Verdict, check_collapse, check_epoch
+from autotune.diagnose.findings import Finding, FindingCode, Severity, finding
+from autotune.diagnose.prose import sci
+from autotune.diagnose.readers.columns import number
+from autotune.diagnose.timeline import Context, Point, ep
+
+__all__ = ["check_collapse_points", "check_val", "val_series"]
+
+
+def val_series(points: Sequence[Point]) -> list[tuple[Point, float, float]]:
+    """(point, validation loss, training loss) at each validation record.
+
+    The training loss beside a validation record is the mean of those logged since the
+    previous one (the epoch's mean when the log has a training loss per step), else the
+    last one logged before it (else the first logged after it).
+    """
+    out: list[tuple[Point, float, float]] = []
+    since: list[float] = []
+    # Before the first training loss is logged (an evaluation every epoch, a training
+    # loss every few steps), the first one logged stands for it.
+    last = next((p.train_loss for p in points
+                 if p.train_loss is not None and math.isfinite(p.train_loss)), math.nan)
+    for p in points:
+        if p.train_loss is not None and math.isfinite(p.train_loss):
+            since.append(p.train_loss)
+            last = p.train_loss
+        if p.val_loss is None:
+            continue
+        out.append((p, p.val_loss, statistics.fmean(since) if since else last))
+        since = []
+    return out
+
+
+def check_val(points: Sequence[Point], cfg: DetectorConfig, ctx: Context,
+              told: set[float]) -> tuple[Finding | None, bool]:
+    """The first epoch verdict along one line of training, as a finding.
+
+    Args:
+        told: global epochs an event of the run already tells about (skipped).
+
+    Returns:
+        (the finding or None, whether the validation loss was judged at all: two or more
+        finite validation records).
+    """
+    series = val_series(points)
+    if len(series) < 2:
+        return None, False
+    records: list[dict[str, Any]] = []
+    for p, val, train in series:
+        records.append({"epoch": p.epoch, "train_loss": train, "val_loss": val})
+        verdict = check_epoch(records, cfg)
+        if not verdict or p.global_epoch in told:
+            continue
+        if verdict.reason is Reason.OVERFITTING:
+            return _overfitting(series, verdict, ctx), True
+        if verdict.reason is Reason.LOSS_INCREASE and _falling_trend(series, verdict):
+            return _overfitting(series, verdict, ctx), True
+        if verdict.reason is Reason.LOSS_INCREASE:
+            return _val_increase(series, verdict), True
+    return None, True
+
+
+def _falling_trend(series: Sequence[tuple[Point, float, float]], verdict: Verdict) -> bool:
+    """The training loss fell since the best validation epoch, as a trend.
+
+    The supervisor calls a rise overfitting only when the training loss fell at every
+    epoch since the best; a log's per-epoch training loss (a mean over noisy steps, or
+    one logged step) rarely does, so diagnose reads the trend: lower at the end than at
+    the best validation epoch, and below the validation loss (a generalisation gap).
+    """
+    best = verdict.evidence.get("best_epoch")
+    at_best = [train for p, _, train in series if p.epoch == best]
+    last_train, last_val = series[-1][2], series[-1][1]
+    return bool(at_best) and math.isfinite(last_train) and last_train < at_best[0] \
+        and last_train < last_val
+
+
+def _stretch(series: Sequence[tuple[Point, float, float]]) -> dict[str, Any]:
+    b = min(range(len(series)), key=lambda i: series[i][1])
+    best, last = series[b], series[-1]
+    return {"best_epoch": best[0].epoch, "best_val_loss": best[1],
+            "last_epoch": last[0].epoch, "last_val_loss": last[1],
+            "records_rising": len(series) - 1 - b, "train_loss_at_best": best[2],
+            "train_loss_at_last": last[2], "_best": best[0], "_last": last[0]}
+
+
+def _overfitting(series: Sequence[tuple[Point, float, float]], verdict: Verdict,
+                 ctx: Context) -> Finding:
+    evidence = _stretch(series)
+    best, last = evidence.pop("_best"), evidence.pop("_last")
+    evidence["detector"] = verdict.evidence
+    message = (f"The validation loss rose from {evidence['best_val_loss']:.3g} at epoch "
+               f"{ep(best)} to {evidence['last_val_loss']:.3g} at epoch {ep(last)} "
+               f"({evidence['records_rising']} records) while the training loss kept falling "
+               f"({evidence['train_loss_at_best']:.3g} to {evidence['train_loss_at_last']:.3g}): "
+               f"{ctx.terms.memorising}, which is overfitting, not an unstable optimizer; "
+               f"lowering the learning rate will not cure it.")
+    fix = ctx.terms.overfit_fix(best.epoch, evidence["best_val_loss"])
+    return finding(FindingCode.OVERFITTING, Severity.WARNING, message, evidence, fix)
+
+
+def _val_increase(series: Sequence[tuple[Point, float, float]], verdict: Verdict) -> Finding:
+    evidence = _stretch(series)
+    best, last = evidence.pop("_best"), evidence.pop("_last")
+    evidence["detector"] = verdict.evidence
+    message = (f"The validation loss rose from {evidence['best_val_loss']:.3g} at epoch "
+               f"{ep(best)} to {evidence['last_val_loss']:.3g} at epoch {ep(last)} while the "
+               f"training loss did not keep falling ({evidence['train_loss_at_best']:.3g} to "
+               f"{evidence['train_loss_at_last']:.3g}): the model is getting worse on both, "
+               f"which points at instability rather than overfitting.")
+    fix = (f"roll back to epoch {best.epoch:g} (val_loss {evidence['best_val_loss']:.3g}) and "
+           f"lower the learning rate to 1/3, or lengthen the warmup.")
+    return finding(FindingCode.LOSS_INCREASE, Severity.WARNING, message, evidence, fix)
+
+
+def check_collapse_points(history: Sequence[Mapping[str, Any]],
+                          segments: Sequence[list[Point]], cfg: DetectorConfig,
+                          ctx: Context) -> Finding | None:
+    """The validation loss sat at the level of predicting the colour frequencies only.
+
+    Needs that level in the records (`marginal_loss`, which our ARC runs log); the rule
+    is the detector's `check_collapse`, applied along each line of training.
+    """
+    for segment in segments:
+        records: list[dict[str, float]] = []
+        for point in segment:
+            marginal = number(history[point.index].get("marginal_loss"))
+            val = point.val_loss if point.val_loss is not None else math.nan
+            train = point.train_loss if point.train_loss is not None else math.nan
+            records.append({"epoch": point.epoch, "val_loss": val, "train_loss": train})
+            if marginal is None:
+                continue
+            level = number(history[point.index].get("train_marginal_loss"))
+            verdict = check_collapse(records, DetectorConfig(
+                **{**_thresholds(cfg), "marginal_loss": marginal,
+                   "train_marginal_loss": level}))
+            if verdict:
+                return _collapse_finding(verdict, point, ctx.base_lr(point) or point.lr,
+                                         ctx)
+    return None
+
+
+def _thresholds(cfg: DetectorConfig) -> dict[str, Any]:
+    return {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
+
+
+def _collapse_finding(verdict: Verdict, point: Point, lr: float | None, ctx: Context
+                      ) -> Finding:
+    message = (f"{verdict.message} The peak learning rate was {sci(lr)}: too high a rate "
+               f"drives the model onto that trivial answer (mostly the background colour) "
+               f"and keeps it there, so the loss neither rises nor falls.")
+    fix = ("train again from the start (a collapsed model does not come back when the rate "
+           "is lowered) with learning_rate " + (f"{sci(lr / 3, 2)} (1/3 of {sci(lr, 2)})"
+                                                 if lr else "x 1/3") +
+           f" and {ctx.terms.clip}; if it collapses again, a tenth of that.")
+    evidence = {**verdict.evidence, "epoch": point.epoch, "peak_lr": lr,
+                "suggested_learning_rate": lr / 3 if lr else None}
+    return finding(FindingCode.COLLAPSED, Severity.ERROR, message, evidence, fix)

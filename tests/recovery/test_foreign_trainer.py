@@ -1,0 +1,103 @@
+"""`autotune.supervise` with a trainer that is not ours (tests/recovery/mlp_trainer.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import autotune
+from autotune.cli import main
+from autotune.events import EventKind, RunStatus
+from tests.recovery.mlp_trainer import MLPTrainer
+
+DIVERGING = {"learning_rate": 0.3, "grad_clip": 0.0}  # validation loss climbs at epoch 3
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_it_is_a_trainable() -> None:
+    assert isinstance(MLPTrainer(), autotune.Trainable)
+
+
+def test_a_diverging_rate_is_recovered_and_ends_stable_with_a_lower_rate(
+        tmp_path: Path) -> None:
+    result = autotune.supervise(MLPTrainer(**DIVERGING), tmp_path / "run", epochs=6)
+    assert result.status is RunStatus.COMPLETED
+    assert result.recoveries == 1
+    assert result.hparams["learning_rate"] == pytest.approx(0.3 / 3)
+    assert result.hparams["grad_clip"] == 0.0  # a key recovery did not need to touch
+    kinds = [e.kind for e in result.events]
+    assert kinds == [EventKind.DIVERGED, EventKind.RECOVERED]
+    assert result.events[0].reason == "loss_increase"
+    effective = yaml.safe_load((tmp_path / "run" / "effective_config.yaml").read_text())
+    assert effective["learning_rate"] == pytest.approx(0.1)
+    started = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert started["learning_rate"] == 0.3 and started["recovery"] == "on"
+    metrics = _lines(tmp_path / "run" / "metrics.jsonl")
+    assert [m["global_epoch"] for m in metrics] == list(range(1, len(metrics) + 1))
+    assert metrics[-1]["epoch"] == 6
+
+
+def test_no_hyperparameter_it_lacks_is_changed(tmp_path: Path) -> None:
+    result = autotune.supervise(MLPTrainer(**DIVERGING), tmp_path / "run", epochs=6)
+    assert set(result.hparams) == {"learning_rate", "grad_clip"}
+    assert set(result.changes) == {"learning_rate"}
+
+
+def test_recovery_off_stops_and_watch_only_warns(tmp_path: Path) -> None:
+    off = autotune.supervise(MLPTrainer(**DIVERGING), tmp_path / "off", epochs=6,
+                             recovery="off")
+    assert off.status is RunStatus.DIVERGED
+    assert [e.kind for e in off.events] == [EventKind.DIVERGED]
+    watched = autotune.supervise(MLPTrainer(**DIVERGING), tmp_path / "watch", epochs=6,
+                                 recovery="watch")
+    assert watched.status is RunStatus.COMPLETED
+    assert watched.hparams == MLPTrainer(**DIVERGING).hparams
+    assert {e.kind for e in watched.events} == {EventKind.ALARM}
+    assert watched.events[0].reason == "loss_increase" and watched.events[0].epoch == 3
+    assert len(_lines(tmp_path / "watch" / "metrics.jsonl")) == 6
+
+
+def test_supervise_again_continues_from_the_latest_checkpoint(tmp_path: Path) -> None:
+    straight = autotune.supervise(MLPTrainer(), tmp_path / "straight", epochs=6)
+    autotune.supervise(MLPTrainer(), tmp_path / "split", epochs=3)
+    continued = autotune.supervise(MLPTrainer(), tmp_path / "split", epochs=6)
+    assert continued.global_epochs == 6
+    assert [e.kind for e in continued.events] == [EventKind.RESUMED]
+    a = [m["val_loss"] for m in _lines(tmp_path / "straight" / "metrics.jsonl")]
+    b = [m["val_loss"] for m in _lines(tmp_path / "split" / "metrics.jsonl")]
+    assert b == pytest.approx(a, abs=1e-6)
+    assert continued.best_val_loss == pytest.approx(straight.best_val_loss, abs=1e-6)
+
+
+def test_a_fresh_trainer_continues_with_the_effective_rate(tmp_path: Path) -> None:
+    first = autotune.supervise(MLPTrainer(**DIVERGING), tmp_path / "run", epochs=6)
+    again = autotune.supervise(MLPTrainer(**DIVERGING), tmp_path / "run", epochs=8)
+    assert again.hparams["learning_rate"] == pytest.approx(first.hparams["learning_rate"])
+    assert again.global_epochs == first.global_epochs + 2
+
+
+def test_a_scheduler_that_undoes_the_cut_is_named(tmp_path: Path) -> None:
+    bad = autotune.supervise(MLPTrainer(learning_rate=0.1, honours_cuts=False),
+                             tmp_path / "bad", epochs=6)
+    alarms = [e for e in bad.events if e.kind is EventKind.ALARM]
+    assert alarms and {e.reason for e in alarms} == {"lr_change_not_applied"}
+    assert "scheduler undid the cut" in alarms[0].message
+    assert alarms[0].evidence["applied"] == pytest.approx(alarms[0].evidence["before"])
+    good = autotune.supervise(MLPTrainer(learning_rate=0.1), tmp_path / "good", epochs=6)
+    assert good.recoveries == 1
+    assert [e for e in good.events if e.kind is EventKind.ALARM] == []
+
+
+def test_diagnose_reads_its_run_directory(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    autotune.supervise(MLPTrainer(**DIVERGING), tmp_path / "run", epochs=6)
+    capsys.readouterr()
+    assert main(["diagnose", str(tmp_path / "run"), "--json"]) == 0
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    assert findings  # what it says is tested in tests/diagnose

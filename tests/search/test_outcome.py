@@ -1,0 +1,82 @@
+"""A whole search: recovered trials, the winner, export and report (autotune/search/outcome.py)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from autotune import cli
+from autotune.search import (
+    winner_of,
+)
+from autotune.search.objective import (
+    TIMELINE,
+)
+from tests.search.common import stored_study
+
+
+def test_search_recovers_a_nan_trial_exports_and_reports(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Trial 0 gets a NaN loss at its 6th step; two clean trials join the same study.
+    monkeypatch.setenv("AUTOTUNE_INJECT", "nan_loss@5")
+    assert cli.main(["search", "--trials", "1", "--study", "s", "--space", "space.yaml",
+                  "--seed", "3"]) == 0
+    monkeypatch.delenv("AUTOTUNE_INJECT")
+    assert cli.main(["search", "--trials", "3", "--study", "s"]) == 0
+
+    study = stored_study("s")
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert study.user_attrs["autotune_plan"]["trials"] == 3
+    assert isinstance(study.user_attrs["confirmed"], bool)
+    first = trials[0]
+    attrs = first.user_attrs
+    assert attrs["divergences"] >= 1 and attrs["recoveries"] >= 1 and attrs["stable"]
+    assert attrs["events"][0]["kind"] == "diverged"
+    assert attrs["events"][0]["reason"] == "nonfinite_loss"
+    effective = attrs["effective_config"]
+    changed = {k for k in first.params if effective[k] != first.params[k]}
+    assert changed and set(attrs["changes"]) >= changed  # sampled params stay as sampled
+    assert first.constraints == {"diverged": float(attrs["divergences"])}
+    assert all(t.constraints == {"diverged": 0.0} for t in trials[1:])
+    # Reports at epochs of compute: the partial epoch that diverged counts, nothing lost.
+    assert sorted(first.intermediate_values) == [1, 3]
+    assert attrs[TIMELINE] == [[1, 1], [3, 2]]  # written once the rollback happened
+    assert Path(attrs["run_dir"], "metrics.jsonl").is_file()
+
+    # export yaml round trip through `train --config`
+    assert cli.main(["export", "--study", "s", "--format", "yaml", "--output", "best.yaml"]) == 0
+    text = Path("best.yaml").read_text()
+    assert text.startswith("# autotune: winner of study 's'")
+    best = winner_of(trials)
+    assert best is not None and yaml.safe_load(text) == best.user_attrs["effective_config"]
+    assert cli.main(["train", "--config", "best.yaml", "--epochs", "1", "--run-dir", "w"]) == 0
+
+    # csv: one row per trial with our columns
+    assert cli.main(["export", "--study", "s", "--format", "csv", "--output", "t.csv"]) == 0
+    frame = pd.read_csv("t.csv")
+    for column in ("number", "state", "value", "duration_s", "param_learning_rate",
+                   "param_label_smoothing", "effective_learning_rate", "recoveries",
+                   "diverged", "stable"):
+        assert column in frame.columns
+    assert list(frame["number"]) == [0, 1, 2] and set(frame["state"]) == {"COMPLETE"}
+    row = frame.iloc[0]
+    assert bool(row["diverged"]) and row["recoveries"] >= 1 and bool(row["stable"])
+    assert not math.isclose(row["param_learning_rate"], row["effective_learning_rate"]) or \
+        row["param_label_smoothing"] != row["effective_label_smoothing"]
+
+    assert cli.main(["report", "--study", "s", "--out", "rep"]) == 0
+    for name in ("history.png", "curves.png"):
+        assert (Path("rep") / name).stat().st_size > 1000
+
+    # export to a folder that does not exist, or of an unknown study: exit 2, no file
+    assert cli.main(["export", "--study", "s", "--format", "yaml", "--output",
+                  "no/such/dir/best.yaml"]) == 2
+    assert not Path("no").exists()
+    assert cli.main(["export", "--study", "other", "--format", "csv", "--output", "u.csv"]) == 2
+    assert not Path("u.csv").exists()
