@@ -25,7 +25,8 @@ from autotune.events import Event, EventKind, RunStatus
 from autotune.recovery.ladders import Action, RecoveryConfig
 from autotune.recovery.policy import Decision, decide
 from autotune.recovery.settings import RecoveryMode
-from autotune.recovery.supervisor import Hooks, RunResult, supervise
+from autotune.recovery.supervise import supervise
+from autotune.recovery.supervisor import Hooks, RunResult
 from autotune.recovery.trainable import HPARAM_KEYS, Trainable
 
 __all__ = [

@@ -16,13 +16,13 @@ python3 -m pytest -q -p no:cacheprovider tests/trainer/test_augment.py 2>&1 | ta
 python3 - <<'PY' 2>&1 | tee "$OUT/recovery.txt"
 import os, json, time, tempfile, pathlib
 os.environ["AUTOTUNE_INJECT"] = "nan_loss@30"
-from autotune.runs import start_run
+from autotune.recovery.runs import start_run
 from trainer.config import resolve
 cfg = resolve("default", {}, {"epochs": 2})
 t0 = time.time()
 d = pathlib.Path(tempfile.mkdtemp()) / "run"
 r = start_run(cfg, d, "cuda")
-print(json.dumps({"status": r.status, "recoveries": r.recoveries, "best_val": r.best_val_loss,
+print(json.dumps({"status": r.status.value, "recoveries": r.recoveries, "best_val": r.best_val_loss,
                   "epochs": [(m["epoch"], round(m["val_loss"], 4), round(m["samples_per_s"]))
                              for m in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())],
                   "wall_s": round(time.time() - t0, 1)}))

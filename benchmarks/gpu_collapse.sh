@@ -13,14 +13,14 @@ python3 benchmarks/collapse_curves.py --profile default --device cuda --epochs 1
   | tee "$OUT/curves.jsonl"
 python3 - <<'PY' 2>&1 | tee "$OUT/recovered.txt"
 import json, time, tempfile, pathlib
-from autotune.runs import start_run
+from autotune.recovery.runs import start_run
 from trainer.config import resolve
 cfg = resolve("default", {}, {"epochs": 10, "learning_rate": 3e-2, "warmup_epochs": 0})
 d = pathlib.Path(tempfile.mkdtemp()) / "run"
 t0 = time.time()
 r = start_run(cfg, d, "cuda")
-print(json.dumps({"status": r.status, "best_val": r.best_val_loss, "global_epochs": r.global_epochs,
-                  "events": [(e["kind"], e.get("reason"), e.get("epoch"), e.get("changes"))
+print(json.dumps({"status": r.status.value, "best_val": r.best_val_loss, "global_epochs": r.global_epochs,
+                  "events": [(e.kind.value, e.reason, e.epoch, e.changes)
                              for e in r.events],
                   "val": [round(m["val_loss"], 4) for m in
                           map(json.loads, (d / "metrics.jsonl").read_text().splitlines())],

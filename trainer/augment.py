@@ -68,14 +68,6 @@ def sample_many(batch_sizes: Sequence[int], seeds: Sequence[int], device: torch.
             zip(dihedral.split(list(batch_sizes)), colour.split(list(batch_sizes)))]
 
 
-def identity(batch_size: int, device: torch.device) -> Transforms:
-    """Transforms that leave every sample as it is (augmentation off)."""
-    return Transforms(
-        dihedral=torch.zeros(batch_size, dtype=torch.long, device=device),
-        colour=torch.arange(NUM_COLOURS, device=device).expand(batch_size, -1).clone(),
-    )
-
-
 def apply(grids: Tensor, shapes: Tensor, t: Transforms) -> tuple[Tensor, Tensor]:
     """Transform each sample's grid by its dihedral element and colour permutation.
 

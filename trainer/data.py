@@ -177,7 +177,7 @@ def marginal_loss(train: Dataset, val: Dataset, augmented: bool) -> float:
     Colour augmentation permutes colours 1..9 (0 stays), so under it the frequencies the
     model sees are those of 1..9 pooled and shared out evenly. A run whose validation loss
     sits at this value predicts the background and the grid's end, not the task: the
-    collapse a too-high learning rate leaves behind (see `autotune.detect.divergence`).
+    collapse a too-high learning rate leaves behind.
     """
     return _frequency_loss(class_counts(train), class_counts(val), augmented)
 

@@ -17,13 +17,8 @@ from typing import Any
 from autotune.events import Event, EventKind
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import SUPERVISOR_KEYS, SupervisorConfig, split
-from autotune.recovery.supervisor import (
-    Hooks,
-    RunResult,
-    Supervisor,
-    continue_run,
-    finish,
-)
+from autotune.recovery.supervise import continue_run, finish
+from autotune.recovery.supervisor import Hooks, RunResult, Supervisor
 from trainer.config import TrainConfig, check_keys, from_dict, resolve
 from trainer.data import ArcData, build_data
 from trainer.errors import ConfigError

@@ -1,11 +1,12 @@
 """A supervised run: train, detect divergence, roll back, change the cause, carry on.
 
 This is the one place where a trainer, the detectors and the recovery policy meet the run
-directory. `autotune train`, `autotune resume`, every search trial and
-`autotune.supervise` go through `Supervisor.fit`. The trainer is any `Trainable`; the
-supervisor keeps what must never depend on it: the logical and compute epoch counters, the
-per-step losses the step detectors read, the checkpoints (the trainer's state under
-`trainer`, the supervisor's under `supervisor`) and the effective configuration.
+directory. `autotune train`, `autotune resume`, every search trial and `autotune.supervise`
+(`autotune.recovery.supervise`) go through `Supervisor.fit`. The trainer is any
+`Trainable`; the supervisor keeps what must never depend on it: the logical and compute
+epoch counters, the per-step losses the step detectors read, the checkpoints (the
+trainer's state under `trainer`, the supervisor's under `supervisor`) and the effective
+configuration.
 
 After a rollback the trainer's older state is loaded and then every hyperparameter in
 force before it is applied again with the decision's changes, so an older state never
@@ -19,7 +20,6 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from autotune.detect import (
@@ -39,7 +39,7 @@ from autotune.recovery.settings import RecoveryMode, SupervisorConfig
 from autotune.recovery.trainable import Trainable
 from trainer import checkpoint
 
-__all__ = ["Hooks", "RunResult", "StepDiverged", "Supervisor", "supervise"]
+__all__ = ["Hooks", "RunResult", "StepDiverged", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
@@ -387,117 +387,3 @@ class Supervisor:
                          best_val_loss=best_val, best_epoch=best_epoch,
                          final=self.history[-1] if self.history else {},
                          events=list(self.events), global_epochs=self.global_epoch)
-
-
-# -- the public entry point ---------------------------------------------------------------
-
-def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
-              recovery: str | RecoveryMode = "on", max_recoveries: int = 4,
-              max_loss_increase: float = 0.3, keep_checkpoints: int = 3,
-              policy: RecoveryConfig | None = None, hooks: Hooks | None = None) -> RunResult:
-    """Train `trainer` for `epochs` epochs in `run_dir`, detecting and recovering.
-
-    A new `run_dir` gets config.yaml (the trainer's `hparams` and these settings),
-    metrics.jsonl, events.jsonl, effective_config.yaml, summary.json and checkpoints. On a
-    `run_dir` that already holds a run, the run continues from its latest valid checkpoint
-    with a freshly built `trainer` (its hyperparameters are set to the effective ones
-    first); a run that stopped at a divergence is recovered first.
-
-    Args:
-        trainer: any `autotune.Trainable`.
-        run_dir: the run directory.
-        epochs: planned epochs (an existing run is extended to this many).
-        recovery: `on` (recover), `off` (stop at the first divergence) or `watch` (alarms
-            only, the run goes on).
-        max_recoveries: recoveries allowed before the run gives up.
-        max_loss_increase: validation loss above its best + this is a divergence.
-        keep_checkpoints: the latest checkpoints kept (besides the best and the initial).
-        policy: the recovery policy's knobs (ladders, factors); default from max_recoveries.
-        hooks: optional observers.
-    """
-    settings = SupervisorConfig(recovery=recovery, max_recoveries=max_recoveries,
-                                max_loss_increase=max_loss_increase,
-                                keep_checkpoints=keep_checkpoints)
-    path = Path(run_dir)
-    if RunDir(path).exists():
-        return continue_run(trainer, RunDir.open(path), epochs, settings, policy, hooks)
-    config = {**jsonable(dict(trainer.hparams)), **settings.to_dict(), "epochs": int(epochs)}
-    run = RunDir.create(path, config)
-    supervisor = Supervisor(trainer, run, epochs=epochs, settings=settings, policy=policy,
-                            hooks=hooks, config=config)
-    supervisor.start()
-    return finish(supervisor, supervisor.fit())
-
-
-def pending_verdict(events: list[Event]) -> Verdict | None:
-    """The divergence a run stopped on (recovery off, or budget spent), if it did."""
-    from autotune.detect import Reason
-
-    stops = (EventKind.DIVERGED, EventKind.GAVE_UP)
-    last_kinds = [e for e in events if e.kind not in (EventKind.ALARM,)]
-    if not last_kinds or last_kinds[-1].kind not in stops:
-        return None
-    last = next(e for e in reversed(events) if e.kind is EventKind.DIVERGED)
-    return Verdict(True, Reason(last.reason), last.message,
-                   {k: as_float(v) for k, v in last.evidence.items()}, step=last.step,
-                   epoch=last.epoch)
-
-
-def continue_run(trainer: Trainable, run: RunDir, epochs: int | None,
-                 settings: SupervisorConfig, policy: RecoveryConfig | None = None,
-                 hooks: Hooks | None = None,
-                 finisher: Callable[[Supervisor, RunResult], RunResult] | None = None
-                 ) -> RunResult:
-    """Continue the run in `run` with a freshly built `trainer`: from its latest valid
-    checkpoint, after recovering the divergence it stopped on (if it did)."""
-    from trainer.errors import ConfigError
-
-    effective = run.effective_config()
-    planned = int(effective.get("epochs", 0) or 0)
-    epochs = planned if epochs is None else int(epochs)
-    loaded = checkpoint.load_latest(run.checkpoints,
-                                    map_location=getattr(trainer, "device", "cpu"))
-    if loaded is None:
-        raise ConfigError(f"run directory {str(run.path)!r} has no valid checkpoint to "
-                          f"resume from.")
-    info, state = loaded
-    events = run.events()
-    pending = pending_verdict(events)
-    changes: dict[str, list[Any]] = {}
-    if epochs != planned:
-        changes["epochs"] = [planned, epochs]
-    if pending is not None and settings.recovery is not RecoveryMode.ON:
-        # Resuming a run that stopped at a divergence is asking for recovery: recover until
-        # it is stable (within the budget), not just once.
-        changes["recovery"] = [settings.recovery.value, RecoveryMode.ON.value]
-        settings = settings.replace(recovery=RecoveryMode.ON)
-    if pending is None and info.epoch >= epochs:
-        raise ConfigError(f"run {str(run.path)!r} already finished its {epochs} epochs; "
-                          f"give --epochs N with N > {info.epoch} to extend it.")
-    config = {**effective, "epochs": epochs,
-              **{k: v for k, v in settings.to_dict().items() if k in effective}}
-    run.truncate_metrics(info.global_epoch)
-    supervisor = Supervisor(trainer, run, epochs=epochs, settings=settings, policy=policy,
-                            hooks=hooks, config=config)
-    supervisor.restore(state, rollback=False)
-    supervisor.apply({k: v for k, v in effective.items() if k in trainer.hparams})
-    run.write_effective(supervisor.effective_config)
-    supervisor.pending = pending
-    supervisor.record_event(supervisor._event(
-        EventKind.RESUMED, pending.reason.value if pending and pending.reason else "interrupted",
-        changes=changes))
-    return (finisher or finish)(supervisor, supervisor.fit())
-
-
-def finish(supervisor: Supervisor, result: RunResult,
-           extra: Mapping[str, Any] | None = None) -> RunResult:
-    """Write summary.json (with `extra`, e.g. an ARC run's held-out test scores)."""
-    summary: dict[str, Any] = {
-        "status": result.status.value, "stable": result.stable,
-        "best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
-        "final": result.final, "divergences": result.divergences,
-        "recoveries": result.recoveries, "global_epochs": result.global_epochs,
-        "effective_config": result.config, **(extra or {}),
-    }
-    supervisor.run.write_summary(summary)
-    return result

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import pytest
 
 from autotune.detect import (
@@ -13,17 +10,7 @@ from autotune.detect import (
     at_collapse_level,
     check_epoch,
 )
-
-NAN, INF = math.nan, math.inf
-
-
-CFG = DetectorConfig()
-
-
-def _history(trains: list[float], vals: list[float]) -> list[dict[str, Any]]:
-    return [{"epoch": i + 1, "train_loss": t, "val_loss": v}
-            for i, (t, v) in enumerate(zip(trains, vals, strict=True))]
-
+from tests.detect.common import CFG, NAN, records
 
 MARGINAL, TRAIN_MARGINAL = 1.747, 1.759
 
@@ -62,7 +49,7 @@ def test_check_collapse_table(name: str, vals: list[float], warmup: float,
     trains = [v + 0.05 for v in vals]
     if name.startswith("fits its training pairs"):
         trains[1:] = [1.66] * (len(trains) - 1)
-    history = _history(trains, vals)
+    history = records(trains, vals)
     # As the supervisor does: after every epoch, on the history so far.
     verdicts = [check_epoch(history[:n], cfg) for n in range(1, len(history) + 1)]
     called = [v for v in verdicts if v.reason is Reason.COLLAPSED]
@@ -71,21 +58,21 @@ def test_check_collapse_table(name: str, vals: list[float], warmup: float,
 
 
 def test_collapse_needs_a_marginal_loss() -> None:
-    history = _history([1.8] * 4, [1.75, 1.76, 1.75, 1.76])
+    history = records([1.8] * 4, [1.75, 1.76, 1.75, 1.76])
     assert check_epoch(history, COLLAPSE).reason is Reason.COLLAPSED
     assert not check_epoch(history, CFG)
     assert not check_epoch(history, DetectorConfig(marginal_loss=NAN))
 
 
 def test_collapse_evidence_names_the_level_and_the_last_learning_epoch() -> None:
-    history = _history([2.0, 1.7, 1.6, 1.8, 1.8], [1.9, 1.6, 1.5, 1.75, 1.76])
+    history = records([2.0, 1.7, 1.6, 1.8, 1.8], [1.9, 1.6, 1.5, 1.75, 1.76])
     verdict = check_epoch(history, COLLAPSE)
     assert verdict.reason is Reason.COLLAPSED and verdict.epoch == 5
     assert verdict.evidence["marginal_loss"] == MARGINAL
     assert verdict.evidence["since_epoch"] == 4.0
     assert verdict.evidence["last_learning_epoch"] == 3.0
     assert "1.747" in verdict.message and "since epoch 4" in verdict.message
-    never = check_epoch(_history([1.8] * 3, [1.801, 1.749, 1.79]), COLLAPSE)
+    never = check_epoch(records([1.8] * 3, [1.801, 1.749, 1.79]), COLLAPSE)
     assert never.evidence["last_learning_epoch"] == 0.0
 
 

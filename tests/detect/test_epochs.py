@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import pytest
 
 from autotune.detect import (
@@ -13,17 +10,7 @@ from autotune.detect import (
     Reason,
     check_epoch,
 )
-
-NAN, INF = math.nan, math.inf
-
-
-CFG = DetectorConfig()
-
-
-def _history(trains: list[float], vals: list[float]) -> list[dict[str, Any]]:
-    return [{"epoch": i + 1, "train_loss": t, "val_loss": v}
-            for i, (t, v) in enumerate(zip(trains, vals, strict=True))]
-
+from tests.detect.common import CFG, INF, NAN, records
 
 FALLING = [2.0, 1.6, 1.3, 1.1, 1.0, 0.9]
 
@@ -74,7 +61,7 @@ EPOCH_ROWS: list[tuple[str, list[float], list[float], Reason | None]] = [
                          ids=[row[0] for row in EPOCH_ROWS])
 def test_check_epoch_table(name: str, trains: list[float], vals: list[float],
                            expected: Reason | None) -> None:
-    history = _history(trains, vals)
+    history = records(trains, vals)
     verdict = check_epoch(history, CFG)
     assert verdict.reason is expected, verdict.message
     assert verdict.diverged is (expected is not None)
@@ -87,7 +74,7 @@ def test_check_epoch_empty_history() -> None:
 
 
 def test_loss_increase_evidence_names_the_numbers() -> None:
-    verdict = check_epoch(_history([2.0, 1.6, 1.3, 1.5], [1.8, 1.5, 1.3, 1.7]), CFG)
+    verdict = check_epoch(records([2.0, 1.6, 1.3, 1.5], [1.8, 1.5, 1.3, 1.7]), CFG)
     assert verdict.reason is Reason.LOSS_INCREASE
     assert verdict.evidence["best_epoch"] == 3.0
     assert verdict.evidence["best_val_loss"] == 1.3
@@ -96,14 +83,14 @@ def test_loss_increase_evidence_names_the_numbers() -> None:
 
 
 def test_threshold_follows_max_loss_increase() -> None:
-    history = _history([2.0, 1.6, 1.3, 1.5], [1.8, 1.5, 1.3, 1.7])
+    history = records([2.0, 1.6, 1.3, 1.5], [1.8, 1.5, 1.3, 1.7])
     assert not check_epoch(history, DetectorConfig(max_loss_increase=0.5))
 
 
 def test_min_epochs_holds_back_all_but_nonfinite() -> None:
     late = DetectorConfig(min_epochs=5)
-    assert not check_epoch(_history([2.0, 1.6, 1.3, 1.5], [1.8, 1.5, 1.3, 1.7]), late)
-    nan = _history([2.0, 1.6], [1.8, NAN])
+    assert not check_epoch(records([2.0, 1.6, 1.3, 1.5], [1.8, 1.5, 1.3, 1.7]), late)
+    nan = records([2.0, 1.6], [1.8, NAN])
     assert check_epoch(nan, late).reason is Reason.NONFINITE_LOSS
 
 
@@ -124,5 +111,5 @@ COLLAPSE = DetectorConfig(marginal_loss=MARGINAL, train_marginal_loss=TRAIN_MARG
 
 def test_a_rise_past_the_threshold_is_instability_before_collapse() -> None:
     # From 1.4 up to the level is a rise of 0.35 > 0.3: the rise is what the user sees.
-    history = _history([1.5, 1.5, 1.8, 1.8, 1.8], [1.4, 1.45, 1.75, 1.76, 1.75])
+    history = records([1.5, 1.5, 1.8, 1.8, 1.8], [1.4, 1.45, 1.75, 1.76, 1.75])
     assert check_epoch(history, COLLAPSE).reason is Reason.LOSS_INCREASE

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
 import pytest
@@ -13,11 +12,7 @@ from autotune.detect import (
     check_nonfinite,
     check_step,
 )
-
-NAN, INF = math.nan, math.inf
-
-
-CFG = DetectorConfig()
+from tests.detect.common import CFG, INF, NAN
 
 
 def _noisy(n: int, base: float = 1.0, amp: float = 0.05) -> list[float]:

@@ -66,6 +66,22 @@ def test_nan_is_recovered_and_recorded(tmp_path: Path, monkeypatch: pytest.Monke
     assert summary["schedule_audit"]["ok"] and summary["recoveries"] == 1
 
 
+def test_recovery_watch_warns_and_changes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _train(tmp_path, "--set", "learning_rate=1.0", "--set", "warmup_epochs=0",
+                  "--recovery", "watch") == 0
+    run = tmp_path / "run"
+    events = _lines(run / "events.jsonl")
+    assert {e["kind"] for e in events} == {"alarm"}
+    assert events[0]["reason"] == "loss_increase" and events[0]["epoch"] == 1
+    assert len(_lines(run / "metrics.jsonl")) == 3  # the run went on to its planned end
+    effective = yaml.safe_load((run / "effective_config.yaml").read_text())
+    assert (effective["learning_rate"], effective["recovery"]) == (1.0, "watch")
+    out = capsys.readouterr().out
+    assert "warning: divergence alarm (loss_increase) at epoch 1" in out
+
+
+@pytest.mark.slow
 def test_recovery_off_stops_with_exit_3_then_resume_recovers(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -92,6 +108,7 @@ def test_recovery_off_stops_with_exit_3_then_resume_recovers(
     assert sum(e["kind"] == "recovered" for e in events) == 4
 
 
+@pytest.mark.slow
 def test_a_collapsed_run_restarts_with_a_third_of_the_rate_and_learns(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # On the small slice, a peak of 0.01 without warmup leaves the model predicting the
@@ -116,6 +133,7 @@ def test_a_collapsed_run_restarts_with_a_third_of_the_rate_and_learns(
     assert "collapsed" in codes and "recovered" in codes
 
 
+@pytest.mark.slow
 def test_kill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     assert _train(tmp_path, run="straight") == 0
     env = {**os.environ, "AUTOTUNE_INJECT": "kill@9"}  # in epoch 3 (4 steps an epoch)
@@ -174,6 +192,7 @@ def test_resume_bad_run_dirs(tmp_path: Path, setup: str, message: str,
     assert sorted(tmp_path.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_and_resume_continues(tmp_path: Path) -> None:
     import signal
     import time

@@ -172,6 +172,7 @@ except ConfigError as exc:
 """
 
 
+@pytest.mark.slow
 def test_workers_started_together_on_a_new_storage_all_open_it(tmp_path: Path) -> None:
     # Six processes open one new SQLite file at the same moment: each races to create the
     # tables, and none may fail for it (a cluster starts its workers together).

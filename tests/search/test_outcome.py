@@ -20,6 +20,7 @@ from autotune.search.objective import (
 from tests.search.common import stored_study
 
 
+@pytest.mark.slow
 def test_search_recovers_a_nan_trial_exports_and_reports(
         workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Trial 0 gets a NaN loss at its 6th step; two clean trials join the same study.

@@ -22,6 +22,7 @@ from autotune.search import (
 from tests.search.common import stored_study
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_to_the_exact_count(workdir: Path) -> None:
     env = {**os.environ, "AUTOTUNE_INJECT": "kill@6"}  # mid-way through trial 0's epoch 2
     killed = subprocess.run([sys.executable, "-m", "autotune", "search", "--trials", "3",
@@ -51,6 +52,7 @@ def test_killed_search_resumes_to_the_exact_count(workdir: Path) -> None:
     assert len([t for t in stored_study("k").get_trials() if t.state == TrialState.COMPLETE]) == 3
 
 
+@pytest.mark.slow
 def test_two_jobs_share_the_study_and_stop_at_the_count(workdir: Path) -> None:
     assert cli.main(["search", "--trials", "3", "--study", "j", "--space", "space.yaml",
                   "--jobs", "2", "--seed", "0"]) == 0

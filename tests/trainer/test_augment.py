@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.augment import PAD, Transforms, apply, identity, invert, sample_transforms
+from trainer.augment import (
+    NUM_COLOURS,
+    PAD,
+    Transforms,
+    apply,
+    invert,
+    sample_transforms,
+)
 
 CPU = torch.device("cpu")
 CANVAS = 31
@@ -147,6 +154,14 @@ def test_sample_transforms_is_deterministic_and_valid() -> None:
     assert torch.equal(a.colour.sort(dim=1).values, torch.arange(10).expand(512, 10))
     # Every colour 1..9 lands on every other colour somewhere: the permutations are mixed.
     assert all(len(set(a.colour[:, v].tolist())) == 9 for v in range(1, 10))
+
+
+def identity(batch_size: int, device: torch.device) -> Transforms:
+    """Transforms that leave every sample as it is."""
+    return Transforms(
+        dihedral=torch.zeros(batch_size, dtype=torch.long, device=device),
+        colour=torch.arange(NUM_COLOURS, device=device).expand(batch_size, -1).clone(),
+    )
 
 
 def test_identity_changes_nothing() -> None:

@@ -1,0 +1,133 @@
+"""Start or continue a supervised run in a run directory: `autotune.supervise`.
+
+`supervise` is the public entry point for any `Trainable`; `continue_run` resumes a run
+directory with a freshly built trainer (what `autotune resume` does for ARC runs, through
+`autotune.recovery.runs`), and `finish` writes its summary.json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from autotune.detect import Reason, Verdict
+from autotune.events import Event, EventKind
+from autotune.jsonio import as_float, jsonable
+from autotune.recovery.ladders import RecoveryConfig
+from autotune.recovery.rundir import RunDir
+from autotune.recovery.settings import RecoveryMode, SupervisorConfig
+from autotune.recovery.supervisor import Hooks, RunResult, Supervisor
+from autotune.recovery.trainable import Trainable
+from trainer import checkpoint
+from trainer.errors import ConfigError
+
+__all__ = ["continue_run", "finish", "pending_verdict", "supervise"]
+
+
+def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
+              recovery: str | RecoveryMode = "on", max_recoveries: int = 4,
+              max_loss_increase: float = 0.3, keep_checkpoints: int = 3,
+              policy: RecoveryConfig | None = None, hooks: Hooks | None = None) -> RunResult:
+    """Train `trainer` for `epochs` epochs in `run_dir`, detecting and recovering.
+
+    A new `run_dir` gets config.yaml (the trainer's `hparams` and these settings),
+    metrics.jsonl, events.jsonl, effective_config.yaml, summary.json and checkpoints. On a
+    `run_dir` that already holds a run, the run continues from its latest valid checkpoint
+    with a freshly built `trainer` (its hyperparameters are set to the effective ones
+    first); a run that stopped at a divergence is recovered first.
+
+    Args:
+        trainer: any `autotune.Trainable`.
+        run_dir: the run directory.
+        epochs: planned epochs (an existing run is extended to this many).
+        recovery: `on` (recover), `off` (stop at the first divergence) or `watch` (alarms
+            only, the run goes on).
+        max_recoveries: recoveries allowed before the run gives up.
+        max_loss_increase: validation loss above its best + this is a divergence.
+        keep_checkpoints: the latest checkpoints kept (besides the best and the initial).
+        policy: the recovery policy's knobs (ladders, factors); default from max_recoveries.
+        hooks: optional observers.
+    """
+    settings = SupervisorConfig(recovery=recovery, max_recoveries=max_recoveries,
+                                max_loss_increase=max_loss_increase,
+                                keep_checkpoints=keep_checkpoints)
+    path = Path(run_dir)
+    if RunDir(path).exists():
+        return continue_run(trainer, RunDir.open(path), epochs, settings, policy, hooks)
+    config = {**jsonable(dict(trainer.hparams)), **settings.to_dict(), "epochs": int(epochs)}
+    run = RunDir.create(path, config)
+    supervisor = Supervisor(trainer, run, epochs=epochs, settings=settings, policy=policy,
+                            hooks=hooks, config=config)
+    supervisor.start()
+    return finish(supervisor, supervisor.fit())
+
+
+def pending_verdict(events: list[Event]) -> Verdict | None:
+    """The divergence a run stopped on (recovery off, or budget spent), if it did."""
+    stops = (EventKind.DIVERGED, EventKind.GAVE_UP)
+    last_kinds = [e for e in events if e.kind not in (EventKind.ALARM,)]
+    if not last_kinds or last_kinds[-1].kind not in stops:
+        return None
+    last = next(e for e in reversed(events) if e.kind is EventKind.DIVERGED)
+    return Verdict(True, Reason(last.reason), last.message,
+                   {k: as_float(v) for k, v in last.evidence.items()}, step=last.step,
+                   epoch=last.epoch)
+
+
+def continue_run(trainer: Trainable, run: RunDir, epochs: int | None,
+                 settings: SupervisorConfig, policy: RecoveryConfig | None = None,
+                 hooks: Hooks | None = None,
+                 finisher: Callable[[Supervisor, RunResult], RunResult] | None = None
+                 ) -> RunResult:
+    """Continue the run in `run` with a freshly built `trainer`: from its latest valid
+    checkpoint, after recovering the divergence it stopped on (if it did)."""
+    effective = run.effective_config()
+    planned = int(effective.get("epochs", 0) or 0)
+    epochs = planned if epochs is None else int(epochs)
+    loaded = checkpoint.load_latest(run.checkpoints,
+                                    map_location=getattr(trainer, "device", "cpu"))
+    if loaded is None:
+        raise ConfigError(f"run directory {str(run.path)!r} has no valid checkpoint to "
+                          f"resume from.")
+    info, state = loaded
+    events = run.events()
+    pending = pending_verdict(events)
+    changes: dict[str, list[Any]] = {}
+    if epochs != planned:
+        changes["epochs"] = [planned, epochs]
+    if pending is not None and settings.recovery is not RecoveryMode.ON:
+        # Resuming a run that stopped at a divergence is asking for recovery: recover until
+        # it is stable (within the budget), not just once.
+        changes["recovery"] = [settings.recovery.value, RecoveryMode.ON.value]
+        settings = settings.replace(recovery=RecoveryMode.ON)
+    if pending is None and info.epoch >= epochs:
+        raise ConfigError(f"run {str(run.path)!r} already finished its {epochs} epochs; "
+                          f"give --epochs N with N > {info.epoch} to extend it.")
+    config = {**effective, "epochs": epochs,
+              **{k: v for k, v in settings.to_dict().items() if k in effective}}
+    run.truncate_metrics(info.global_epoch)
+    supervisor = Supervisor(trainer, run, epochs=epochs, settings=settings, policy=policy,
+                            hooks=hooks, config=config)
+    supervisor.restore(state, rollback=False)
+    supervisor.apply({k: v for k, v in effective.items() if k in trainer.hparams})
+    run.write_effective(supervisor.effective_config)
+    supervisor.pending = pending
+    supervisor.record_event(supervisor._event(
+        EventKind.RESUMED, pending.reason.value if pending and pending.reason else "interrupted",
+        changes=changes))
+    return (finisher or finish)(supervisor, supervisor.fit())
+
+
+def finish(supervisor: Supervisor, result: RunResult,
+           extra: Mapping[str, Any] | None = None) -> RunResult:
+    """Write summary.json (with `extra`, e.g. an ARC run's held-out test scores)."""
+    summary: dict[str, Any] = {
+        "status": result.status.value, "stable": result.stable,
+        "best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
+        "final": result.final, "divergences": result.divergences,
+        "recoveries": result.recoveries, "global_epochs": result.global_epochs,
+        "effective_config": result.config, **(extra or {}),
+    }
+    supervisor.run.write_summary(summary)
+    return result
