@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer import augment
+from trainer import augment, scoring
 from trainer.config import TrainConfig
 from trainer.data import (
     IGNORE,
@@ -318,6 +318,19 @@ class Trainer:
                 f"{split}_exact": exact / n,
                 f"{split}_copy_cell_acc": copy_correct / max(cells, 1),
                 f"{split}_copy_exact": copy_exact / n}
+
+    @torch.no_grad()
+    def arc_scores(self, split: str = "test", colour_perms: int = 2) -> dict[str, float]:
+        """ARC's own metric on `split`: pass@2 and pass@1 voted over augmented views, with
+        the copy-the-input baseline beside them (`trainer.scoring`)."""
+        dataset = {"val": self.data.val, "test": self.data.test, "train": self.data.train}[split]
+        self.model.eval()
+
+        def logits(tasks: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+            with self.autocast:
+                return self.model(tasks, tokens).float()
+
+        return scoring.score(logits, dataset, colour_perms, seed=self.config.seed).to_dict(split)
 
     # -- state ---------------------------------------------------------------------------
 

@@ -96,6 +96,12 @@ def run_summary(console: Console, result: RunResult, path: Path) -> None:
     console.print(f"run {path}: {status}; best val_loss {result.best_val_loss:.4f} at epoch "
                   f"{result.best_epoch}; {result.divergences} divergence(s), "
                   f"{result.recoveries} recovery(ies){watched}.")
+    scores = result.scores
+    if "test_pass2" in scores:
+        console.print(f"held-out test pairs ({scores['test_outputs']}): pass@2 "
+                      f"{scores['test_pass2']:.3f}, pass@1 {scores['test_pass1']:.3f} "
+                      f"({scores['test_views']} views voted); copying the input "
+                      f"{scores['test_copy_pass']:.3f}")
     changed = result.changes
     if changed:
         console.print(f"effective configuration changes: {describe_changes(changed)} "

@@ -7,6 +7,7 @@ ended stable, 130 interrupted (the study is saved; `autotune resume --study` con
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from types import TracebackType
@@ -135,6 +136,10 @@ def render_outcome(console: Console, outcome: SearchOutcome) -> int:
                         for k, v in w.params.items())
     console.print(f"  sampled: {sampled or '(none)'}")
     console.print(f"  recovery changed: {describe_changes(w.changes)}", markup=False)
+    if "test_pass2" in w.scores:
+        console.print(f"  held-out test pairs: pass@2 {w.scores['test_pass2']:.3f}, pass@1 "
+                      f"{w.scores.get('test_pass1', math.nan):.3f}; copying the input "
+                      f"{w.scores.get('test_copy_pass', math.nan):.3f}")
     if w.confirmed is None:
         console.print("  re-check from scratch: not run")
     else:

@@ -11,7 +11,8 @@ each is the cause.
 Modules: `readers` (one per log format), `timeline` (points and lines of training),
 `schedule` (the learning-rate schedule check), `losses`, `spikes` and `validation` (the
 loss checks), `recoveries` (a run's events), `findings` and `prose` (the words), `judge`
-(`diagnose`) and `target` (`diagnose_target`, what the CLI calls).
+(`diagnose`), `target` (`diagnose_target`, what the CLI calls) and `thresholds` (diagnose's
+own thresholds, beside the detectors').
 """
 
 from autotune.diagnose.findings import Finding, FindingCode, Severity, render_text

@@ -23,12 +23,12 @@ from autotune.diagnose.readers.rundir import ARC_METRIC_KEYS
 from autotune.diagnose.recoveries import check_events, parse_events, told_epochs
 from autotune.diagnose.schedule import check_schedule
 from autotune.diagnose.spikes import Spike, find_spikes, record_config, spike_finding
+from autotune.diagnose.thresholds import ASSUMED_MISMATCH
 from autotune.diagnose.timeline import Context, Point, finite_prefix, intents, points, segments
 from autotune.diagnose.validation import check_collapse_points, check_val
 
 __all__ = ["diagnose", "judging_config"]
 
-ASSUMED_MISMATCH = 0.55  # a mismatch against a schedule the flags did not fully give
 
 
 def diagnose(history: Sequence[Mapping[str, Any]], intended: Intended | None,
@@ -119,7 +119,7 @@ def _check_losses(ctx: Context, lines: Sequence[list[Point]], cfg: DetectorConfi
         pts, cut = finite_prefix(line)
         series = [(p, p.train_loss) for p in pts if p.train_loss is not None]
         episode = find_rise(series, 2 if cut else 3) or find_oscillation(series, ctx)
-        val, judged = check_val(pts, val_cfg, ctx, told)
+        vals, judged = check_val(pts, val_cfg, ctx, told)
         if episode is not None and ctx.per_step and judged:
             # A training loss logged per step is noisy; the validation loss, judged once
             # an epoch, trumps a rise or swing of that noise.
@@ -127,9 +127,8 @@ def _check_losses(ctx: Context, lines: Sequence[list[Point]], cfg: DetectorConfi
         if episode is not None and episode.stretch[0][0].global_epoch not in told:
             found.append(episode_finding(episode, ctx))
         spikes += [s for s in find_spikes(series, spike_cfg) if s.point.global_epoch not in told]
-        if val is not None and not (episode is not None
-                                    and val.code is FindingCode.LOSS_INCREASE):
-            found.append(val)
+        found += [v for v in vals if not (episode is not None
+                                          and v.code is FindingCode.LOSS_INCREASE)]
     if spikes:
         found.append(spike_finding(spikes, ctx))
     seen: set[FindingCode] = set()

@@ -20,18 +20,19 @@ from autotune.detect import DetectorConfig, check_nonfinite
 from autotune.diagnose.findings import Finding, FindingCode, Severity, finding
 from autotune.diagnose.intended import smoothing_floor
 from autotune.diagnose.prose import sci
+from autotune.diagnose.thresholds import (
+    EXPLAINED_LR_TOO_HIGH,
+    NOISE_SIGMAS,
+    OSCILLATION_SWING,
+    RISE,
+    SMOOTH_MIN,
+    median_noise,
+)
 from autotune.diagnose.timeline import Context, Point, at, ep
 
 __all__ = ["Episode", "check_above_chance", "check_nonfinite_points", "check_smoothing",
            "episode_finding", "find_oscillation", "find_rise"]
 
-# The supervisor judges the validation loss (DetectorConfig.max_loss_increase, absolute on
-# ARC's scale). Many logs carry only a training loss, so diagnose judges that too, relative
-# to its best because a foreign loss can have any scale: this far above its best, for
-# several records running, is a rise.
-RISE = 0.10
-OSCILLATION_SWING = 0.15  # mean change per record, relative to the loss, of an oscillation
-EXPLAINED_LR_TOO_HIGH = 0.6  # lr_too_high's likelihood when a schedule bug explains it
 
 
 def check_nonfinite_points(ctx: Context) -> Finding | None:
@@ -149,28 +150,44 @@ class Episode:
         return max(lrs) if lrs else None
 
 
+def _window(n: int) -> int:
+    """The running median's window for a series of n records (1: not smoothed)."""
+    if n < SMOOTH_MIN:
+        return 1
+    return min(max(2 * (n // 40) + 1, 3), 21)
+
+
 def _smooth(values: Sequence[float]) -> list[float]:
     """A centred running median for long (per-step) logs; short ones are used as they are."""
-    if len(values) < 20:
+    window = _window(len(values))
+    if window == 1:
         return list(values)
-    window = min(max(2 * (len(values) // 40) + 1, 3), 21)
     series = pd.Series(values).rolling(window, center=True, min_periods=1).median()
     return [float(v) for v in series]
 
 
 def find_rise(series: list[tuple[Point, float]], need: int) -> Episode | None:
-    """The first stretch of `need` records running that stay well above the best so far."""
-    values = _smooth([v for _, v in series])
+    """The first stretch of `need` records running that stay well above the best so far.
+
+    Well above: by RISE of the best, and, for a long (per-step) series, by NOISE_SIGMAS
+    times the noise left in its running median, measured from the series itself: a
+    per-step loss swings by tens of percent from batch to batch, and a median of a few
+    batches still by some, without the model getting worse.
+    """
+    raw = [v for _, v in series]
+    values = _smooth(raw)
+    window = _window(len(raw))
+    floor = NOISE_SIGMAS * median_noise(raw, window) if window > 1 else 0.0
     best = 0
     start: int | None = None
     for i in range(1, len(values)):
-        limit = values[best] + max(RISE * abs(values[best]), 1e-8)
+        limit = values[best] + max(RISE * abs(values[best]), floor, 1e-8)
         if values[i] <= limit:
             start = None
             best = i if values[i] < values[best] else best
             continue
         start = i if start is None else start
-        if i - start + 1 >= need:
+        if i - start + 1 >= need * window:
             end = i
             while end + 1 < len(values) and values[end + 1] > limit:
                 end += 1

@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from autotune.detect import DetectorConfig, Reason, check_step
 from autotune.diagnose.findings import Finding, FindingCode, Severity, finding
 from autotune.diagnose.prose import sci
+from autotune.diagnose.thresholds import RECORD_DILUTION, RECORD_MIN, RECORD_WINDOW
 from autotune.diagnose.timeline import Context, Point, at
 
 __all__ = ["Spike", "find_spikes", "record_config", "spike_finding"]
 
-RECORD_WINDOW = 5  # records in the running mean: a log has tens of records, not thousands
-RECORD_MIN = 3  # no spike verdict before this many records
-RECORD_DILUTION = 0.25  # the share of one batch's jump left in the mean of a record
 
 
 def record_config(cfg: DetectorConfig) -> DetectorConfig:

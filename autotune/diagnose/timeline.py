@@ -15,11 +15,11 @@ from typing import Any
 from autotune.diagnose.intended import Intended
 from autotune.diagnose.prose import Terms
 from autotune.diagnose.readers.columns import number
+from autotune.diagnose.thresholds import NEAR_PEAK
 from trainer.errors import ConfigError
 
 __all__ = ["Context", "Point", "at", "ep", "finite_prefix", "intents", "points", "segments"]
 
-NEAR_PEAK = 0.7  # a learning rate >= this fraction of the run's highest is "near the peak"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from autotune.detect import DetectorConfig, Reason, Verdict, check_collapse, che
 from autotune.diagnose.findings import Finding, FindingCode, Severity, finding
 from autotune.diagnose.prose import sci
 from autotune.diagnose.readers.columns import number
+from autotune.diagnose.thresholds import MILD_OVERFITTING, NOISE_SIGMAS, noise
 from autotune.diagnose.timeline import Context, Point, ep
 
 __all__ = ["check_collapse_points", "check_val", "val_series"]
@@ -48,32 +49,106 @@ def val_series(points: Sequence[Point]) -> list[tuple[Point, float, float]]:
 
 
 def check_val(points: Sequence[Point], cfg: DetectorConfig, ctx: Context,
-              told: set[float]) -> tuple[Finding | None, bool]:
-    """The first epoch verdict along one line of training, as a finding.
+              told: set[float]) -> tuple[list[Finding], bool]:
+    """The epoch verdicts along one line of training, as findings.
+
+    Each validation record is judged as the supervisor would have at the end of its epoch.
+    Before a verdict becomes a finding, diagnose uses what the supervisor could not know
+    then, the rest of the log:
+
+    - a rise past the divergence threshold that the validation loss later comes back
+      below (a new best) was a transient: a model that overfits does not recover on its
+      own while it goes on fitting its training set, an optimizer that overshot does. It is
+      an instability (`lr_too_high` at the peak learning rate), and the judging goes on
+      after the recovery;
+    - an early overfitting verdict (a rise below that threshold) whose rise is within
+      NOISE_SIGMAS times the noise of this validation curve (measured from the curve) is
+      noise, not overfitting.
+
+    The first verdict that stands (overfitting or a rise of both losses) ends the judging.
 
     Args:
         told: global epochs an event of the run already tells about (skipped).
 
     Returns:
-        (the finding or None, whether the validation loss was judged at all: two or more
-        finite validation records).
+        (the findings, whether the validation loss was judged at all: two or more finite
+        validation records).
     """
     series = val_series(points)
     if len(series) < 2:
-        return None, False
+        return [], False
+    floor = NOISE_SIGMAS * noise([val for _, val, _ in series])
+    found: list[Finding] = []
     records: list[dict[str, Any]] = []
-    for p, val, train in series:
+    resume = -1
+    for i, (p, val, train) in enumerate(series):
         records.append({"epoch": p.epoch, "train_loss": train, "val_loss": val})
+        if i <= resume:
+            continue
         verdict = check_epoch(records, cfg)
         if not verdict or p.global_epoch in told:
             continue
-        if verdict.reason is Reason.OVERFITTING:
-            return _overfitting(series, verdict, ctx), True
-        if verdict.reason is Reason.LOSS_INCREASE and _falling_trend(series, verdict):
-            return _overfitting(series, verdict, ctx), True
-        if verdict.reason is Reason.LOSS_INCREASE:
-            return _val_increase(series, verdict), True
-    return None, True
+        if verdict.reason not in (Reason.OVERFITTING, Reason.LOSS_INCREASE):
+            continue
+        best = verdict.evidence.get("best_val_loss")
+        back = None if best is None else next(
+            (j for j in range(i + 1, len(series)) if series[j][1] < best), None)
+        if back is not None:
+            found.append(_transient(series, i, back, verdict, points, ctx))
+            resume = back
+            continue
+        if best is None and verdict.evidence.get("val_rise", 0.0) <= floor:
+            continue  # an early verdict on a rise within the curve's own noise
+        if verdict.reason is Reason.OVERFITTING or _falling_trend(series, verdict):
+            found.append(_overfitting(series, verdict, ctx, cfg))
+        else:
+            found.append(_val_increase(series, verdict))
+        break
+    return found, True
+
+
+def _transient(series: Sequence[tuple[Point, float, float]], i: int, back: int,
+               verdict: Verdict, points: Sequence[Point], ctx: Context) -> Finding:
+    """A validation rise past the threshold that came back below its best: instability."""
+    best, best_epoch = verdict.evidence["best_val_loss"], verdict.evidence["best_epoch"]
+    top = max(range(i, back), key=lambda k: series[k][1])
+    peak_point, peak = series[top][0], series[top][1]
+    back_point = series[back][0]
+    first = next(q for q in points if q.epoch == best_epoch) if any(
+        q.epoch == best_epoch for q in points) else series[0][0]
+    lrs = [q.lr for q in points if first.index <= q.index <= peak_point.index
+           and q.lr is not None and math.isfinite(q.lr)]
+    lr = max(lrs) if lrs else None
+    near = ctx.near_peak(lr)
+    message = (f"The validation loss jumped from {best:.3g} at epoch {best_epoch:g} to "
+               f"{peak:.3g} at epoch {ep(peak_point)} ({peak / best:.1f}x), and was back "
+               f"below {best:.3g} by epoch {ep(back_point)} ({series[back][1]:.3g}). A model "
+               f"that overfits does not recover on its own while it goes on fitting its "
+               f"training data; an optimizer that overshot does, so this was instability, "
+               f"not overfitting")
+    evidence = {"best_epoch": best_epoch, "best_val_loss": best,
+                "peak_epoch": peak_point.epoch, "peak_val_loss": peak,
+                "recovered_epoch": back_point.epoch, "recovered_val_loss": series[back][1],
+                "lr": lr, "lr_fraction_of_peak": ctx.lr_fraction(lr),
+                "detector": verdict.evidence}
+    base = ctx.base_lr(peak_point) or lr
+    if near and lr is not None:
+        message += (f", while the learning rate was at or near its peak ({sci(lr)}, "
+                    f"{ctx.lr_fraction(lr):.0%} of {sci(ctx.peak_lr)}): the steps are too "
+                    f"large for this model and batch size.")
+        fix = (f"{ctx.terms.lower_lr(base)} (or warm up over the first epochs) and "
+               f"{ctx.terms.clip}.")
+        evidence["suggested_learning_rate"] = base / 3 if base else None
+        return finding(FindingCode.LR_TOO_HIGH, Severity.ERROR, message, evidence, fix)
+    if lr is None:
+        message += (". The log has no learning rate, so whether it was at its peak cannot "
+                    "be told: the lr_too_high check was skipped.")
+    else:
+        message += (f"; the learning rate was {sci(lr)}, not at its peak: look for what "
+                    f"changed at epoch {ep(peak_point)} (data, a bad batch) as well.")
+    fix = ("lower the learning rate (a third is the usual step) or lengthen the warmup, and "
+           f"{ctx.terms.clip}, so that one epoch cannot undo what the model had learned.")
+    return finding(FindingCode.LOSS_INCREASE, Severity.WARNING, message, evidence, fix)
 
 
 def _falling_trend(series: Sequence[tuple[Point, float, float]], verdict: Verdict) -> bool:
@@ -101,7 +176,7 @@ def _stretch(series: Sequence[tuple[Point, float, float]]) -> dict[str, Any]:
 
 
 def _overfitting(series: Sequence[tuple[Point, float, float]], verdict: Verdict,
-                 ctx: Context) -> Finding:
+                 ctx: Context, cfg: DetectorConfig) -> Finding:
     evidence = _stretch(series)
     best, last = evidence.pop("_best"), evidence.pop("_last")
     evidence["detector"] = verdict.evidence
@@ -112,7 +187,10 @@ def _overfitting(series: Sequence[tuple[Point, float, float]], verdict: Verdict,
                f"{ctx.terms.memorising}, which is overfitting, not an unstable optimizer; "
                f"lowering the learning rate will not cure it.")
     fix = ctx.terms.overfit_fix(best.epoch, evidence["best_val_loss"])
-    return finding(FindingCode.OVERFITTING, Severity.WARNING, message, evidence, fix)
+    # Below the divergence threshold it is the supervisor's early warning (MILD_OVERFITTING).
+    mild = evidence["last_val_loss"] - evidence["best_val_loss"] <= cfg.max_loss_increase
+    return finding(FindingCode.OVERFITTING, Severity.WARNING, message, evidence, fix,
+                   MILD_OVERFITTING if mild else None)
 
 
 def _val_increase(series: Sequence[tuple[Point, float, float]], verdict: Verdict) -> Finding:

@@ -79,6 +79,7 @@ def start_run(config: RunConfig | TrainConfig, run_path: Path, device: str = "au
     return finish(supervisor, result, _scores(trainer, result))
 
 
+
 def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
                hooks: Hooks | None = None) -> RunResult:
     """Continue a run: a diverged one is rolled back and changed first (and recovers from
@@ -89,22 +90,20 @@ def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
     if epochs is not None:
         config = RunConfig(config.train.replace(epochs=epochs), config.supervisor)
     trainer = _trainer(config.train, device, None)
-    result_holder: dict[str, Any] = {}
-
     def scored(supervisor: Supervisor, result: RunResult) -> RunResult:
-        result_holder["extra"] = _scores(trainer, result)
-        return finish(supervisor, result, result_holder["extra"])
+        return finish(supervisor, result, _scores(trainer, result))
 
     return continue_run(trainer, run, config.train.epochs, config.supervisor, hooks=hooks,
                         finisher=scored)
 
 
 def _scores(trainer: Trainer, result: RunResult) -> dict[str, Any]:
-    """A completed run's held-out test scores and its schedule audit."""
+    """A completed run's held-out test scores (loss, cells, exact, and ARC's pass@2 with
+    the copy baseline) and its schedule audit; also kept on `result.scores`."""
     if not result.stable:
         return {}
-    return {"test": trainer.evaluate("test"),
-            "schedule_audit": schedule_audit(trainer, result.events)}
+    result.scores = {**trainer.evaluate("test"), **trainer.arc_scores("test")}
+    return {"test": result.scores, "schedule_audit": schedule_audit(trainer, result.events)}
 
 
 def schedule_audit(trainer: Trainer, events: list[Event]) -> dict[str, Any]:

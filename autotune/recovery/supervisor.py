@@ -81,6 +81,8 @@ class RunResult:
     """The last epoch's metrics record."""
     events: list[Event] = field(default_factory=list)
     global_epochs: int = 0
+    scores: dict[str, Any] = field(default_factory=dict)
+    """Held-out scores a trainer-specific runner adds (an ARC run: `test_pass2`, ...)."""
 
     @property
     def stable(self) -> bool:
@@ -107,6 +109,17 @@ class RunResult:
 def _best(infos: list[checkpoint.CheckpointInfo]) -> checkpoint.CheckpointInfo | None:
     finite = [i for i in infos if math.isfinite(i.val_loss)]
     return min(finite, key=lambda i: i.val_loss) if finite else None
+
+
+def _from_version_0(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint written before the supervisor kept its own state (the ARC trainer's
+    state alone, with the counters in it)."""
+    return {"trainer": state, "supervisor": {
+        "version": STATE_VERSION, "epoch": state["epoch"], "global_epoch": state["global_epoch"],
+        "step": state["step"], "steps_per_epoch": 0,
+        "step_losses": list(state.get("step_losses", []))[-STEP_HISTORY:],
+        "step_grad_norms": list(state.get("step_grad_norms", []))[-STEP_HISTORY:],
+        "hparams": {}}}
 
 
 def _differs(a: Any, b: Any) -> bool:
@@ -208,6 +221,8 @@ class Supervisor:
     def restore(self, state: Mapping[str, Any], *, rollback: bool) -> None:
         """Load a checkpoint's state; a rollback keeps the compute counter, a resume takes
         it from the state."""
+        if "supervisor" not in state:
+            state = _from_version_0(state)
         mine = state["supervisor"]
         if mine.get("version") != STATE_VERSION:
             raise ValueError(f"supervisor state version {mine.get('version')} is not "

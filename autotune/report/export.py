@@ -29,7 +29,7 @@ __all__ = ["FORMATS", "NoWinner", "check_output", "export", "export_csv", "expor
 FORMATS = ("yaml", "csv")
 FIRST = ["number", "state", "value", "duration_s"]
 OURS = ["recoveries", "diverged", "stable", "divergences", "status", "pruned_reason",
-        "retry_of", "credit_of", "run_dir"]
+        "retry_of", "credit_of", "test_pass2", "test_pass1", "test_copy_pass", "run_dir"]
 
 
 class NoWinner(Exception):
@@ -79,6 +79,9 @@ def export_yaml(study: optuna.Study, storage: str = "") -> str:
         + describe_changes(changes),
         "sampled: " + ", ".join(f"{k}={fmt(v, '.6g')}" for k, v in best.params.items()),
         f"confirmed: {confirmed}",
+        *([f"held-out test pairs: pass@2 {fmt(attrs['test_pass2'], '.3f')}, pass@1 "
+           f"{fmt(attrs.get('test_pass1'), '.3f')}; copying the input "
+           f"{fmt(attrs.get('test_copy_pass'), '.3f')}"] if "test_pass2" in attrs else []),
         f"exported {time.strftime('%Y-%m-%d %H:%M:%S')}; use: autotune train --config FILE",
     ]
     header = "".join(f"# {line}\n" for line in lines)
@@ -102,6 +105,8 @@ def _our_columns(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
         "stable": attrs.get("stable"), "divergences": divergences,
         "status": attrs.get("status"), "pruned_reason": attrs.get("pruned_reason"),
         "retry_of": attrs.get("retry_of"), "credit_of": attrs.get("credit_of"),
+        "test_pass2": attrs.get("test_pass2"), "test_pass1": attrs.get("test_pass1"),
+        "test_copy_pass": attrs.get("test_copy_pass"),
         "run_dir": attrs.get("run_dir")})
     return row
 

@@ -25,7 +25,7 @@ from optuna.exceptions import ExperimentalWarning  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from autotune.events import changes_of, describe_changes  # noqa: E402
+from autotune.events import changes_of, describe_changes, fmt  # noqa: E402
 from autotune.search.tally import CONFIRM_ATTR, winner_of  # noqa: E402
 from trainer.errors import ConfigError  # noqa: E402
 
@@ -49,7 +49,8 @@ def top_table(study: optuna.Study, k: int = 10) -> Table:
     table = Table(title=f"study {study.study_name}: {len(finished)} trials finished, "
                         f"{len(diverged)} diverged, "
                         f"{sum(bool(t.user_attrs.get('stable')) for t in diverged)} salvaged")
-    for name, justify in (("trial", "right"), ("val_loss", "right"), ("stable", "center"),
+    for name, justify in (("trial", "right"), ("val_loss", "right"), ("pass@2", "right"),
+                          ("stable", "center"),
                           ("recoveries", "right"), ("sampled", "left"),
                           ("what recovery changed", "left")):
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
@@ -60,6 +61,7 @@ def top_table(study: optuna.Study, k: int = 10) -> Table:
             if check.get("trial") == t.number:
                 mark += " confirmed" if check.get("confirmed") else " NOT confirmed"
         table.add_row(f"{t.number}{mark}", f"{t.value:.4f}",
+                      fmt(t.user_attrs.get("test_pass2"), ".3f"),
                       "yes" if t.user_attrs.get("stable", True) else "no",
                       str(t.user_attrs.get("recoveries", 0)),
                       ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

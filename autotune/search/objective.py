@@ -22,15 +22,20 @@ folder. What Optuna sees, and why:
   pruner's startup and divergences it cannot see (a NaN, a blow-up of a trial that was
   better than the median).
 - Parameters: the sampled ones stay as sampled (Optuna forbids rewriting them, invariant
-  5). What the run ended with is `effective_config`, with the recovery history (`events`,
-  `changes`), `divergences`, `recoveries`, `stable`, `status` and `run_dir`, all user
-  attributes that `optuna.load_study` and optuna-dashboard show.
-- The sampler's signal: every finished trial gets the constraint `diverged` = its number
-  of divergences through `Trial.set_constraint` (Optuna 5's core API; the sampler-specific
-  `constraints_func` is deprecated there). TPE ranks infeasible trials (> 0) below every
-  feasible one, so it learns that the *sampled* configuration diverged, yet the trial keeps
-  its honest value. A FAILED trial would teach it nothing, so a spent recovery budget is a
-  PRUNED trial (reason in `pruned_reason`).
+  5). What the run ended with is `effective_config`, with a compact recovery summary
+  (`events` with the fields exports read, `changes`, `reasons`, `rolled_back_steps`),
+  `divergences`, `recoveries`, `stable`, `status` and `run_dir`: user attributes that
+  `optuna.load_study` and optuna-dashboard show, each small enough for the dashboard not
+  to cut it. The full history goes into an Optuna artifact and a trial note
+  (`autotune.search.dashboard`).
+- The constraint `diverged` (`Trial.set_constraint`, Optuna 5's core API) says whether the
+  trial *ended* diverged: 0 for a trial that ended stable (a salvaged one included), its
+  number of divergences otherwise, so Optuna's own `best_trial` names autotune's winner
+  (the best stable trial). The sampler still learns that the *sampled* configuration
+  diverged: `autotune.search.sampler.CreditTPESampler` shows TPE every trial that diverged
+  with the constraint = its divergences (infeasible, ranked below every feasible trial),
+  from the `divergences` attribute. A FAILED trial would teach it nothing, so a spent
+  recovery budget is a PRUNED trial (reason in `pruned_reason`).
 - The effective configuration's credit: a recovered trial that did well (at least as good
   as the median stable trial so far) has its effective parameters enqueued as a new trial
   (`enqueue_trial`, `credit_of` = its number) when they lie inside the space and a trial
@@ -73,16 +78,19 @@ from autotune.recovery.rundir import CONFIG, RunDir
 from autotune.recovery.runs import RunConfig, resume_run, start_run
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
 from autotune.recovery.supervisor import Hooks, RunResult, Supervisor
+from autotune.search.dashboard import TrialStory, publish, rolled_back_steps, store_dir
+from autotune.search.sampler import CONSTRAINT
 from autotune.search.space import Space
 from trainer import checkpoint
 from trainer.config import TrainConfig
 from trainer.data import ArcData, build_data
 
 __all__ = ["TIMELINE", "Objective", "ObjectiveSettings", "SearchEvent", "SurplusTrial",
-           "credit_params", "deserves_credit", "is_surplus", "restarted_from_scratch"]
+           "credit_params", "deserves_credit", "is_surplus", "record_story",
+           "restarted_from_scratch"]
 
+ARC_SCORES = ("test_pass2", "test_pass1", "test_copy_pass")  # held-out, of a stable run
 TIMELINE = "timeline"  # user attr: [[global_epoch, epoch], ...] of the surviving reports
-CONSTRAINT = "diverged"
 
 
 @dataclass(frozen=True)
@@ -163,6 +171,18 @@ def is_surplus(trials: Iterable[FrozenTrial], number: int, target: int) -> bool:
     running or queued: every state but FAIL), counting in trial-number order."""
     holders = [t for t in trials if t.number < number and t.state != TrialState.FAIL]
     return len(holders) >= target
+
+
+def record_story(trial: optuna.Trial, story: TrialStory, extra: Mapping[str, Any],
+                 store: Path) -> None:
+    """Store a finished trial's compact summary (with `extra` attributes) and its
+    constraint; when it has a recovery history, also the history as an artifact in the
+    file store `store` and a note (`autotune.search.dashboard`)."""
+    for key, value in {**story.attrs(), **jsonable(dict(extra))}.items():
+        trial.set_user_attr(key, value)
+    trial.set_constraint(CONSTRAINT, float(story.unrecovered))
+    if story.has_story():
+        publish(trial, story, store)
 
 
 def _frozen(trial: optuna.Trial) -> FrozenTrial:
@@ -282,7 +302,7 @@ class Objective:
         except (KeyboardInterrupt, Interrupted):
             trial.set_user_attr("interrupted", True)  # `resume --study` retries it
             raise
-        return self._finish(trial, params, result)
+        return self._finish(trial, params, result, recorder)
 
     # -- running -------------------------------------------------------------------------
 
@@ -317,24 +337,28 @@ class Objective:
 
     # -- recording -----------------------------------------------------------------------
 
-    def _record(self, trial: optuna.Trial, config: Mapping[str, Any], events: list[Event],
-                status: str, extra: Mapping[str, Any]) -> int:
-        divergences = count(events, EventKind.DIVERGED)
-        recoveries = count(events, EventKind.RECOVERED)
-        attrs = {"effective_config": dict(config), "events": [e.to_dict() for e in events],
-                 "changes": changes_of(events), "divergences": divergences,
-                 "recoveries": recoveries, "status": status, **extra}
-        for key, value in attrs.items():
-            trial.set_user_attr(key, jsonable(value))
-        trial.set_constraint(CONSTRAINT, float(divergences))
-        return divergences
+    def _record(self, trial: optuna.Trial, recorder: _TrialRecorder,
+                config: Mapping[str, Any], events: list[Event], status: str,
+                extra: Mapping[str, Any]) -> TrialStory:
+        """Store the trial's compact summary, its constraint, and (when it has a recovery
+        history) the history as an artifact and a note."""
+        rolled_back = (rolled_back_steps(recorder.reported, recorder.timeline)
+                       if recorder.synced else [])
+        story = TrialStory(number=trial.number, status=status,
+                           stable=bool(extra.get("stable")), params=dict(trial.params),
+                           effective=dict(config), events=list(events),
+                           rolled_back=rolled_back,
+                           timeline=recorder.timeline if recorder.synced else None,
+                           pruned_reason=extra.get("pruned_reason"))
+        record_story(trial, story, extra, store_dir(self.settings.artifacts))
+        return story
 
     def _record_pruned(self, trial: optuna.Trial, recorder: _TrialRecorder) -> None:
         run = RunDir(recorder.run_path)
         config = (recorder.supervisor.effective_config if recorder.supervisor
                   else run.effective_config())
         events = run.events()
-        self._record(trial, config, events, "pruned",
+        self._record(trial, recorder, config, events, "pruned",
                      {"stable": False, "pruned_reason": recorder.pruned_reason})
         self.emit(SearchEvent("trial_end", trial.number, {
             "state": "PRUNED", "value": None, "stable": False,
@@ -342,10 +366,13 @@ class Objective:
             "divergences": count(events, EventKind.DIVERGED),
             "recoveries": count(events, EventKind.RECOVERED)}))
 
-    def _finish(self, trial: optuna.Trial, params: dict[str, Any], result: RunResult) -> float:
+    def _finish(self, trial: optuna.Trial, params: dict[str, Any], result: RunResult,
+                recorder: _TrialRecorder) -> float:
         value = result.objective
         extra: dict[str, Any] = {"stable": result.stable, "best_epoch": result.best_epoch,
-                                 "global_epochs": result.global_epochs}
+                                 "global_epochs": result.global_epochs,
+                                 **{k: result.scores[k] for k in ARC_SCORES
+                                    if k in result.scores}}
         reason = None
         if not result.stable:
             gave_up = next((e for e in reversed(result.events)
@@ -359,7 +386,8 @@ class Objective:
             reason = "no finite validation loss"
         if reason is not None:
             extra["pruned_reason"] = reason
-        self._record(trial, result.config, result.events, result.status.value, extra)
+        self._record(trial, recorder, result.config, result.events, result.status.value,
+                     extra)
         credit = None
         if reason is None and result.recoveries:
             credit = self._credit(trial, params, result, value)
@@ -411,4 +439,5 @@ def _result_of(summary: Mapping[str, Any], events: list[Event]) -> RunResult:
     return RunResult(status=RunStatus(summary["status"]), hparams=effective, config=effective,
                      best_val_loss=as_float(summary["best_val_loss"]),
                      best_epoch=summary.get("best_epoch"), final=summary.get("final", {}),
-                     events=events, global_epochs=int(summary.get("global_epochs", 0)))
+                     events=events, global_epochs=int(summary.get("global_epochs", 0)),
+                     scores=dict(summary.get("test") or {}))

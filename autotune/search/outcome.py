@@ -20,6 +20,7 @@ from autotune.events import changes_of
 from autotune.jsonio import jsonable
 from autotune.recovery.runs import RunConfig, start_run
 from autotune.search.objective import (
+    ARC_SCORES,
     EventSink,
     SearchEvent,
 )
@@ -49,6 +50,8 @@ class Winner:
     confirmed: bool | None = None
     confirm_value: float | None = None
     confirm_run_dir: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    """Its held-out ARC scores (`test_pass2`, `test_pass1`, `test_copy_pass`)."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,8 @@ def winner_info(study: optuna.Study, trial: FrozenTrial) -> Winner:
                   recoveries=int(attrs.get("recoveries", 0)), run_dir=attrs.get("run_dir"),
                   confirmed=check.get("confirmed") if mine else None,
                   confirm_value=check.get("value") if mine else None,
-                  confirm_run_dir=check.get("run_dir") if mine else None)
+                  confirm_run_dir=check.get("run_dir") if mine else None,
+                  scores={k: attrs[k] for k in ARC_SCORES if attrs.get(k) is not None})
 
 
 def confirm(study: optuna.Study, plan: StudyPlan, trial: FrozenTrial,
@@ -145,6 +149,7 @@ def confirm(study: optuna.Study, plan: StudyPlan, trial: FrozenTrial,
     result = start_run(config, path, plan.device)
     confirmed = result.stable and result.divergences == 0
     record = {"trial": trial.number, "confirmed": confirmed, "value": result.objective,
+              "test_pass2": result.scores.get("test_pass2"),
               "seed": train.seed, "divergences": result.divergences,
               "status": result.status, "run_dir": str(path)}
     study.set_user_attr(CONFIRM_ATTR, jsonable(record))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Collection
 
 import optuna
@@ -15,27 +14,44 @@ from autotune.search.objective import (
 )
 from autotune.search.views import StudyView
 
+__all__ = ["TimelinePruner", "default_pruner", "has_rollback", "timeline_values"]
+
 # -- pruning ------------------------------------------------------------------------------
 
-def timeline_values(trial: FrozenTrial) -> dict[int, float]:
-    """A trial's finite reported values on its surviving timeline, keyed by logical epoch.
 
-    Reports are at global epochs (they never go back); a rollback makes some of them stale.
-    Trials without the `timeline` attribute (not ours) keep their values as reported.
-    """
-    values = trial.intermediate_values
+def has_rollback(trial: FrozenTrial) -> bool:
+    """Whether a rollback undid some of the trial's reports: its `timeline` attribute (the
+    objective writes it once a rollback happened) maps a report to another logical epoch,
+    or leaves a report out. A trial without the attribute (not ours) has none."""
     pairs = trial.user_attrs.get(TIMELINE)
     if not isinstance(pairs, list):
-        return {s: v for s, v in values.items() if math.isfinite(v)}
+        return False
+    kept = {int(g) for g, _ in pairs}
+    return any(int(g) != int(e) for g, e in pairs) or not kept >= set(trial.intermediate_values)
+
+
+def timeline_values(trial: FrozenTrial) -> dict[int, float]:
+    """A trial's reported values on its surviving timeline, keyed by logical epoch.
+
+    Reports are at global epochs (they never go back); a rollback makes some of them stale.
+    A trial without a rollback keeps its values exactly as reported, NaN and inf included,
+    so a wrapped pruner sees it as it would without the wrapper.
+    """
+    values = trial.intermediate_values
+    if not has_rollback(trial):
+        return dict(values)
     out: dict[int, float] = {}
-    for global_epoch, epoch in pairs:
+    for global_epoch, epoch in trial.user_attrs[TIMELINE]:
         value = values.get(int(global_epoch))
-        if value is not None and math.isfinite(value):
+        if value is not None:
             out[int(epoch)] = value
     return out
 
 
 def _view(trial: FrozenTrial) -> FrozenTrial:
+    """The trial as the wrapped pruner sees it: itself, or a copy keyed by logical epoch."""
+    if not has_rollback(trial):
+        return trial
     seen = copy.copy(trial)
     seen.intermediate_values = timeline_values(trial)
     return seen
@@ -52,10 +68,14 @@ class _TimelineView(StudyView):
 class TimelinePruner(BasePruner):
     """Wraps a pruner so it judges trials on their surviving timelines.
 
-    Each trial is seen with the values of epochs a rollback undid removed, NaN and
-    infinite values removed, and keyed by logical epoch, so a recovered trial is compared
-    with the others at the same amount of training of its surviving model. A trial with no
-    finite value is never pruned here (divergence is the supervisor's business).
+    A trial with a rollback is seen without the values of epochs the rollback undid, keyed
+    by logical epoch, so a recovered trial is compared with the others at the same amount
+    of training of its surviving model. Every other trial is shown as it is: for a trial
+    without a rollback in a study without rollbacks, the decision is the wrapped pruner's,
+    whatever the trials reported (NaN and inf included; a NaN makes Optuna's median pruner
+    prune, as it would without the wrapper). NaN never reaches the pruner from autotune's
+    own trials: the objective reports finite values only, and a divergence is the
+    supervisor's business.
     """
 
     def __init__(self, wrapped: BasePruner) -> None:
@@ -64,10 +84,7 @@ class TimelinePruner(BasePruner):
         self._wrapped = wrapped
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        seen = _view(trial)
-        if seen.last_step is None:
-            return False
-        return self._wrapped.prune(_TimelineView(study), seen)  # type: ignore[arg-type]
+        return self._wrapped.prune(_TimelineView(study), _view(trial))  # type: ignore[arg-type]
 
 
 def default_pruner() -> BasePruner:

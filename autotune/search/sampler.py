@@ -1,15 +1,34 @@
-"""The sampler: Optuna's TPE, also told what the configurations recovery tamed achieved.
+"""The sampler: Optuna's TPE, told what the sampled configurations did and what the
+configurations recovery tamed achieved.
+
+Two readers, two signals. The study stores what a trial's *outcome* was: its `diverged`
+constraint is 0 for a trial that ended stable, its divergences otherwise, so a salvaged
+trial (it diverged, recovery mended it, it ended stable) is feasible, and
+`optuna.load_study(...).best_trial`, like every tool built on Optuna, names the same
+winner as autotune (`tally.winner_of`: the best stable trial). TPE needs the *sampled
+configuration's* fate: what it sees of a trial that diverged is that trial with the
+constraint `diverged` = its number of divergences (the `divergences` user attribute),
+which TPE ranks below every feasible trial, so it learns that the sampled point diverged
+although the stored trial is feasible. What TPE sees, by trial kind
+(`tests/search/test_sampler.py` holds the table):
+
+| trial | stored state, constraint | TPE sees |
+| --- | --- | --- |
+| clean | COMPLETE, 0 | COMPLETE, feasible |
+| salvaged | COMPLETE, 0 | COMPLETE, infeasible (divergences); after a restart, a stand-in |
+| given up | PRUNED, divergences | PRUNED, infeasible (divergences) |
+| pruned | PRUNED, 0 | PRUNED, feasible |
 
 A trial that collapsed and was restarted from its initial weights with a lower learning
 rate (`objective.restarted_from_scratch`) ends with two facts in it: its *sampled*
-configuration diverged (its `diverged` constraint, which TPE ranks below every feasible
-trial), and its *effective* configuration, trained from scratch, reached the trial's value.
-Spending a trial slot to re-train the effective configuration would reproduce that value
-to the last digit (same seed, same data order), so the objective records the effective
-parameters in the trial's `credit` attribute instead (`stand_in: true`), and this sampler
-shows TPE, beside the real trials, one stand-in trial per such record: the effective
-parameters, the trial's value, feasible. The stand-ins live only in what the sampler
-reads; the study's trials, counts, exports and reports are the real ones.
+configuration diverged, and its *effective* configuration, trained from scratch, reached
+the trial's value. Spending a trial slot to re-train the effective configuration would
+reproduce that value to the last digit (same seed, same data order), so the objective
+records the effective parameters in the trial's `credit` attribute instead (`stand_in:
+true`), and this sampler shows TPE, beside the real trials, one stand-in trial per such
+record: the effective parameters, the trial's value, feasible. The stand-ins and the
+constraints TPE sees live only in what the sampler reads; the study's trials, counts,
+exports and reports are the real ones.
 
 TPE reads a study's trials through `Study._get_trials` (Optuna 4-5); the view below
 (`autotune.search.views.StudyView`) answers that call and the public `get_trials`, and passes
@@ -19,6 +38,7 @@ towards TPE's `n_startup_trials` (they are finished evaluations, which is what i
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Collection, Iterable
 from typing import Any
 
@@ -29,7 +49,23 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune.search.views import StudyView
 
-__all__ = ["CreditTPESampler", "stand_in", "stand_ins"]
+__all__ = ["CONSTRAINT", "CreditTPESampler", "sampled_view", "stand_in", "stand_ins"]
+
+CONSTRAINT = "diverged"
+_CONSTRAINT_ATTR = f"constraints:{CONSTRAINT}"  # where Optuna 5 stores set_constraint
+
+
+def sampled_view(trial: FrozenTrial) -> FrozenTrial:
+    """The trial as TPE sees it: a finished trial that diverged carries the constraint
+    `diverged` = its number of divergences (the sampled configuration's failure), whatever
+    the stored constraint says; any other trial is shown as it is."""
+    divergences = trial.user_attrs.get("divergences")
+    if (trial.state not in (TrialState.COMPLETE, TrialState.PRUNED)
+            or not isinstance(divergences, (int, float)) or divergences <= 0):
+        return trial
+    seen = copy.copy(trial)
+    seen.system_attrs = {**trial.system_attrs, _CONSTRAINT_ATTR: float(divergences)}
+    return seen
 
 
 def stand_in(trial: FrozenTrial) -> FrozenTrial | None:
@@ -58,13 +94,15 @@ def stand_ins(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
 
 
 class _CreditView(StudyView):
-    """A study whose trial lists carry the stand-ins (what the wrapped TPE reads)."""
+    """A study whose trials carry the sampled configurations' divergences, and whose lists
+    carry the stand-ins (what the wrapped TPE reads)."""
 
     def shown(self, trials: list[FrozenTrial],
               states: Collection[TrialState] | None) -> list[FrozenTrial]:
+        seen = [sampled_view(t) for t in trials]
         if states is not None and TrialState.COMPLETE not in states:
-            return trials
-        return trials + stand_ins(trials)
+            return seen
+        return seen + stand_ins(trials)
 
 
 class CreditTPESampler(TPESampler):

@@ -4,7 +4,8 @@ Optuna's samplers and pruners read a study's trials through `Study.get_trials` a
 private `Study._get_trials` (TPE, Optuna 4-5). A `StudyView` answers both (and `trials`)
 with the study's trials passed through `shown`, and passes everything else through to the
 study. `autotune.search.pruner.TimelinePruner` shows each trial's surviving timeline;
-`autotune.search.sampler.CreditTPESampler` adds the stand-ins of restarted trials.
+`autotune.search.sampler.CreditTPESampler` marks the divergences of the sampled
+configurations and adds the stand-ins of restarted trials.
 """
 
 from __future__ import annotations

@@ -6,12 +6,11 @@ import json
 import math
 from pathlib import Path
 
-from scenarios import (
-    write_jsonl,
-)
-
 from autotune.diagnose import (
     read_log,
+)
+from tests.diagnose.scenarios import (
+    write_jsonl,
 )
 
 # ------------------------------------------------------------------------ read_log
@@ -44,3 +43,14 @@ def test_read_log_accepts_a_json_array(tmp_path: Path) -> None:
     assert read_log(path).records == [{"epoch": 1.0, "train_loss": 1.0, "lr": 1e-3}]
 
 
+
+
+def test_text_two_word_names_tell_training_from_validation(tmp_path: Path) -> None:
+    log = tmp_path / "train.log"
+    log.write_text("INFO:root:Epoch [1] Training Loss: 0.50\n"
+                   "INFO:root:Epoch [1] Validation Loss: 0.60\n"
+                   "INFO:root:Epoch [2] Training Loss: 0.40\n"
+                   "INFO:root:Epoch [2] Validation Loss: 0.55\n")
+    records = read_log(log).records
+    assert records == [{"epoch": 1.0, "train_loss": 0.5, "val_loss": 0.6},
+                       {"epoch": 2.0, "train_loss": 0.4, "val_loss": 0.55}]

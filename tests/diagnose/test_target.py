@@ -9,14 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-from scenarios import (
-    Rows,
-    codes,
-    flat_after_warmup,
-    healthy,
-    write_csv,
-    write_jsonl,
-)
 
 from autotune.diagnose import (
     Intended,
@@ -24,6 +16,14 @@ from autotune.diagnose import (
     read_log,
     read_run,
     smoothing_floor,
+)
+from tests.diagnose.scenarios import (
+    Rows,
+    codes,
+    flat_after_warmup,
+    healthy,
+    write_csv,
+    write_jsonl,
 )
 from trainer.config import TrainConfig
 from trainer.errors import ConfigError

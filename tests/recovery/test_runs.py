@@ -233,3 +233,19 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_to_trust(tmp_path: Path) -> 
     assert not list(run.rglob("*.tmp"))
     assert checkpoint.listing(run / "checkpoints") == []
     assert main(["resume", str(run)]) == 2  # nothing there that a resume would trust
+
+
+def test_a_run_of_an_older_version_resumes(tmp_path: Path) -> None:
+    # Checkpoints written before the supervisor kept its own state held the trainer's alone.
+    assert _train(tmp_path) == 0
+    ckpts = tmp_path / "run" / "checkpoints"
+    for info in checkpoint.listing(ckpts):
+        state = checkpoint.load(ckpts, info)
+        old = dict(state["trainer"])
+        (ckpts / f"{info.stem}.pt").unlink()
+        (ckpts / f"{info.stem}.json").unlink()
+        checkpoint.save(ckpts, old, global_epoch=info.global_epoch, epoch=info.epoch,
+                        step=info.step, val_loss=info.val_loss)
+    assert main(["resume", str(tmp_path / "run"), "--epochs", "4", "--device", "cpu"]) == 0
+    metrics = _lines(tmp_path / "run" / "metrics.jsonl")
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.search.objective import TIMELINE
 
 STORAGE = "sqlite:///studies/autotune.db"  # the default, under the test's working folder
 SPACE = {"learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
@@ -13,3 +16,14 @@ SPACE = {"learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
 def stored_study(name: str) -> optuna.Study:
     """A study of the default storage, as a user's own script would load it."""
     return optuna.load_study(study_name=name, storage=STORAGE)
+
+
+def add_trial(study: optuna.Study, values: dict[int, float], *, value: float | None = None,
+              timeline: list[list[int]] | None = None,
+              state: TrialState = TrialState.COMPLETE) -> FrozenTrial:
+    """Add a finished trial with these intermediate values (and `timeline` attribute)."""
+    attrs = {TIMELINE: timeline} if timeline is not None else {}
+    trial = optuna.create_trial(state=state, value=value if state == TrialState.COMPLETE
+                                else None, intermediate_values=values, user_attrs=attrs)
+    study.add_trial(trial)
+    return study.get_trials()[-1]

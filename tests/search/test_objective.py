@@ -8,31 +8,21 @@ import optuna
 from optuna.trial import TrialState
 
 from autotune.search.objective import (
-    TIMELINE,
     credit_params,
     deserves_credit,
     is_surplus,
     restarted_from_scratch,
 )
 from autotune.search.space import parse_space
-
-
-def _add(study: optuna.Study, values: dict[int, float], *, value: float | None = None,
-         timeline: list[list[int]] | None = None,
-         state: TrialState = TrialState.COMPLETE) -> optuna.trial.FrozenTrial:
-    attrs = {TIMELINE: timeline} if timeline is not None else {}
-    trial = optuna.create_trial(state=state, value=value if state == TrialState.COMPLETE
-                                else None, intermediate_values=values, user_attrs=attrs)
-    study.add_trial(trial)
-    return study.get_trials()[-1]
+from tests.search.common import add_trial
 
 
 def test_surplus_is_decided_by_trial_number() -> None:
     study = optuna.create_study()
-    _add(study, {}, value=1.0)
-    _add(study, {}, state=TrialState.FAIL)
-    _add(study, {}, state=TrialState.RUNNING)
-    _add(study, {}, state=TrialState.RUNNING)
+    add_trial(study, {}, value=1.0)
+    add_trial(study, {}, state=TrialState.FAIL)
+    add_trial(study, {}, state=TrialState.RUNNING)
+    add_trial(study, {}, state=TrialState.RUNNING)
     trials = study.get_trials()
     assert not is_surplus(trials, 2, 2)   # holders before it: trial 0 (1 is FAIL)
     assert is_surplus(trials, 3, 2)       # trials 0 and 2 hold both slots

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -43,12 +44,14 @@ def test_search_recovers_a_nan_trial_exports_and_reports(
     effective = attrs["effective_config"]
     changed = {k for k in first.params if effective[k] != first.params[k]}
     assert changed and set(attrs["changes"]) >= changed  # sampled params stay as sampled
-    assert first.constraints == {"diverged": float(attrs["divergences"])}
+    assert first.constraints == {"diverged": 0.0}  # salvaged: feasible, Optuna's best_trial
     assert all(t.constraints == {"diverged": 0.0} for t in trials[1:])
     # Reports at epochs of compute: the partial epoch that diverged counts, nothing lost.
     assert sorted(first.intermediate_values) == [1, 3]
     assert attrs[TIMELINE] == [[1, 1], [3, 2]]  # written once the rollback happened
     assert Path(attrs["run_dir"], "metrics.jsonl").is_file()
+    summary = json.loads(Path(attrs["run_dir"], "summary.json").read_text())
+    assert attrs["test_pass2"] == summary["test"]["test_pass2"]  # ARC's metric, held out
 
     # export yaml round trip through `train --config`
     assert cli.main(["export", "--study", "s", "--format", "yaml", "--output", "best.yaml"]) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 
 import optuna
@@ -13,28 +14,17 @@ from autotune.search import (
     TimelinePruner,
     timeline_values,
 )
-from autotune.search.objective import (
-    TIMELINE,
-)
+from autotune.search.pruner import has_rollback
 from autotune.search.space import parse_space
-
-
-def _add(study: optuna.Study, values: dict[int, float], *, value: float | None = None,
-         timeline: list[list[int]] | None = None,
-         state: TrialState = TrialState.COMPLETE) -> optuna.trial.FrozenTrial:
-    attrs = {TIMELINE: timeline} if timeline is not None else {}
-    trial = optuna.create_trial(state=state, value=value if state == TrialState.COMPLETE
-                                else None, intermediate_values=values, user_attrs=attrs)
-    study.add_trial(trial)
-    return study.get_trials()[-1]
+from tests.search.common import add_trial
 
 
 def test_timeline_pruner_ignores_values_a_rollback_undid() -> None:
     median = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
     study = optuna.create_study(pruner=TimelinePruner(median))
-    _add(study, {1: 1.0, 2: 0.9, 3: 0.8}, value=0.8)
+    add_trial(study, {1: 1.0, 2: 0.9, 3: 0.8}, value=0.8)
     # Reported at global epochs 1, 2 (undone by a rollback to epoch 1), 3 (epoch 2 again).
-    recovered = _add(study, {1: 1.0, 2: 5.0, 3: 0.85}, timeline=[[1, 1], [3, 2]],
+    recovered = add_trial(study, {1: 1.0, 2: 5.0, 3: 0.85}, timeline=[[1, 1], [3, 2]],
                      state=TrialState.RUNNING)
     assert timeline_values(recovered) == {1: 1.0, 2: 0.85}
     # At its second epoch it beats the median (0.9): kept. The bare pruner compares it
@@ -43,13 +33,93 @@ def test_timeline_pruner_ignores_values_a_rollback_undid() -> None:
     assert median.prune(study, recovered)
 
 
-@pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")
-def test_timeline_pruner_never_prunes_on_nan_only() -> None:
+# -- a trial without a rollback: exactly the wrapped pruner's decision ----------------------
+
+WARNINGS = ("ignore:All-NaN slice:RuntimeWarning", "ignore:Mean of empty slice:RuntimeWarning",
+            "ignore:invalid value encountered:RuntimeWarning")
+ODD = (math.nan, math.inf, -math.inf)
+
+
+def _pruners(rng: random.Random) -> list[optuna.pruners.BasePruner]:
+    """A median and a percentile pruner with drawn settings (a fresh pair per study)."""
+    startup, warmup = rng.randint(0, 3), rng.randint(0, 2)
+    interval, n_min = rng.randint(1, 2), rng.randint(1, 2)
+    return [optuna.pruners.MedianPruner(startup, warmup, interval, n_min_trials=n_min),
+            optuna.pruners.PercentilePruner(rng.uniform(5.0, 95.0), startup, warmup,
+                                            interval, n_min_trials=n_min)]
+
+
+def _values(rng: random.Random, odd: float) -> dict[int, float]:
+    """Reports at drawn steps 0-5; each value NaN/inf/-inf with probability `odd`."""
+    steps = sorted(rng.sample(range(6), rng.randint(1, 6)))
+    return {s: (rng.choice(ODD) if rng.random() < odd else rng.uniform(0.0, 3.0))
+            for s in steps}
+
+
+def _random_study(seed: int) -> tuple[optuna.Study, optuna.trial.FrozenTrial]:
+    """Finished trials with NaN/inf among their reports, and a running trial to judge."""
+    rng = random.Random(seed)
+    study = optuna.create_study(direction=rng.choice(["minimize", "maximize"]))
+    for _ in range(rng.randint(0, 8)):
+        values = _values(rng, odd=0.3)
+        state = rng.choice([TrialState.COMPLETE, TrialState.PRUNED])
+        add_trial(study, values, value=rng.uniform(0.0, 3.0), state=state)
+    return study, add_trial(study, _values(rng, odd=0.15), state=TrialState.RUNNING)
+
+
+@pytest.mark.filterwarnings(*WARNINGS)
+@pytest.mark.parametrize("kind", ["median", "percentile"])
+def test_without_a_rollback_the_wrapper_decides_as_the_wrapped_pruner(kind: str) -> None:
+    # 400 seeded studies with NaN, inf and -inf in other trials and in the judged one.
+    differ = []
+    for seed in range(400):
+        study, trial = _random_study(seed)
+        pruner = _pruners(random.Random(seed))[kind == "percentile"]
+        if TimelinePruner(pruner).prune(study, trial) != pruner.prune(study, trial):
+            differ.append(seed)
+    assert differ == []
+
+
+@pytest.mark.filterwarnings(*WARNINGS)
+@pytest.mark.parametrize(("others", "mine", "pruned"), [
+    ([], {1: math.nan}, False),                              # nothing to compare with
+    ([{1: 1.0}], {1: math.nan}, True),                       # NaN at the first step
+    ([{1: 1.0}], {1: math.nan, 2: 0.5}, False),              # a NaN, then a good value
+    ([{1: math.nan}], {1: 1.0}, False),                      # the median is NaN
+    ([{1: math.inf}, {1: 2.0}, {1: 1.0}], {1: 1.5}, False),  # inf in another trial
+    ([{1: 1.0}, {1: 1.2}], {1: math.inf}, True),             # inf in the judged trial
+])
+def test_named_cases_decide_as_the_median_pruner(others: list[dict[int, float]],
+                                                  mine: dict[int, float],
+                                                  pruned: bool) -> None:
+    median = optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=0)
+    study = optuna.create_study(pruner=TimelinePruner(median))
+    for values in others:
+        add_trial(study, values, value=1.0)
+    trial = add_trial(study, mine, state=TrialState.RUNNING)
+    assert bool(study.pruner.prune(study, trial)) is pruned
+
+
+@pytest.mark.filterwarnings(*WARNINGS)
+def test_a_nan_at_the_first_step_is_pruned_as_by_the_wrapped_pruner() -> None:
     median = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
     study = optuna.create_study(pruner=TimelinePruner(median))
-    _add(study, {1: 1.0}, value=1.0)
-    nan = _add(study, {1: math.nan}, state=TrialState.RUNNING)
-    assert median.prune(study, nan) and not study.pruner.prune(study, nan)
+    add_trial(study, {1: 1.0}, value=1.0)
+    nan = add_trial(study, {1: math.nan}, state=TrialState.RUNNING)
+    assert study.pruner.prune(study, nan) == median.prune(study, nan)
+
+
+def test_a_timeline_equal_to_the_reports_is_no_rollback() -> None:
+    study = optuna.create_study()
+    retried = add_trial(study, {1: 1.0, 2: 0.9}, timeline=[[1, 1], [2, 2]],
+                   state=TrialState.RUNNING)
+    assert not has_rollback(retried)
+
+
+def test_a_timeline_that_leaves_a_report_out_is_a_rollback() -> None:
+    study = optuna.create_study()
+    recovered = add_trial(study, {1: 1.0, 2: 5.0}, timeline=[[1, 1]], state=TrialState.RUNNING)
+    assert has_rollback(recovered)
 
 
 class _PruneAll(optuna.pruners.BasePruner):
@@ -62,7 +132,7 @@ class _PruneAll(optuna.pruners.BasePruner):
 def test_the_pruner_judges_a_trial_at_the_collapse_level(tmp_path: Path) -> None:
     # On the small slice a peak of 0.005 without warmup sits at the colour-frequency level
     # (1.736) from its first epoch. In a search the pruner is asked all the same (a restart
-    # costs more than a fresh trial, see autotune/objective.py): it stops the trial at once,
+    # costs more than a fresh trial, see autotune/search/objective.py): it stops the trial at once,
     # before the collapse detector would have called it.
     from autotune.search.objective import Objective, ObjectiveSettings
     space = parse_space({"learning_rate": {"choices": [0.005]}, "warmup_epochs": 0.0,

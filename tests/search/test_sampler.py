@@ -12,9 +12,17 @@ from optuna.distributions import FloatDistribution
 from optuna.samplers import TPESampler
 from optuna.trial import TrialState
 
+from autotune.events import Event, EventKind
 from autotune.search import tally, winner_of
+from autotune.search.dashboard import TrialStory
 from autotune.search.objective import Objective, ObjectiveSettings
-from autotune.search.sampler import CreditTPESampler, stand_in, stand_ins
+from autotune.search.sampler import (
+    CreditTPESampler,
+    _CreditView,
+    sampled_view,
+    stand_in,
+    stand_ins,
+)
 from autotune.search.space import parse_space
 
 LR = FloatDistribution(1e-3, 0.3, log=True)
@@ -121,7 +129,9 @@ def test_a_collapsed_trial_restarted_from_scratch_gets_a_stand_in(tmp_path: Path
     assert credit["stand_in"] and not credit["enqueued"]
     effective = trial.user_attrs["effective_config"]["learning_rate"]
     assert credit["params"] == {"learning_rate": effective}
-    assert trial.constraints == {"diverged": float(trial.user_attrs["divergences"])}
+    assert trial.constraints == {"diverged": 0.0}  # stored: it ended stable
+    divergences = float(trial.user_attrs["divergences"])
+    assert sampled_view(trial).constraints == {"diverged": divergences}  # what TPE sees
     [seen] = stand_ins(study.get_trials())
     assert seen.params == {"learning_rate": effective} and seen.value == trial.value
     assert len(study.get_trials(states=(TrialState.WAITING,))) == 0  # nothing queued
@@ -143,3 +153,61 @@ def test_the_progress_says_what_the_sampler_was_told() -> None:
     assert "trial 2: val_loss 1.4200; 1 recovery(ies)" in text
     assert "the sampler sees its effective parameters with this value" in text
     assert "its effective parameters are queued as a new trial" in text
+
+
+# -- what TPE sees of each kind of trial -----------------------------------------------------
+
+DIVERGED = Event(EventKind.DIVERGED, "nonfinite_loss", 2, 2)
+RECOVERED = Event(EventKind.RECOVERED, "nonfinite_loss", 2, 2, rolled_back_to=1,
+                  changes={"learning_rate": [0.2, 0.0667]})
+GAVE_UP = Event(EventKind.GAVE_UP, "nonfinite_loss", 3, 4)
+KINDS = {  # kind: (state, events, stable) as the objective records them
+    "clean": (TrialState.COMPLETE, [], True),
+    "salvaged": (TrialState.COMPLETE, [DIVERGED, RECOVERED], True),
+    "given up": (TrialState.PRUNED, [DIVERGED, RECOVERED, DIVERGED, GAVE_UP], False),
+    "pruned": (TrialState.PRUNED, [], False),
+}
+
+
+def _recorded(kind: str, value: float = 1.0) -> optuna.trial.FrozenTrial:
+    """A finished trial with the state, attributes and stored constraint the objective
+    gives that kind of trial (`TrialStory`)."""
+    state, events, stable = KINDS[kind]
+    story = TrialStory(number=0, status="completed" if stable else "gave_up", stable=stable,
+                       params={"learning_rate": 0.2}, effective={}, events=events)
+    trial = optuna.trial.create_trial(
+        params={"learning_rate": 0.2}, distributions={"learning_rate": LR},
+        value=value if state == TrialState.COMPLETE else None, state=state,
+        intermediate_values={1: value}, user_attrs={**story.attrs(), "stable": stable})
+    trial.system_attrs = {**trial.system_attrs}
+    trial.set_constraint("diverged", float(story.unrecovered))
+    return trial
+
+
+@pytest.mark.parametrize(("kind", "stored"), [
+    ("clean", 0.0), ("salvaged", 0.0), ("given up", 2.0), ("pruned", 0.0)])
+def test_what_the_study_stores_of_each_kind_of_trial(kind: str, stored: float) -> None:
+    assert _recorded(kind).constraints == {"diverged": stored}
+
+
+@pytest.mark.parametrize(("kind", "state", "seen"), [
+    ("clean", TrialState.COMPLETE, 0.0),      # feasible
+    ("salvaged", TrialState.COMPLETE, 1.0),   # the sampled configuration diverged once
+    ("given up", TrialState.PRUNED, 2.0),     # diverged twice, then the budget was spent
+    ("pruned", TrialState.PRUNED, 0.0),       # stopped by the pruner: feasible, pruned
+])
+def test_what_tpe_sees_of_each_kind_of_trial(kind: str, state: TrialState,
+                                             seen: float) -> None:
+    study = optuna.create_study(sampler=CreditTPESampler(seed=0))
+    study.add_trial(_recorded(kind))
+    [trial] = _CreditView(study)._get_trials(deepcopy=False)  # what TPE reads
+    assert (trial.state, trial.constraints) == (state, {"diverged": seen})
+
+
+def test_optunas_best_trial_is_autotunes_winner() -> None:
+    # Every stable trial is feasible in the study; the salvaged one is the best.
+    study = optuna.create_study()
+    for kind, value in (("clean", 1.0), ("salvaged", 0.5), ("given up", 0.1), ("pruned", 0.2)):
+        study.add_trial(_recorded(kind, value))
+    winner = winner_of(study.get_trials())
+    assert winner is not None and study.best_trial.number == winner.number == 1

@@ -21,8 +21,11 @@ from trainer.errors import ConfigError
 __all__ = ["read_text_log"]
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|NaN|inf|Inf)"
-_PAIR = re.compile(rf"([A-Za-z][\w/.\-]*)\s*(?:=|:|\s)\s*\[?\s*({_NUMBER})(?:\s*/\s*(\d+))?\]?"
-                   rf"(?![\w.:])")
+# A name may be two words when the first says which split it is: `Training Loss: 0.06`,
+# `Validation Loss: 0.07`, `val loss 0.07` (one word, `Loss`, would make both a training loss).
+_SPLIT = r"(?:(?i:train|training|val|valid|validation|eval|test|dev)\s+)?"
+_PAIR = re.compile(rf"({_SPLIT}[A-Za-z][\w/.\-]*)\s*(?:=|:|\s)\s*\[?\s*({_NUMBER})"
+                   rf"(?:\s*/\s*(\d+))?\]?(?![\w.:])")
 
 
 def read_text_log(path: Path, text: str, given: Mapping[str, str]) -> Log:
@@ -33,6 +36,7 @@ def read_text_log(path: Path, text: str, given: Mapping[str, str]) -> Log:
     for n, line in enumerate(text.splitlines(), start=1):
         pairs: dict[str, Any] = {}
         for name, value, total in _PAIR.findall(line):
+            name = re.sub(r"\s+", "_", name)
             pairs.setdefault(name, value)
             if normalise(name) in ("epoch", "epochs") and total:
                 planned = int(total)

@@ -1,0 +1,75 @@
+"""Diagnose's own thresholds, in one place.
+
+Where a rule means the same as one of the supervisor's detectors, diagnose uses the
+detector's threshold (`autotune.detect.DetectorConfig`: `max_loss_increase`,
+`overfit_min_rise`, `overfit_patience`, the spike and gradient thresholds), read on the
+loss's own scale for a foreign log (`judge.judging_config`). What is here has no detector
+counterpart: the supervisor judges a run as it goes and one record at a time, diagnose
+judges a whole log after the fact.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+__all__ = ["ASSUMED_MISMATCH", "EXPLAINED_LR_TOO_HIGH", "MILD_OVERFITTING", "NEAR_PEAK",
+           "NOISE_SIGMAS", "OSCILLATION_SWING", "RECORD_DILUTION", "RECORD_MIN",
+           "RECORD_WINDOW", "RISE", "SMOOTH_MIN", "noise", "median_noise"]
+
+RISE = 0.10
+"""A training loss this far above its best (relative: a foreign loss has any scale), for
+several records running, is a rise. The supervisor judges only the validation loss; many
+logs carry only a training loss, so diagnose judges that too."""
+OSCILLATION_SWING = 0.15
+"""The mean change per record, relative to the loss, of an oscillation at the peak lr."""
+NEAR_PEAK = 0.7
+"""A learning rate at or above this fraction of the run's highest is "near the peak"."""
+RECORD_WINDOW = 5
+"""Records in the running mean of a record-level spike check (a log has tens of records,
+not thousands of steps)."""
+RECORD_MIN = 3
+"""No record-level spike verdict before this many records."""
+RECORD_DILUTION = 0.25
+"""The share of one batch's jump left in the mean of a record (see `spikes.record_config`)."""
+SMOOTH_MIN = 20
+"""A series of at least this many records (per-step losses) is smoothed by a running median
+before a rise is looked for, and its noise is measured from the log."""
+NOISE_SIGMAS = 3.0
+"""A change smaller than this many times the noise of its own curve is noise, not a rise:
+for Gaussian noise about 1 in 700 such changes would be chance. The noise is measured from
+the log itself (`noise`), never assumed."""
+MILD_OVERFITTING = 0.45
+"""The likelihood (report order) of an overfitting whose validation rise stayed below the
+divergence threshold (`max_loss_increase`): the supervisor's early warning, not a diverged
+run. It ranks below a loss spike (0.5) and an instability (0.6), which are defects to fix,
+while a mild overfit is the usual end of a run that trained long enough."""
+EXPLAINED_LR_TOO_HIGH = 0.6
+"""lr_too_high's likelihood when a schedule bug explains the high learning rate."""
+ASSUMED_MISMATCH = 0.55
+"""A schedule mismatch against a schedule the flags did not fully give."""
+
+_MAD_TO_STD = 1.4826  # the median absolute deviation of a Gaussian is 0.6745 std
+
+
+def noise(values: Sequence[float]) -> float:
+    """The standard deviation of a curve's record-to-record noise, from the curve itself.
+
+    The second differences of a curve (x[i+1] - 2 x[i] + x[i-1]) remove its trend where it
+    is locally straight and leave the noise: for independent noise of std s their std is
+    sqrt(6) s. Their median absolute value, scaled to a std, is robust to a few jumps
+    (a spike, a recovery) and to a curve that alternates up and down. 0.0 for fewer than
+    three finite values.
+    """
+    finite = [v for v in values if math.isfinite(v)]
+    second = [abs(c - 2 * b + a) for a, b, c in zip(finite, finite[1:], finite[2:])]
+    if not second:
+        return 0.0
+    return _MAD_TO_STD * statistics.median(second) / math.sqrt(6.0)
+
+
+def median_noise(values: Sequence[float], window: int) -> float:
+    """The noise left in a running median of `window` values of a curve: the standard
+    error of a median, 1.2533 std / sqrt(window)."""
+    return noise(values) * 1.2533 / math.sqrt(max(window, 1))
