@@ -59,7 +59,6 @@ from __future__ import annotations
 import math
 import os
 import socket
-import statistics
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -78,6 +77,7 @@ from autotune.recovery.rundir import CONFIG, RunDir
 from autotune.recovery.runs import RunConfig, resume_run, start_run
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
 from autotune.recovery.supervisor import Hooks, RunResult, Supervisor
+from autotune.search.credit import credit_params, deserves_credit, restarted_from_scratch
 from autotune.search.dashboard import TrialStory, publish, rolled_back_steps, store_dir
 from autotune.search.sampler import CONSTRAINT
 from autotune.search.space import Space
@@ -85,9 +85,8 @@ from trainer import checkpoint
 from trainer.config import TrainConfig
 from trainer.data import ArcData, build_data
 
-__all__ = ["TIMELINE", "Objective", "ObjectiveSettings", "SearchEvent", "SurplusTrial",
-           "credit_params", "deserves_credit", "is_surplus", "record_story",
-           "restarted_from_scratch"]
+__all__ = ["ARC_SCORES", "TIMELINE", "Objective", "ObjectiveSettings", "SearchEvent",
+           "SurplusTrial", "is_surplus", "record_story"]
 
 ARC_SCORES = ("test_pass2", "test_pass1", "test_copy_pass")  # held-out, of a stable run
 TIMELINE = "timeline"  # user attr: [[global_epoch, epoch], ...] of the surviving reports
@@ -131,40 +130,6 @@ class SurplusTrial(Exception):
 
 
 # -- pure decisions -----------------------------------------------------------------------
-
-def deserves_credit(value: float, stable_values: Iterable[float]) -> bool:
-    """A recovered trial did well: as good as the median stable trial so far (or the first)."""
-    others = [v for v in stable_values if math.isfinite(v)]
-    if not math.isfinite(value):
-        return False
-    return not others or value <= statistics.median(others)
-
-
-def restarted_from_scratch(space: Space, events: Iterable[Event | Mapping[str, Any]]) -> bool:
-    """The last recovery rolled back to the initial weights and recovery changed only
-    searched parameters: the surviving timeline is a from-scratch run of the effective
-    configuration."""
-    recovered = [e for e in map(_event, events) if e.kind is EventKind.RECOVERED]
-    searched = {p.key for p in space.params}
-    return bool(recovered) and recovered[-1].rolled_back_to == 0 \
-        and set(changes_of(recovered)) <= searched
-
-
-def _event(item: Event | Mapping[str, Any]) -> Event:
-    return item if isinstance(item, Event) else Event.from_dict(item)
-
-
-def credit_params(space: Space, sampled: Mapping[str, Any],
-                  effective: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    """The effective configuration as parameters of the space, or None and why not."""
-    projected = space.project(dict(effective))
-    if projected is None:
-        outside = [p.key for p in space.params if not p.contains(effective.get(p.key))]
-        return None, f"effective {', '.join(outside)} outside the search space"
-    if all(projected[k] == sampled.get(k) for k in projected):
-        return None, "recovery changed no searched parameter"
-    return projected, "enqueued"
-
 
 def is_surplus(trials: Iterable[FrozenTrial], number: int, target: int) -> bool:
     """Whether trial `number` is beyond the `target`-th trial that holds a slot (finished,

@@ -84,3 +84,20 @@ def test_search_recovers_a_nan_trial_exports_and_reports(
     assert not Path("no").exists()
     assert cli.main(["export", "--study", "other", "--format", "csv", "--output", "u.csv"]) == 2
     assert not Path("u.csv").exists()
+
+
+@pytest.mark.slow
+def test_recovery_off_prunes_a_diverged_trial_with_its_reason(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOTUNE_INJECT", "nan_loss@5")
+    assert cli.main(["search", "--trials", "1", "--study", "off", "--space", "space.yaml",
+                     "--seed", "3", "--recovery", "off"]) == 3  # no trial ended stable
+    study = stored_study("off")
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs["pruned_reason"] == \
+        "diverged (nonfinite_loss) and not recovered: recovery is off"
+    assert trial.user_attrs["recoveries"] == 0
+    assert study.user_attrs["autotune_plan"]["recovery"] == "off"
+    # Joining the study with the other setting is refused before anything runs.
+    assert cli.main(["search", "--study", "off", "--recovery", "on"]) == 2
