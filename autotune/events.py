@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 __all__ = [
     "Event",
+    "EventCounts",
     "EventKind",
     "RunStatus",
     "changes_of",
@@ -123,6 +124,24 @@ def changes_of(events: Iterable[Event | Mapping[str, Any]]) -> dict[str, list[An
         for key, (old, new) in event.changes.items():
             changed[key] = [changed.get(key, [old])[0], new]
     return changed
+
+
+class EventCounts:
+    """What a holder of `events` (a run's result, a trial's story) derives from them."""
+
+    events: list[Event]
+
+    @property
+    def divergences(self) -> int:
+        return count(self.events, EventKind.DIVERGED)
+
+    @property
+    def recoveries(self) -> int:
+        return count(self.events, EventKind.RECOVERED)
+
+    @property
+    def changes(self) -> dict[str, list[Any]]:
+        return changes_of(self.events)
 
 
 Record = TypeVar("Record", bound=Mapping[str, Any])

@@ -30,7 +30,7 @@ from autotune.detect import (
     detector_config,
 )
 from autotune.errors import Interrupted
-from autotune.events import Event, EventKind, RunStatus, changes_of, count, surviving
+from autotune.events import Event, EventCounts, EventKind, RunStatus, surviving
 from autotune.jsonio import as_float, jsonable
 from autotune.recovery import lr_check
 from autotune.recovery.policy import RecoveryConfig, decide
@@ -67,7 +67,7 @@ class Hooks:
 
 
 @dataclass
-class RunResult:
+class RunResult(EventCounts):
     """How a supervised run ended and what survived."""
 
     status: RunStatus
@@ -87,18 +87,6 @@ class RunResult:
     @property
     def stable(self) -> bool:
         return self.status is RunStatus.COMPLETED
-
-    @property
-    def divergences(self) -> int:
-        return count(self.events, EventKind.DIVERGED)
-
-    @property
-    def recoveries(self) -> int:
-        return count(self.events, EventKind.RECOVERED)
-
-    @property
-    def changes(self) -> dict[str, list[Any]]:
-        return changes_of(self.events)
 
     @property
     def objective(self) -> float:

@@ -34,7 +34,7 @@ from typing import Any
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-from autotune.events import Event, EventKind, changes_of, count, describe_changes, fmt
+from autotune.events import Event, EventCounts, EventKind, describe_changes, fmt
 from autotune.jsonio import jsonable
 
 __all__ = ["MAX_ATTR_CHARS", "STORE_FOLDER", "TrialStory", "compact_event", "compact_events",
@@ -106,7 +106,7 @@ def rolled_back_steps(reported: Iterable[int],
 
 
 @dataclass(frozen=True)
-class TrialStory:
+class TrialStory(EventCounts):
     """What a finished trial went through, for its attributes, note and artifact."""
 
     number: int
@@ -123,14 +123,6 @@ class TrialStory:
     pruned_reason: str | None = None
 
     @property
-    def divergences(self) -> int:
-        return count(self.events, EventKind.DIVERGED)
-
-    @property
-    def recoveries(self) -> int:
-        return count(self.events, EventKind.RECOVERED)
-
-    @property
     def unrecovered(self) -> int:
         """The stored `diverged` constraint: 0 for a trial that ended stable (a salvaged one
         included), its divergences otherwise (see `autotune.search.sampler`)."""
@@ -140,10 +132,6 @@ class TrialStory:
     def reasons(self) -> list[str]:
         """The reason of each divergence, in order."""
         return [e.reason for e in self.events if e.kind is EventKind.DIVERGED]
-
-    @property
-    def changes(self) -> dict[str, list[Any]]:
-        return changes_of(self.events)
 
     def has_story(self) -> bool:
         """Whether there is anything to tell beyond the attributes (a note, an artifact)."""
