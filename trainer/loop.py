@@ -8,10 +8,11 @@ needs: `hparams`, `train_epoch(on_step)`, `evaluate()`, `state_dict()`,
 `on_step(step, loss, grad_norm)`, which may raise to stop the epoch. Without a callback a
 non-finite step stops the epoch with `Diverged`.
 
-Step values are read from the device every `sync_every` steps (every step on the CPU,
-where reading is free; in groups of 32 on a GPU), so on a GPU `on_step` sees a step after
-the optimizer has run it. A non-finite step was skipped on the device all the same, and a
-caller that stops on another verdict rolls back to a checkpoint anyway.
+Step values are read from the device after the optimizer step (every step on the CPU,
+where reading is free; in groups of 32 on a GPU), so `on_step` sees a step the optimizer
+has already run. A non-finite step was skipped on the device all the same (the fused
+optimizer's `found_inf`), and a caller that stops on another verdict rolls back to a
+checkpoint anyway.
 """
 
 from __future__ import annotations
