@@ -128,8 +128,6 @@ class Trainer:
         self.epoch = 0          # logical epochs done
         self.global_epoch = 0   # epochs of compute, never goes back
         self.lr_trace: list[tuple[int, float]] = []  # (step, applied lr): the schedule audit
-        self.step_losses: list[float] = []           # this timeline's per-step losses
-        self.step_grad_norms: list[float] = []
 
     @property
     def marginal_loss(self) -> float:
@@ -230,8 +228,6 @@ class Trainer:
             if finite:  # a skipped step applied no rate and trained nothing
                 self.lr_trace.append((step, lr))
                 infos.append(info)
-            self.step_losses.append(loss)
-            self.step_grad_norms.append(norm)
             if on_step is not None:
                 on_step(step, loss, norm)
         pending.clear()
@@ -346,8 +342,6 @@ class Trainer:
             "step": self.step, "compute_step": self.compute_step,
             "epoch": self.epoch, "global_epoch": self.global_epoch,
             "lr_trace": [list(p) for p in self.lr_trace],
-            "step_losses": list(self.step_losses),
-            "step_grad_norms": list(self.step_grad_norms),
             "rng_torch": torch.get_rng_state(),
             "rng_numpy": _numpy_state(),
             "rng_python": list(random.getstate()[1]),
@@ -373,8 +367,6 @@ class Trainer:
         self.compute_step = max(self.compute_step, int(state["compute_step"]))
         self.global_epoch = max(self.global_epoch, int(state["global_epoch"]))
         self.lr_trace = [(int(s), float(lr)) for s, lr in state["lr_trace"]]
-        self.step_losses = list(state["step_losses"])
-        self.step_grad_norms = list(state["step_grad_norms"])
         torch.set_rng_state(state["rng_torch"].cpu())
         _set_numpy_state(state["rng_numpy"])
         random.setstate((3, tuple(state["rng_python"]), None))

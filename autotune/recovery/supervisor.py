@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,13 +136,13 @@ class Supervisor:
         self.epoch = 0
         self.global_epoch = 0
         self.step = 0
-        self.step_losses: list[float] = []
-        self.step_grad_norms: list[float] = []
+        self.step_losses: deque[float] = deque(maxlen=STEP_HISTORY)
+        self.step_grad_norms: deque[float] = deque(maxlen=STEP_HISTORY)
         self._steps_this_epoch = 0
         self._steps_per_epoch: int | None = None
         self._alarmed: set[tuple[str, int]] = set()
         self._lr_expectation: lr_check.LrExpectation | None = None
-        self._detector_cache: tuple[tuple[Any, ...], DetectorConfig] | None = None
+        self._thresholds: DetectorConfig | None = None
 
     # -- what the trainer tells ----------------------------------------------------------
 
@@ -163,16 +164,13 @@ class Supervisor:
         return self._steps_per_epoch or max(self._steps_this_epoch, 1)
 
     def _detectors(self) -> DetectorConfig:
-        """The thresholds for the hyperparameters in force (rebuilt only when they change:
-        this runs every step)."""
+        """The thresholds for the hyperparameters in force. Built once an epoch: only the
+        supervisor changes them (`apply`, between epochs), so the step check reuses them."""
         t = self.trainer
-        refs = (getattr(t, "chance_loss", None), getattr(t, "marginal_loss", None),
-                getattr(t, "train_marginal_loss", None))
-        key = (tuple(sorted((k, str(v)) for k, v in t.hparams.items())), refs)
-        if self._detector_cache is None or self._detector_cache[0] != key:
-            self._detector_cache = (key, detector_config(
-                t.hparams, *refs, max_loss_increase=self.settings.max_loss_increase))
-        return self._detector_cache[1]
+        return detector_config(t.hparams, getattr(t, "chance_loss", None),
+                               getattr(t, "marginal_loss", None),
+                               getattr(t, "train_marginal_loss", None),
+                               max_loss_increase=self.settings.max_loss_increase)
 
     # -- effects at the edges ------------------------------------------------------------
 
@@ -218,8 +216,8 @@ class Supervisor:
         self.trainer.load_state_dict(state["trainer"])
         self.epoch, self.step = int(mine["epoch"]), int(mine["step"])
         self._steps_per_epoch = int(mine.get("steps_per_epoch") or 0) or None
-        self.step_losses = [float(v) for v in mine["step_losses"]]
-        self.step_grad_norms = [float(v) for v in mine["step_grad_norms"]]
+        self.step_losses = deque((float(v) for v in mine["step_losses"]), STEP_HISTORY)
+        self.step_grad_norms = deque((float(v) for v in mine["step_grad_norms"]), STEP_HISTORY)
         if not rollback:
             self.global_epoch = int(mine["global_epoch"])
 
@@ -237,13 +235,14 @@ class Supervisor:
     def _on_step(self, step: int, loss: float, grad_norm: float | None) -> None:
         self.step = int(step) + 1
         self._steps_this_epoch += 1
-        self.step_losses = self.step_losses[-STEP_HISTORY + 1:] + [float(loss)]
+        self.step_losses.append(float(loss))
         if grad_norm is not None:
-            self.step_grad_norms = self.step_grad_norms[-STEP_HISTORY + 1:] + [float(grad_norm)]
+            self.step_grad_norms.append(float(grad_norm))
         if self.hooks.on_step:
             self.hooks.on_step(step, loss, grad_norm)
         grads = self.step_grad_norms if grad_norm is not None else []
-        verdict = check_step(self.step_losses, grads, int(step), self._detectors())
+        assert self._thresholds is not None  # set by _one_epoch
+        verdict = check_step(self.step_losses, grads, int(step), self._thresholds)
         if not verdict.diverged:
             return
         if self.settings.recovery is RecoveryMode.WATCH:
@@ -334,6 +333,7 @@ class Supervisor:
         t = self.trainer
         start = time.perf_counter()
         self._steps_this_epoch = 0
+        self._thresholds = self._detectors()
         try:
             train = dict(t.train_epoch(self._on_step))
         except StepDiverged as exc:
@@ -355,7 +355,7 @@ class Supervisor:
         self.run.append_metrics(record)
         self.history.append(record)
         self._check_lr(record)
-        verdict = check_epoch(self.history, self._detectors())
+        verdict = check_epoch(self.history, self._thresholds)
         if verdict.diverged:
             status = self._diverged(verdict)
             if self.settings.recovery is not RecoveryMode.WATCH:
