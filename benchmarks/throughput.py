@@ -7,6 +7,11 @@ the figure is the ratio of their samples/s (median over rounds). Target: >= 0.90
 
     python benchmarks/throughput.py --profile tiny --rounds 5
     python benchmarks/throughput.py --profile default --device cuda --compile both
+    python benchmarks/throughput.py --profile default --device cuda --compile on \
+        --compile-mode reduce-overhead --batch-size 64 256
+
+On CUDA a row also has the model FLOP utilisation (`mfu`: model FLOPs per sample x
+samples/s over the dense bf16 peak) and the peak memory the row reserved (both loops).
 """
 
 from __future__ import annotations
@@ -19,10 +24,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from trainer.config import resolve
+from trainer.config import COMPILE_MODES, resolve
 from trainer.data import IGNORE, build_data, epoch_batches, targets_of, with_markers
 from trainer.inject import Injector
-from trainer.loop import Trainer, pick_device
+from trainer.loop import Trainer, compiled_forward, pick_device
 from trainer.model import GridTransformer, count_parameters
 
 # Dense bf16 peak of the accelerator, for model FLOP utilisation (H100 SXM, H200: ~989e12).
@@ -44,12 +49,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bare_epoch(model, optimizer, batches, device, autocast, forward) -> float:
+def bare_epoch(model, optimizer, batches, device, autocast, forward, graphs=False) -> float:
     """Samples/s of a plain loop: forward, loss, backward, step."""
     _sync(device)
     start = time.perf_counter()
     samples = 0
     for tasks, tokens, targets in batches:
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast:
             logits = forward(tasks, tokens)
         loss = F.cross_entropy(logits.float().flatten(0, 2), targets.flatten(),
@@ -80,9 +87,16 @@ def flops_per_sample(model: GridTransformer, side: int) -> float:
     return 6 * dense * tokens + attention
 
 
-def measure(profile: str, device_name: str, rounds: int, compile_: bool) -> dict:
+def measure(profile: str, device_name: str, rounds: int, compile_: bool,
+            compile_mode: str = "default", batch_size: int | None = None) -> dict:
     device = pick_device(device_name)
-    config = resolve(profile, {}, {"compile": compile_, "epochs": rounds + 1})
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    values = {"compile": compile_, "epochs": rounds + 1,
+              "compile_mode": compile_mode if compile_ else "default"}
+    if batch_size is not None:
+        values["batch_size"] = batch_size
+    config = resolve(profile, {}, values)
     data = build_data(config)
     trainer = Trainer(config, data, device, Injector())
     bare_model = GridTransformer(trainer.model_config).to(device)
@@ -90,20 +104,24 @@ def measure(profile: str, device_name: str, rounds: int, compile_: bool) -> dict
     cuda = device.type == "cuda"
     bare_opt = torch.optim.AdamW(bare_model.parameters(), lr=config.learning_rate,
                                  weight_decay=config.weight_decay, fused=cuda)
-    forward = torch.compile(bare_model, dynamic=False) if (compile_ and cuda) else bare_model
+    forward, graphs = compiled_forward(bare_model, config, device)  # as the trainer's
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
     batches = _encoded_batches(data, config, 0, device)
     # Warm up both (allocator, compile), then interleave.
-    bare_epoch(bare_model, bare_opt, batches, device, autocast, forward)
+    start = time.perf_counter()
+    bare_epoch(bare_model, bare_opt, batches, device, autocast, forward, graphs)
     trainer_epoch(trainer)
+    warmup_s = time.perf_counter() - start
     ratios, bare_sps, trainer_sps = [], [], []
     for _ in range(rounds):
-        b = bare_epoch(bare_model, bare_opt, batches, device, autocast, forward)
+        b = bare_epoch(bare_model, bare_opt, batches, device, autocast, forward, graphs)
         t = trainer_epoch(trainer)
         bare_sps.append(b)
         trainer_sps.append(t)
         ratios.append(t / b)
     result = {"profile": profile, "device": str(device), "compile": compile_ and cuda,
+              "compile_mode": config.compile_mode if compile_ and cuda else None,
+              "batch_size": config.batch_size, "warmup_s": round(warmup_s, 1),
               "parameters": count_parameters(trainer.model), "train_pairs": len(data.train),
               "bare_samples_per_s": statistics.median(bare_sps),
               "trainer_samples_per_s": statistics.median(trainer_sps),
@@ -112,7 +130,10 @@ def measure(profile: str, device_name: str, rounds: int, compile_: bool) -> dict
         sizes = [(len(b), b.side) for b in data.train.buckets]
         per_sample = sum(n * flops_per_sample(trainer.model, s) for n, s in sizes) / sum(
             n for n, _ in sizes)
+        result["flops_per_sample"] = per_sample
         result["mfu"] = result["trainer_samples_per_s"] * per_sample / PEAK_FLOPS["cuda"]
+        result["bare_mfu"] = result["bare_samples_per_s"] * per_sample / PEAK_FLOPS["cuda"]
+        result["max_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
         result["gpu"] = torch.cuda.get_device_name()
     return result
 
@@ -123,10 +144,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--compile", default="off", choices=("off", "on", "both"))
+    parser.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+                        help="torch.compile's mode for the compiled rows (CUDA only)")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[None], metavar="N",
+                        help="pairs per batch, one row each (default: the profile's)")
     args = parser.parse_args()
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
-    for mode in modes:
-        print(json.dumps(measure(args.profile, args.device, args.rounds, mode)), flush=True)
+    for batch_size in args.batch_size:
+        for mode in modes:
+            row = measure(args.profile, args.device, args.rounds, mode, args.compile_mode,
+                          batch_size)
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from trainer.errors import ConfigError
 SCHEDULES = ("cosine", "linear", "constant")
 MODEL_SIZES = ("tiny", "default", "large")
 PROFILES = ("tiny", "default", "large")
+# torch.compile's modes; "reduce-overhead" and "max-autotune" replay CUDA graphs.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _doc(text: str, *, low: float | None = None, high: float | None = None,
@@ -61,6 +63,9 @@ class TrainConfig:
     skip_batches: list[int] = field(default_factory=list, metadata=_doc(
         "optimizer steps whose batch is skipped (set by recovery after a loss spike)"))
     compile: bool = field(default=False, metadata=_doc("torch.compile the model (CUDA only)"))
+    compile_mode: str = field(default="default", metadata=_doc(
+        "torch.compile's mode when compile is true: default, reduce-overhead (CUDA graphs), "
+        "max-autotune or max-autotune-no-cudagraphs", choices=COMPILE_MODES))
 
     def __post_init__(self) -> None:
         validate(self)
@@ -129,6 +134,10 @@ def validate(config: TrainConfig) -> None:
         if too_low or value > high:
             lo = f"> {low:g}" if meta["low_open"] else f">= {low:g}"
             raise ConfigError(f"{name} must be {lo} and <= {high:g} but got {value!r}.")
+    if config.compile_mode != "default" and not config.compile:
+        raise ConfigError(f"compile_mode {config.compile_mode!r} takes effect only with "
+                          f"compile: true; set compile=true too, or leave compile_mode "
+                          f"default.")
 
 
 def check_keys(keys: Any, also: tuple[str, ...] = ()) -> None:

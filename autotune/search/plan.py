@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,10 @@ from autotune.recovery.settings import RecoveryMode
 from autotune.search.objective import (
     ObjectiveSettings,
 )
+from autotune.search.packing import Packing, choose_jobs, trial_memory
 from autotune.search.space import Choice, Space, load_space, parse_space
 from autotune.search.storage import open_storage, storage_url
-from trainer.config import PROFILES
+from trainer.config import PROFILES, TrainConfig
 from trainer.loop import default_profile
 
 DEFAULT_STUDY = "arc"
@@ -42,7 +43,9 @@ class SearchSettings:
     epochs: int | None = None
     timeout: float | None = None
     seed: int | None = None
-    jobs: int = 1
+    jobs: int | None = None
+    """None: 1 on a CPU, on CUDA as many trials as fit in its free memory
+    (`autotune.search.packing`)."""
     artifacts: str | None = None
     device: str = "auto"
     recovery: str | None = None
@@ -88,6 +91,8 @@ class StudyPlan:
     device: str = "auto"
     recovery: str = "on"
     version: int = 1
+    jobs_reason: str = field(default="", compare=False)
+    """Why `jobs` is what it is (for the startup line); not stored with the study."""
 
     def space_obj(self) -> Space:
         return parse_space(self.space, f"of study {self.study!r}")
@@ -103,6 +108,7 @@ class StudyPlan:
         study is, and may hold a password)."""
         out = asdict(self)
         out.pop("storage")
+        out.pop("jobs_reason")
         return json.loads(json.dumps(out))
 
     @classmethod
@@ -119,16 +125,32 @@ def stored_plan(study: optuna.Study, url: str | None) -> StudyPlan:
     return StudyPlan.from_stored(attrs, study.study_name, storage_url(url))
 
 
+def _corners(space: Space, profile: str, overrides: dict[str, Any]) -> list[TrainConfig]:
+    """The configurations at the space's corners (every parameter low, every one high)."""
+    return [space.config({p.key: (p.choices[pick] if isinstance(p, Choice)
+                                  else (p.low, p.high)[pick]) for p in space.params},
+                         profile, overrides) for pick in (0, -1)]
+
+
 def _probe(space: Space, profile: str, overrides: dict[str, Any]) -> None:
     """Resolve the configurations at the space's corners, so that a bad combination is
     exit 2 before the study exists; a data path must exist."""
-    for pick in (0, -1):
-        params = {p.key: (p.choices[pick] if isinstance(p, Choice)
-                          else (p.low, p.high)[pick]) for p in space.params}
-        config = space.config(params, profile, overrides)
+    for config in _corners(space, profile, overrides):
         if config.data not in ("arcagi", "arcagi2") and not Path(config.data).exists():
             raise ConfigError(f"data {config.data!r} does not exist; give arcagi, arcagi2 or "
                               f"an existing path.")
+
+
+def _jobs(settings: SearchSettings, space: Space, profile: str,
+          overrides: dict[str, Any]) -> Packing:
+    """`--jobs`, or its default for the device: on CUDA by the free memory over the need of
+    a trial at the space's corners."""
+    from autotune.search.workers import cores  # workers imports this module
+
+    def need() -> int:
+        return max(trial_memory(c).total for c in _corners(space, profile, overrides))
+
+    return choose_jobs(settings.jobs, settings.device, need, cores())
 
 
 def prepare(settings: SearchSettings) -> StudyPlan:
@@ -157,22 +179,26 @@ def prepare(settings: SearchSettings) -> StudyPlan:
                 raise ConfigError(f"study {settings.study!r} exists with another {flag[2:]} "
                                   f"({theirs!r}); continue it without {flag}, or use another "
                                   f"--study.")
+        packing = _jobs(settings, plan.space_obj(), plan.profile,
+                        {"epochs": plan.epochs} if plan.epochs is not None else {})
         plan = replace(plan, storage=url, trials=max(plan.trials, settings.trials or 0),
-                       jobs=settings.jobs, device=settings.device,
+                       jobs=packing.jobs, jobs_reason=packing.reason, device=settings.device,
                        seed=settings.seed if settings.seed is not None else plan.seed)
         study.set_user_attr(PLAN_ATTR, plan.stored())
         return plan
     artifacts = Path(settings.artifacts or Path("studies") / "artifacts" / settings.study)
+    packing = _jobs(settings, space, profile, overrides)
     plan = StudyPlan(study=settings.study, storage=url,
                      trials=settings.trials or DEFAULT_TRIALS, space=space.to_yaml(),
                      profile=profile, epochs=settings.epochs,
                      artifacts=str(artifacts.resolve()), seed=settings.seed,
-                     jobs=settings.jobs, device=settings.device,
-                     recovery=settings.recovery or "on")
+                     jobs=packing.jobs, device=settings.device,
+                     recovery=settings.recovery or "on", jobs_reason=packing.reason)
     study = optuna.create_study(study_name=settings.study, storage=storage,
                                 direction="minimize", load_if_exists=True)
     if PLAN_ATTR not in study.user_attrs:
         study.set_user_attr(PLAN_ATTR, plan.stored())
         return plan
     # Another worker created it a moment ago: its plan is the study's.
-    return replace(stored_plan(study, url), jobs=settings.jobs, device=settings.device)
+    return replace(stored_plan(study, url), jobs=packing.jobs, jobs_reason=packing.reason,
+                   device=settings.device)
