@@ -20,6 +20,7 @@ from typer.exceptions import TyperException
 from autotune.cli import diagnose_command, run_commands
 from autotune.cli import search_commands as search_cli
 from autotune.errors import ConfigError, Interrupted
+from autotune.search.retry import StorageUnavailable
 
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
                  errno.EPERM}
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         err.print(f"autotune: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_INPUT
+    except StorageUnavailable as exc:  # the storage, not the user: one line, exit 1
+        err.print(f"autotune: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_BUG
     except (KeyboardInterrupt, Interrupted, typer.Abort):
         err.print("autotune: interrupted; what was saved is kept: `autotune resume` "
                   "continues.", markup=False, highlight=False, soft_wrap=True)

@@ -101,7 +101,9 @@ def continue_run(trainer: Trainable, run: RunDir, epochs: int | None,
         # it is stable (within the budget), not just once.
         changes["recovery"] = [settings.recovery.value, RecoveryMode.ON.value]
         settings = settings.replace(recovery=RecoveryMode.ON)
-    if pending is None and info.epoch >= epochs:
+    # A run killed after its last epoch, before its summary was written, is finished (the
+    # summary and, for an ARC run, the held-out scores); one with a summary is done.
+    if pending is None and info.epoch >= epochs and run.summary() is not None:
         raise ConfigError(f"run {str(run.path)!r} already finished its {epochs} epochs; "
                           f"give --epochs N with N > {info.epoch} to extend it.")
     config = {**effective, "epochs": epochs,

@@ -1,14 +1,15 @@
 """Optuna storages: the URL, opening it with heartbeat and retry, loading a study.
 
 SQLite by default (`sqlite:///studies/autotune.db` under the current folder), any
-SQLAlchemy URL Optuna accepts, PostgreSQL for many machines. Messages never show a
+SQLAlchemy URL Optuna accepts, PostgreSQL for many machines, or `journal:PATH` (Optuna's
+journal file, for many machines without a database server: `autotune.search.journal`).
+Database calls retry a lost connection (`autotune.search.retry`). Messages never show a
 password.
 """
 
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,18 @@ from typing import Any
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from autotune.errors import ConfigError
+from autotune.search.journal import HeartbeatJournalStorage, journal_path
+from autotune.search.retry import RetryingRDBStorage, retry_bound
 
 DEFAULT_STORAGE = "sqlite:///studies/autotune.db"
 
@@ -65,6 +75,8 @@ def storage_url(url: str | None) -> str:
 
 def mask_url(url: str) -> str:
     """The URL with its password hidden, for messages."""
+    if journal_path(url) is not None:
+        return url
     try:
         from sqlalchemy.engine import make_url
         return make_url(url).render_as_string(hide_password=True)
@@ -81,6 +93,22 @@ def _sqlite_file(url: str) -> Path | None:
 
 
 _SCHEMA_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key")
+# A server that is restarting: a worker started at that moment waits, briefly (a server
+# that is not there at all is bad input, exit 2, a few seconds later). Both kinds are tried
+# 6 times and for 4 s at least (one try may wait long for a SQLite lock).
+_RESTARTING = ("the database system is starting up", "the database system is shutting down",
+               "the database system is in recovery mode", "Connection refused",
+               "terminating connection", "server closed the connection")
+STARTUP_RETRY_S = 4.0
+
+
+def _worth_again(exc: BaseException) -> bool:
+    """Opening the storage failed in a way a try a moment later may not: workers started
+    together on a new database race to create its tables (the losers find them made), or
+    the server is restarting."""
+    text = str(exc)
+    return not isinstance(exc, ImportError) and any(
+        s in text for s in (*_SCHEMA_RACE, *_RESTARTING))
 
 
 def _with_driver(url: str) -> str:
@@ -96,13 +124,38 @@ def _with_driver(url: str) -> str:
     return url
 
 
+def _open_journal(url: str, path: str, create: bool, heartbeat: Heartbeat) -> BaseStorage:
+    file = Path(path)
+    if not path or file.is_dir():
+        raise ConfigError(f"--storage {url!r} needs a file: journal:PATH, e.g. "
+                          f"journal:studies/autotune.log.")
+    if not file.exists() and not create:
+        raise ConfigError(f"storage {url!r} does not exist (no file {path!r}); run "
+                          f"`autotune search` first.")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return HeartbeatJournalStorage(str(file), interval=heartbeat.interval,
+                                           grace=heartbeat.grace,
+                                           callback=RetryHeartbeatStaleTrialCallback())
+    except OSError as exc:
+        raise ConfigError(f"storage {url!r} cannot be opened: {exc.strerror} "
+                          f"({exc.filename or path}).") from None
+
+
 def open_storage(url: str | None, *, create: bool = True,
-                 heartbeat: Heartbeat | None = None) -> RDBStorage:
-    """An RDB storage with heartbeat and retry; ConfigError (password masked) when the URL
-    is malformed, its driver is missing or its server cannot be reached. With
-    `create=False` a missing SQLite file is an error and nothing is written."""
+                 heartbeat: Heartbeat | None = None) -> BaseStorage:
+    """A storage with heartbeat and retry (an RDB storage, or a journal file for
+    `journal:PATH`); ConfigError (password masked) when the URL is malformed, its driver is
+    missing or its server cannot be reached. With `create=False` a missing SQLite or
+    journal file is an error and nothing is written."""
     url = storage_url(url)
     heartbeat = heartbeat or Heartbeat.from_env()
+    bound = retry_bound()
+    journal = journal_path(url)
+    if journal is not None:
+        return _open_journal(url, journal, create, heartbeat)
     shown = mask_url(url)
     try:
         path = _sqlite_file(url)
@@ -130,21 +183,17 @@ def open_storage(url: str | None, *, create: bool = True,
         retry = RetryHeartbeatStaleTrialCallback()
 
         def connect() -> RDBStorage:
-            return RDBStorage(_with_driver(url), engine_kwargs=engine_kwargs,
-                              heartbeat_interval=heartbeat.interval,
-                              grace_period=heartbeat.grace, heartbeat_stale_trial_callback=retry)
+            return RetryingRDBStorage(_with_driver(url), shown=shown, bound=bound,
+                                      engine_kwargs=engine_kwargs,
+                                      heartbeat_interval=heartbeat.interval,
+                                      grace_period=heartbeat.grace,
+                                      heartbeat_stale_trial_callback=retry)
 
         try:
-            for attempt in range(4):
-                try:
-                    return connect()
-                except Exception as exc:
-                    # Workers started together on a new database race to create its
-                    # tables; the losers find them made on the next try.
-                    if not any(s in str(exc) for s in _SCHEMA_RACE):
-                        raise
-                    time.sleep(0.2 * (attempt + 1))
-            return connect()
+            return Retrying(retry=retry_if_exception(_worth_again),
+                            stop=stop_after_attempt(6) & stop_after_delay(STARTUP_RETRY_S),
+                            wait=wait_exponential_jitter(initial=0.2, max=1.0),
+                            reraise=True)(connect)
         except ImportError as exc:
             hint = ("pip install 'autotune[postgres]'" if url.startswith("postgres")
                     else "install the SQLAlchemy driver of that database")

@@ -16,11 +16,19 @@ process (`--jobs`) or another machine pointed at the same storage, runs the same
 
 The trial numbers decide a race for the last slot (`objective.is_surplus`), so the number
 of finished trials is exactly the requested one across workers.
+
+Faults beyond a kill: a storage outage is ridden out by the storage itself
+(`autotune.search.retry`; past its bound `StorageUnavailable` ends the process, exit 1);
+a worker that hung and finds its trial taken over (`autotune.search.ownership.TrialTaken`)
+leaves it and goes on with the loop; a write that fails for the machine (a full disk, a
+quota) marks the trial `interrupted` before it ends FAILED, so that `resume --study`
+continues it from its last checkpoint once there is room again.
 """
 
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import os
 import signal
@@ -31,11 +39,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import optuna
-from optuna.exceptions import ExperimentalWarning
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.errors import ConfigError, Interrupted
+from autotune.search import ownership
 from autotune.search.objective import (
     EventSink,
     Objective,
@@ -44,12 +53,15 @@ from autotune.search.objective import (
 )
 from autotune.search.plan import StudyPlan
 from autotune.search.pruner import default_pruner
+from autotune.search.retry import StorageUnavailable, unavailable_in
 from autotune.search.sampler import CreditTPESampler
 from autotune.search.storage import open_storage
 from autotune.search.tally import _finished, next_action, tally
 from trainer.loop import set_threads
 
 POLL_S = 1.0
+# A write that fails for the machine, not the trial: the trial is continued later.
+MACHINE_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 def make_sampler(plan: StudyPlan, worker: int, existing: int) -> optuna.samplers.BaseSampler:
@@ -94,7 +106,7 @@ def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
     without the attributes that described its dead process."""
     queued = copy.copy(trial)
     queued.user_attrs = {k: v for k, v in trial.user_attrs.items()
-                         if k not in ("worker", "interrupted")}
+                         if k not in ("worker", "interrupted", "fault")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         RetryHeartbeatStaleTrialCallback()(study, queued)
@@ -127,7 +139,7 @@ def reap(study: optuna.Study) -> list[int]:
     return reaped
 
 
-def _open(plan: StudyPlan, worker: int, storage: RDBStorage | None = None) -> optuna.Study:
+def _open(plan: StudyPlan, worker: int, storage: BaseStorage | None = None) -> optuna.Study:
     storage = storage or open_storage(plan.storage)
     existing = storage.get_n_trials(storage.get_study_id_from_name(plan.study))
     return optuna.load_study(study_name=plan.study, storage=storage,
@@ -135,13 +147,72 @@ def _open(plan: StudyPlan, worker: int, storage: RDBStorage | None = None) -> op
                              pruner=default_pruner())
 
 
+class _Guarded:
+    """The objective, with a machine's write failure recorded on the trial (`interrupted`
+    and `fault`: `reap` re-queues it) before Optuna fails it."""
+
+    def __init__(self, objective: Objective) -> None:
+        self.objective = objective
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self.objective(trial)
+        except OSError as exc:
+            if exc.errno in MACHINE_WRITE_ERRORS:
+                try:
+                    trial.set_user_attr("interrupted", True)
+                    trial.set_user_attr("fault", f"cannot write {exc.filename or ''}: "
+                                                 f"{exc.strerror}")
+                except Exception:  # noqa: BLE001 - the storage may be on the full disk
+                    pass
+            raise
+
+
+def _taken(exc: BaseException, claim: ownership.Claim | None) -> bool:
+    """Whether an error out of `optimize` means the trial was taken over meanwhile (a
+    write of this process met it finished by another)."""
+    chain = [exc, exc.__cause__, exc.__context__]
+    finished = any(isinstance(e, UpdateFinishedTrialError)
+                   or (isinstance(e, ValueError) and str(e).startswith("Cannot tell a "))
+                   for e in chain if e is not None)
+    if not finished or claim is None:
+        return False
+    try:
+        return not ownership.still_mine(claim)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _optimize_one(study: optuna.Study, objective: _Guarded, emit: EventSink) -> None:
+    """One `study.optimize(n_trials=1)`, the faults this module handles handled."""
+    try:
+        study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=False)
+    except Interrupted:
+        _fail_own(study)
+        raise
+    except ownership.TrialTaken as exc:
+        emit(SearchEvent("taken", exc.number, {"message": str(exc)}))
+    except Exception as exc:
+        unavailable = unavailable_in(exc)
+        if unavailable is not None:  # Optuna's clean-up met it and raised its own error
+            raise unavailable from None
+        claim = ownership.current()
+        if not _taken(exc, claim):
+            raise
+        assert claim is not None
+        emit(SearchEvent("taken", claim.number, {"message": f"trial {claim.number} was "
+                                                 f"taken over by another worker"}))
+    finally:
+        ownership.release()
+
+
 def work(plan: StudyPlan, worker: int = 0, on_event: EventSink | None = None,
-         deadline: float | None = None, storage: RDBStorage | None = None) -> None:
+         deadline: float | None = None, storage: BaseStorage | None = None) -> None:
     """One worker's loop (see the module docstring) until the study is done or the
     deadline (time.time()) passes; trials already running finish."""
     emit = on_event or (lambda event: None)
     study = _open(plan, worker, storage)
-    objective = Objective(plan.objective_settings(), emit)
+    objective = _Guarded(Objective(plan.objective_settings(), emit))
     while deadline is None or time.time() < deadline:
         for number in reap(study):
             emit(SearchEvent("retry", number, {}))
@@ -154,11 +225,7 @@ def work(plan: StudyPlan, worker: int = 0, on_event: EventSink | None = None,
         if action == "wait":
             time.sleep(POLL_S)
             continue
-        try:
-            study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=False)
-        except Interrupted:
-            _fail_own(study)
-            raise
+        _optimize_one(study, objective, emit)
         emit(SearchEvent("tally", None, asdict(tally(study.get_trials(deepcopy=False),
                                                      plan.trials))))
 
@@ -188,6 +255,9 @@ def worker_entry() -> None:
     except ConfigError as exc:
         send(SearchEvent("error", None, {"code": 2, "message": str(exc)}))
         sys.exit(2)
+    except StorageUnavailable as exc:
+        send(SearchEvent("error", None, {"code": 1, "storage": True, "message": str(exc)}))
+        sys.exit(1)
     except Exception as exc:
         send(SearchEvent("error", None, {"code": 1, "message": f"worker {worker}: "
                                          f"{type(exc).__name__}: {exc}"}))
@@ -252,6 +322,8 @@ def _run_workers(plan: StudyPlan, emit: EventSink, deadline: float | None) -> li
     for error in errors:
         if error.data.get("code") == 2:
             raise ConfigError(error.data["message"])
+        if error.data.get("storage"):
+            raise StorageUnavailable(error.data["message"])
     if errors:
         raise RuntimeError(errors[0].data["message"])
     return codes

@@ -161,6 +161,19 @@ def test_resume_a_finished_run_needs_more_epochs(tmp_path: Path,
     assert [m["epoch"] for m in _lines(run / "metrics.jsonl")] == [1, 2, 3, 4]
 
 
+def test_a_run_killed_before_its_summary_is_finished_by_resume(tmp_path: Path) -> None:
+    # Killed after the last epoch's checkpoint, during the held-out scoring: no summary.
+    assert _train(tmp_path) == 0
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").unlink()
+    assert main(["resume", str(run), "--device", "cpu"]) == 0
+    again = json.loads((run / "summary.json").read_text())
+    assert again["status"] == "completed" and again["best_val_loss"] == summary["best_val_loss"]
+    assert again["test"]["test_pass2"] == summary["test"]["test_pass2"]
+    assert [m["epoch"] for m in _lines(run / "metrics.jsonl")] == [1, 2, 3]
+
+
 def test_resume_uses_the_previous_checkpoint_when_the_latest_is_damaged(
         tmp_path: Path) -> None:
     assert _train(tmp_path) == 0

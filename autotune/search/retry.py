@@ -1,0 +1,219 @@
+"""Riding out a storage outage: every call to the database is retried with backoff.
+
+`RetryingRDBStorage` is Optuna's `RDBStorage` whose methods that talk to the database retry
+a lost connection (a PostgreSQL restart or outage, a SQLite file held locked by another
+process) with exponential backoff (`tenacity`), for at most `AUTOTUNE_STORAGE_RETRY`
+seconds (default 120) a call. Every call goes through them, those Optuna makes itself
+(`tell`, `report`, `set_user_attr`, `ask`, the heartbeat thread), so a worker waits the
+outage out and carries on with its trial. Past the bound a call raises
+`StorageUnavailable`, which names the storage (password masked): the process cannot go
+on, and the CLI turns it into one line and exit code 1; the trial it ran stays RUNNING
+and is continued from its checkpoint by `autotune resume --study` (its process is gone).
+
+After one call gave up, the others of the same storage give up at once (a process does
+not wait the bound twice), except the heartbeat, which never raises: a missed heartbeat
+only makes the trial look stale, which `autotune.search.ownership` handles.
+
+Only the errors of a lost or busy connection are retried (SQLAlchemy's OperationalError,
+InterfaceError or an invalidated connection; for SQLite only "database is locked" and
+"busy"): a full disk or a bad value fails at once. A write whose commit reached the
+server but whose answer was lost is retried like any other; finishing a trial twice is
+recognised (the second `set_trial_state_values` finds the state it wanted). Optuna's
+`create_new_trial` already retries on its own; a trial created by a commit whose answer
+was lost would stay RUNNING without a heartbeat (not reaped by Optuna; rare).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    stop_when_event_set,
+    wait_exponential_jitter,
+)
+
+from autotune.errors import ConfigError
+
+__all__ = ["DEFAULT_RETRY_S", "RetryingRDBStorage", "StorageUnavailable", "is_transient",
+           "retry_bound", "unavailable_in"]
+
+DEFAULT_RETRY_S = 120.0
+ENV = "AUTOTUNE_STORAGE_RETRY"
+_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "busy")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class StorageUnavailable(BaseException):
+    """The storage stayed unreachable for longer than the retry bound: this process cannot
+    go on (exit 1, one line). A BaseException like `Interrupted`, so that Optuna does not
+    catch it as a failure of the objective and try to tell the unreachable storage."""
+
+
+# -- pure decisions -----------------------------------------------------------------------
+
+def retry_bound(raw: str | None = None) -> float:
+    """Seconds a storage call is retried: `AUTOTUNE_STORAGE_RETRY` (0 = no retry)."""
+    raw = os.environ.get(ENV, "") if raw is None else raw
+    if not raw.strip():
+        return DEFAULT_RETRY_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise ConfigError(f"{ENV} takes a number of seconds >= 0 but got {raw!r}.")
+    return value
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def unavailable_in(exc: BaseException) -> StorageUnavailable | None:
+    """The StorageUnavailable that caused `exc` (Optuna may wrap it while it cleans up)."""
+    return next((e for e in _chain(exc) if isinstance(e, StorageUnavailable)), None)
+
+
+def is_transient(exc: BaseException, sqlite: bool) -> bool:
+    """Whether `exc` (or what caused it: Optuna wraps SQLAlchemy's errors) is a lost or busy
+    connection that a later try may not meet."""
+    from sqlalchemy import exc as sa
+
+    for e in _chain(exc):
+        if isinstance(e, sa.DBAPIError) and e.connection_invalidated:
+            return True
+        if isinstance(e, sa.DisconnectionError):
+            return True
+        if isinstance(e, sa.OperationalError | sa.InterfaceError):
+            if not sqlite:
+                return True
+            message = str(e.orig if e.orig is not None else e).lower()
+            return any(s in message for s in _SQLITE_TRANSIENT)
+    return False
+
+
+# -- the storage --------------------------------------------------------------------------
+
+def _retried(method: F) -> F:
+    """`method` of RDBStorage (looked up when called), retried."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def call(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._call(getattr(RDBStorage, name), self, *args, **kwargs)
+    return call  # type: ignore[return-value]
+
+
+class RetryingRDBStorage(RDBStorage):
+    """`RDBStorage` whose database calls retry a lost connection (see the module docstring).
+
+    `shown` is the storage as messages name it (password masked); `bound` the seconds a
+    call is retried (`retry_bound()` when None).
+    """
+
+    def __init__(self, url: str, *, shown: str, bound: float | None = None,
+                 **kwargs: Any) -> None:
+        self._shown = shown
+        self._bound = retry_bound() if bound is None else bound
+        self._down = threading.Event()
+        self._sqlite = url.startswith("sqlite")
+        super().__init__(url, **kwargs)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state.pop("_down", None)  # an Event does not pickle; a copy starts up
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._down = threading.Event()
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._down.is_set():
+            raise StorageUnavailable(self._message(None))
+        retrying = Retrying(
+            retry=retry_if_exception(lambda e: is_transient(e, self._sqlite)),
+            stop=stop_after_delay(self._bound) | stop_when_event_set(self._down),
+            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            sleep=self._down.wait)
+        try:
+            return retrying(method, *args, **kwargs)
+        except RetryError as exc:
+            self._down.set()
+            raise StorageUnavailable(self._message(exc.last_attempt.exception())) from None
+
+    def _message(self, last: BaseException | None) -> str:
+        cause = ""
+        if last is not None:
+            root = list(_chain(last))[-1]
+            text = str(root).strip().splitlines()
+            cause = f": {text[0] if text else type(root).__name__}"
+        return (f"storage {self._shown!r} unreachable for more than {self._bound:g} s "
+                f"({ENV}){cause}; when it is back, `autotune resume --study NAME` continues")
+
+    # The methods that open a session: each retried as a whole (none calls another).
+    create_new_study = _retried(RDBStorage.create_new_study)
+    delete_study = _retried(RDBStorage.delete_study)
+    set_study_user_attr = _retried(RDBStorage.set_study_user_attr)
+    set_study_system_attr = _retried(RDBStorage.set_study_system_attr)
+    get_study_id_from_name = _retried(RDBStorage.get_study_id_from_name)
+    get_study_name_from_id = _retried(RDBStorage.get_study_name_from_id)
+    get_study_directions = _retried(RDBStorage.get_study_directions)
+    get_study_user_attrs = _retried(RDBStorage.get_study_user_attrs)
+    get_study_system_attrs = _retried(RDBStorage.get_study_system_attrs)
+    get_trial_user_attrs = _retried(RDBStorage.get_trial_user_attrs)
+    get_trial_system_attrs = _retried(RDBStorage.get_trial_system_attrs)
+    get_all_studies = _retried(RDBStorage.get_all_studies)
+    _create_new_trial = _retried(RDBStorage._create_new_trial)
+    _set_trial_param = _retried(RDBStorage._set_trial_param)
+    get_trial_param = _retried(RDBStorage.get_trial_param)
+    set_trial_intermediate_value = _retried(RDBStorage.set_trial_intermediate_value)
+    set_trial_user_attr = _retried(RDBStorage.set_trial_user_attr)
+    set_trial_system_attr = _retried(RDBStorage.set_trial_system_attr)
+    get_trial_id_from_study_id_trial_number = _retried(
+        RDBStorage.get_trial_id_from_study_id_trial_number)
+    get_trial = _retried(RDBStorage.get_trial)
+    _get_trials = _retried(RDBStorage._get_trials)
+    _get_best_trial_id = _retried(RDBStorage._get_best_trial_id)
+    _get_stale_trial_ids = _retried(RDBStorage._get_stale_trial_ids)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values: Any = None) -> bool:
+        tries = 0
+
+        def once() -> bool:
+            nonlocal tries
+            tries += 1
+            try:
+                return RDBStorage.set_trial_state_values(self, trial_id, state, values)
+            except UpdateFinishedTrialError:
+                # A retry of a commit whose answer was lost finds its own state: done.
+                if tries > 1 and RDBStorage.get_trial(self, trial_id).state == state:
+                    return True
+                raise
+
+        return self._call(once)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Never raises (it runs in Optuna's heartbeat thread): a beat that cannot be
+        written is skipped; the trial's owner notices if it was taken meanwhile."""
+        try:
+            self._call(RDBStorage.record_heartbeat, self, trial_id)
+        except (Exception, StorageUnavailable):
+            return

@@ -1,0 +1,169 @@
+"""The storage under faults, without a search: retry on a lost connection, the bound, a
+SQLite file held locked by another process, the journal's own heartbeat, ownership."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy.exc
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from autotune.errors import ConfigError
+from autotune.search import ownership
+from autotune.search.journal import BEAT_ATTR, HeartbeatJournalStorage, stale_trials
+from autotune.search.retry import (
+    DEFAULT_RETRY_S,
+    RetryingRDBStorage,
+    StorageUnavailable,
+    is_transient,
+    retry_bound,
+    unavailable_in,
+)
+from autotune.search.storage import Heartbeat, open_storage
+
+
+def _operational(message: str) -> sqlalchemy.exc.OperationalError:
+    return sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception(message))
+
+
+def test_only_lost_or_busy_connections_are_retried() -> None:
+    wrapped = optuna.exceptions.StorageInternalError("commit failed")
+    wrapped.__cause__ = _operational("server closed the connection unexpectedly")
+    assert is_transient(wrapped, sqlite=False)
+    assert is_transient(_operational("database is locked"), sqlite=True)
+    assert not is_transient(_operational("database or disk is full"), sqlite=True)
+    assert not is_transient(ValueError("bad value"), sqlite=False)
+    assert not is_transient(sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("dup")),
+                            sqlite=False)
+
+
+def test_the_retry_bound_comes_from_the_environment() -> None:
+    assert retry_bound("") == DEFAULT_RETRY_S
+    assert retry_bound("2.5") == 2.5
+    for bad in ("-1", "soon", "nan"):
+        with pytest.raises(ConfigError, match="AUTOTUNE_STORAGE_RETRY"):
+            retry_bound(bad)
+
+
+def _flaky(storage: RetryingRDBStorage, failures: int, monkeypatch: pytest.MonkeyPatch
+           ) -> list[int]:
+    """Make the storage's get_study_id_from_name fail `failures` times first."""
+    calls = [0]
+    real = RDBStorage.get_study_id_from_name
+
+    def flaky(self: RDBStorage, name: str) -> int:
+        calls[0] += 1
+        if calls[0] <= failures:
+            raise optuna.exceptions.StorageInternalError("x") from _operational(
+                "database is locked")
+        return real(self, name)
+
+    monkeypatch.setattr(RDBStorage, "get_study_id_from_name", flaky)
+    return calls
+
+
+def test_a_lost_connection_is_retried_and_past_the_bound_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    storage = RetryingRDBStorage(url, shown="postgresql://me:***@db/x", bound=1.5)
+    study = optuna.create_study(storage=storage, study_name="s")
+    calls = _flaky(storage, 2, monkeypatch)
+    assert storage.get_study_id_from_name("s") == study._study_id and calls[0] == 3
+    calls = _flaky(storage, 10_000, monkeypatch)
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable) as caught:
+        storage.get_study_id_from_name("s")
+    assert 1.5 <= time.monotonic() - started < 8.0
+    message = str(caught.value)
+    assert message.startswith("storage 'postgresql://me:***@db/x' unreachable for more "
+                              "than 1.5 s (AUTOTUNE_STORAGE_RETRY)")
+    assert message.endswith("database is locked; when it is back, `autotune resume "
+                            "--study NAME` continues")
+    with pytest.raises(StorageUnavailable):  # given up once: at once from now on
+        storage.get_study_directions(study._study_id)
+    storage.record_heartbeat(0)  # the heartbeat never raises
+    wrapper = UnboundLocalError("updated_state")
+    wrapper.__context__ = caught.value
+    assert unavailable_in(wrapper) is caught.value
+
+
+HOLD = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+db.execute("COMMIT")
+"""
+
+
+def test_a_sqlite_file_held_locked_by_another_process_is_waited_for(tmp_path: Path) -> None:
+    path = tmp_path / "studies" / "autotune.db"
+    storage = open_storage(f"sqlite:///{path}", heartbeat=Heartbeat(1, 3))
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), "4"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        trial.report(0.5, step=1)  # a write and, in study.tell, reads: all wait
+        study.tell(trial, 0.5)
+        waited = time.monotonic() - started
+    finally:
+        holder.wait(timeout=30)
+    assert holder.returncode == 0
+    assert waited >= 3.0  # it did wait for the lock, and went on
+    [done] = optuna.load_study(study_name="s", storage=f"sqlite:///{path}").get_trials()
+    assert done.state == TrialState.COMPLETE and done.intermediate_values == {1: 0.5}
+
+
+def test_a_trial_whose_beat_stopped_is_stale_after_the_grace_period() -> None:
+    seen, stale = stale_trials({}, {1: [10.0, 0], 2: None}, now=100.0, grace=3)
+    assert stale == []
+    seen, stale = stale_trials(seen, {1: [11.0, 1], 2: None}, now=102.0, grace=3)
+    assert stale == []
+    seen, stale = stale_trials(seen, {1: [11.0, 1], 2: None}, now=103.5, grace=3)
+    assert stale == [2]  # 1 beat at 102.0; 2 never beat since it was first seen at 100
+    seen, stale = stale_trials(seen, {1: [11.0, 1]}, now=105.5, grace=3)
+    assert stale == [1] and set(seen) == {1}  # finished trials are forgotten
+
+
+def test_the_journal_heartbeat_fails_and_requeues_a_silent_trial(tmp_path: Path) -> None:
+    log = str(tmp_path / "j.log")
+    callback = optuna.storages.RetryHeartbeatStaleTrialCallback()
+    writer = HeartbeatJournalStorage(log, interval=1, grace=1, callback=callback)
+    study = optuna.create_study(storage=writer, study_name="s")
+    trial = study.ask()
+    writer.record_heartbeat(trial._trial_id)
+    assert BEAT_ATTR in study.trials[0].system_attrs
+    reader = HeartbeatJournalStorage(log, interval=1, grace=1, callback=callback)
+    watched = optuna.load_study(study_name="s", storage=reader)
+    optuna.storages.fail_stale_trials(watched)  # first sight: not stale yet
+    assert watched.trials[0].state == TrialState.RUNNING
+    time.sleep(1.3)
+    optuna.storages.fail_stale_trials(watched)
+    states = [t.state for t in watched.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.WAITING]  # failed and re-queued
+    assert watched.trials[1].system_attrs["failed_trial"] == 0
+    writer.record_heartbeat(trial._trial_id)  # the woken owner's beat: no error, no write
+
+
+def test_ownership_check_raises_once_the_trial_was_taken(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}")
+    trial = study.ask()
+    claim = ownership.claim(trial)
+    try:
+        ownership.check(claim)  # still running: nothing
+        study.tell(trial.number, state=TrialState.FAIL)  # as a stale-trial reaper does
+        with pytest.raises(ownership.TrialTaken, match=f"trial {trial.number} "):
+            ownership.check(claim)
+    finally:
+        ownership.release()
+    assert ownership.current() is None
