@@ -1,4 +1,16 @@
-"""Fault injection (`AUTOTUNE_INJECT=KIND@STEP,...`): exact, repeatable faults for tests.
+"""Fault injection (`AUTOTUNE_INJECT`): exact, repeatable faults for tests and benchmarks.
+
+Two forms, joined by `,`:
+
+- `KIND@STEP`: the fault at that one global step.
+- `KIND~P`: the fault with probability P at every global step, drawn from a generator
+  seeded by the run's `seed` (a fault model for benchmarks: flaky hardware, bad batches).
+  Whether step s meets the fault depends on (seed, stream, kind, s) alone, never on what
+  ran before, so two runs with the same seed meet the same faults at the same steps
+  whatever else differs (a lower learning rate after a rollback, another arm of a
+  benchmark). `stream` is 0 for a run of its own; a search gives trial n stream n, so its
+  trials (which share the seed) meet faults of their own, and trial n of one arm meets
+  the faults of trial n of another.
 
 Steps are global optimizer steps of compute (they never go back after a rollback), so a
 fault fires once. With the variable unset the injector is empty and falsy, and the
@@ -10,6 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 from trainer.errors import ConfigError
@@ -17,34 +30,69 @@ from trainer.errors import ConfigError
 KINDS = ("nan_loss", "inf_grad", "spike", "kill")
 ENV = "AUTOTUNE_INJECT"
 SPIKE_FACTOR = 100.0
+BLOCK = 4096  # rate faults are drawn a block of steps at a time, each block its own stream
+
+
+def _rate(kind: str, text: str, item: str) -> tuple[str, float]:
+    try:
+        p = float(text)
+    except ValueError:
+        p = -1.0
+    if kind not in KINDS or not 0.0 <= p <= 1.0:
+        raise ConfigError(f"{ENV} takes KIND~P items with KIND one of {', '.join(KINDS)} "
+                          f"and P a probability in [0, 1] but got {item!r}.")
+    return kind, p
 
 
 class Injector:
-    """Faults by global step: {step: {kinds}}."""
+    """Faults by global step ({step: {kinds}}) and by rate ({kind: probability})."""
 
-    def __init__(self, faults: Mapping[int, set[str]] | None = None) -> None:
+    def __init__(self, faults: Mapping[int, set[str]] | None = None,
+                 rates: Mapping[str, float] | None = None, seed: int = 0,
+                 stream: int = 0) -> None:
         self.faults = {int(k): set(v) for k, v in (faults or {}).items()}
+        self.rates = {k: float(p) for k, p in (rates or {}).items() if p > 0}
+        self.seed = int(seed)
+        self.stream = int(stream)
+        self._drawn: dict[tuple[str, int], frozenset[int]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.faults)
+        return bool(self.faults or self.rates)
 
     @classmethod
-    def parse(cls, spec: str) -> Injector:
+    def parse(cls, spec: str, seed: int = 0, stream: int = 0) -> Injector:
         faults: dict[int, set[str]] = {}
+        rates: dict[str, float] = {}
         for item in filter(None, (p.strip() for p in spec.split(","))):
+            if "~" in item:
+                kind, p = _rate(*item.split("~", 1), item)
+                rates[kind] = p
+                continue
             kind, sep, step = item.partition("@")
             if not sep or kind not in KINDS or not step.isdigit():
-                raise ConfigError(f"{ENV} takes KIND@STEP items with KIND one of "
+                raise ConfigError(f"{ENV} takes KIND@STEP or KIND~P items with KIND one of "
                                   f"{', '.join(KINDS)} but got {item!r}.")
             faults.setdefault(int(step), set()).add(kind)
-        return cls(faults)
+        return cls(faults, rates, seed, stream)
 
     @classmethod
-    def from_env(cls) -> Injector:
-        return cls.parse(os.environ.get(ENV, ""))
+    def from_env(cls, seed: int = 0, stream: int = 0) -> Injector:
+        return cls.parse(os.environ.get(ENV, ""), seed, stream)
+
+    def drawn_steps(self, kind: str, block: int) -> frozenset[int]:
+        """The steps of block `block` (steps block*BLOCK ...) where the rate fault `kind`
+        fires: a pure function of (seed, stream, kind, block)."""
+        key = (kind, block)
+        if key not in self._drawn:
+            rng = np.random.default_rng([self.seed, self.stream, KINDS.index(kind), block])
+            hits = np.flatnonzero(rng.random(BLOCK) < self.rates[kind])
+            self._drawn[key] = frozenset(int(h) + block * BLOCK for h in hits)
+        return self._drawn[key]
 
     def _has(self, step: int, kind: str) -> bool:
-        return kind in self.faults.get(step, ())
+        if kind in self.faults.get(step, ()):
+            return True
+        return kind in self.rates and step in self.drawn_steps(kind, step // BLOCK)
 
     def on_step_start(self, step: int) -> None:
         if self._has(step, "kill"):

@@ -52,6 +52,8 @@ STATE_VERSION = 1
 MUTABLE_KEYS = frozenset({"learning_rate", "warmup_epochs", "schedule", "min_lr_ratio",
                           "label_smoothing", "use_augmentation", "grad_clip", "weight_decay",
                           "skip_batches", "epochs"})
+# torch.compile modes that capture and replay CUDA graphs.
+CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
 # What `hparams` shows a supervisor: the keys its recovery may change.
 HPARAM_KEYS = ("learning_rate", "warmup_epochs", "label_smoothing", "use_augmentation",
                "grad_clip", "weight_decay", "skip_batches")
@@ -95,6 +97,17 @@ def default_profile(device: str) -> str:
     return "default" if cuda else "tiny"
 
 
+def compiled_forward(model: torch.nn.Module, config: TrainConfig, device: torch.device
+                     ) -> tuple[Callable[..., torch.Tensor], bool]:
+    """The training forward: on CUDA with `compile`, the model through torch.compile in
+    `compile_mode` (static shapes: a few buckets and batch sizes, each compiled once), else
+    the model itself; and whether it replays CUDA graphs (each step then marks its start)."""
+    if not (config.compile and device.type == "cuda"):
+        return model, False
+    forward = torch.compile(model, dynamic=False, mode=config.compile_mode)
+    return forward, config.compile_mode in CUDA_GRAPH_MODES
+
+
 class Trainer:
     """Trains a GridTransformer on ArcData per a TrainConfig."""
 
@@ -103,7 +116,7 @@ class Trainer:
         self.config = config
         self.device = torch.device(device)
         self.data = data.to(self.device)
-        self.injector = injector if injector is not None else Injector.from_env()
+        self.injector = injector if injector is not None else Injector.from_env(config.seed)
         torch.manual_seed(config.seed)
         self.model_config = ModelConfig.of_size(config.model, len(data.task_ids))
         self.model = GridTransformer(self.model_config).to(self.device)
@@ -113,9 +126,7 @@ class Trainer:
                                            weight_decay=config.weight_decay, fused=True)
         self._optimizer_defaults = {"betas": self.optimizer.defaults["betas"],
                                     "eps": self.optimizer.defaults["eps"]}
-        # Static shapes: a few buckets and batch sizes, each compiled once.
-        self.forward = torch.compile(self.model, dynamic=False) if (config.compile and cuda) \
-            else self.model
+        self.forward, self._graphs = compiled_forward(self.model, config, self.device)
         # Reading step values syncs the host with the device: free on the CPU, costly on a
         # GPU, where steps are read in groups (a bad step is skipped on the device anyway).
         self.sync_every = 32 if cuda else 1
@@ -177,6 +188,8 @@ class Trainer:
 
     def _loss(self, tasks: torch.Tensor, tokens: torch.Tensor, targets: torch.Tensor,
               smoothing: float, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        if train and self._graphs:  # a new step: the last one's graph outputs are done with
+            torch.compiler.cudagraph_mark_step_begin()
         with self.autocast:
             logits = (self.forward if train else self.model)(tasks, tokens)
         loss = F.cross_entropy(logits.float().flatten(0, 2), targets.flatten(),

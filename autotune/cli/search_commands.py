@@ -30,7 +30,8 @@ from autotune.errors import ConfigError
 from autotune.events import describe_changes, fmt
 from autotune.search.objective import SearchEvent
 from autotune.search.outcome import SearchOutcome, resume, run_search, safe_sink
-from autotune.search.plan import DEFAULT_STUDY, SearchSettings, prepare
+from autotune.search.packing import Packing
+from autotune.search.plan import DEFAULT_STUDY, SearchSettings, StudyPlan, prepare
 from autotune.search.storage import load_study, mask_url, storage_url
 
 __all__ = ["SearchProgress", "register", "render_outcome", "resume_study"]
@@ -40,6 +41,12 @@ def _f4(value: Any) -> str:
     return fmt(value, ".4f")
 
 EXIT_OK, EXIT_NO_STABLE = 0, 3
+
+
+def _jobs_text(plan: StudyPlan) -> str:
+    """"7 jobs (60.2 GiB free / 7.7 GiB a trial, cap 8)": how many trials at once, and why."""
+    return Packing(plan.jobs, plan.jobs_reason).describe() if plan.jobs_reason \
+        else f"{plan.jobs} job(s)"
 
 
 def _quiet_optuna() -> None:
@@ -87,8 +94,14 @@ class SearchProgress:
                                  f"{d.get('epochs') or '?'} val {_f4(d['val_loss'])}")
         elif event.kind == "recovery":
             log(f"trial {n}: {describe_event(d)}")
+        elif event.kind == "triage":
+            verb = "recovers" if d["choice"] == "recover" else "is pruned instead of recovered"
+            log(f"trial {n} {verb} ({d['divergence']}, rollback to epoch {d['epoch']}): "
+                f"{d['why']}")
         elif event.kind == "trial_end":
             self._trial_end(n, d)
+        elif event.kind == "taken":  # this worker hung and its trial went to another
+            log(d.get("message") or f"trial {n} was taken over by another worker")
         elif event.kind == "retry":
             log(f"trial {n} was interrupted or its process is gone: re-queued to continue "
                 f"from its last checkpoint")
@@ -182,8 +195,10 @@ def register(app: typer.Typer, console: Console) -> None:
             min=0.001, help="start no trial after this many seconds")] = None,
         seed: Annotated[int | None, typer.Option(
             min=0, help="seed of the sampler (reproducible sampling)")] = None,
-        jobs: Annotated[int, typer.Option(
-            min=1, help="trials at once, in processes sharing the cores")] = 1,
+        jobs: Annotated[int | None, typer.Option(
+            min=1, help="trials at once, in processes sharing the cores and the device "
+                        "(default: 1 on a CPU; on CUDA as many as fit in its free memory, "
+                        "at most 8)")] = None,
         artifacts: Annotated[str | None, typer.Option(
             help="folder of the trials' run directories (default "
                  "studies/artifacts/STUDY; a shared path on many machines)")] = None,
@@ -198,7 +213,7 @@ def register(app: typer.Typer, console: Console) -> None:
                                   jobs=jobs, artifacts=artifacts, recovery=recovery)
         plan = prepare(settings)
         console.print(f"study {plan.study!r}: {plan.trials} trials, profile {plan.profile}, "
-                      f"{plan.jobs} job(s), recovery {plan.recovery}; storage "
+                      f"{_jobs_text(plan)}, recovery {plan.recovery}; storage "
                       f"{mask_url(plan.storage)}; runs in {plan.artifacts}")
         with SearchProgress(console) as progress:
             outcome = run_search(plan, safe_sink(progress), timeout)

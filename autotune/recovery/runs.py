@@ -22,6 +22,7 @@ from autotune.recovery.supervisor import Hooks, RunResult, Supervisor
 from trainer.config import TrainConfig, check_keys, from_dict, resolve
 from trainer.data import ArcData, build_data
 from trainer.errors import ConfigError
+from trainer.inject import Injector
 from trainer.loop import Trainer, pick_device
 from trainer.schedule import audit
 
@@ -60,17 +61,22 @@ def resolve_run(profile: str, file_values: Mapping[str, Any] | None = None,
     return RunConfig(resolve(profile, {}, rest), supervisor)
 
 
-def _trainer(config: TrainConfig, device: str, data: ArcData | None) -> Trainer:
+def _trainer(config: TrainConfig, device: str, data: ArcData | None,
+             fault_stream: int = 0) -> Trainer:
     data = data if data is not None else build_data(config)  # bad data: nothing written yet
-    return Trainer(config, data, pick_device(device))
+    return Trainer(config, data, pick_device(device),
+                   Injector.from_env(config.seed, stream=fault_stream))
 
 
 def start_run(config: RunConfig | TrainConfig, run_path: Path, device: str = "auto",
-              hooks: Hooks | None = None, data: ArcData | None = None) -> RunResult:
-    """Train `config` from scratch in `run_path`, supervised per its supervisor settings."""
+              hooks: Hooks | None = None, data: ArcData | None = None,
+              fault_stream: int = 0) -> RunResult:
+    """Train `config` from scratch in `run_path`, supervised per its supervisor settings.
+    `fault_stream` picks the run's stream of `AUTOTUNE_INJECT` rate faults (a search
+    trial's number; `trainer.inject`)."""
     if isinstance(config, TrainConfig):
         config = RunConfig(config)
-    trainer = _trainer(config.train, device, data)
+    trainer = _trainer(config.train, device, data, fault_stream)
     run = RunDir.create(run_path, config.to_dict())
     supervisor = Supervisor(trainer, run, epochs=config.train.epochs,
                             settings=config.supervisor, hooks=hooks, config=config.to_dict())
@@ -79,9 +85,8 @@ def start_run(config: RunConfig | TrainConfig, run_path: Path, device: str = "au
     return finish(supervisor, result, _scores(trainer, result))
 
 
-
 def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
-               hooks: Hooks | None = None) -> RunResult:
+               hooks: Hooks | None = None, fault_stream: int = 0) -> RunResult:
     """Continue a run: a diverged one is rolled back and changed first (and recovers from
     then on, even if it ran with recovery off), an interrupted one continues from its latest
     valid checkpoint, a finished one is extended to `epochs`."""
@@ -89,7 +94,8 @@ def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
     config = RunConfig.from_dict(run.effective_config())
     if epochs is not None:
         config = RunConfig(config.train.replace(epochs=epochs), config.supervisor)
-    trainer = _trainer(config.train, device, None)
+    trainer = _trainer(config.train, device, None, fault_stream)
+
     def scored(supervisor: Supervisor, result: RunResult) -> RunResult:
         return finish(supervisor, result, _scores(trainer, result))
 

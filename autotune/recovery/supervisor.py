@@ -40,7 +40,7 @@ from autotune.recovery.settings import RecoveryMode, SupervisorConfig
 from autotune.recovery.trainable import Trainable
 from trainer import checkpoint
 
-__all__ = ["Hooks", "RunResult", "StepDiverged", "Supervisor"]
+__all__ = ["Hooks", "PlannedRollback", "RunResult", "StepDiverged", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,31 @@ class StepDiverged(Exception):
         self.verdict = verdict
 
 
+@dataclass(frozen=True)
+class PlannedRollback:
+    """A recovery the policy decided on, before it is carried out."""
+
+    reason: str
+    """The divergence's reason."""
+    epoch: int
+    """The logical epoch it rolls back to."""
+    best_val_loss: float
+    """The best validation loss of the surviving history up to that epoch (inf: none)."""
+    changes: dict[str, list[Any]]
+    """What it would change: {key: [old, new]}."""
+
+
 @dataclass
 class Hooks:
-    """Optional observers; `on_epoch` may raise (an Optuna prune) to stop the run."""
+    """Optional observers; `on_epoch` may raise (an Optuna prune) to stop the run, and so
+    may `before_rollback` (to stop a run rather than roll it back: a search prunes a trial
+    whose rolled-back state is not worth continuing, `autotune.search.triage`)."""
 
     on_start: Callable[[Supervisor], None] | None = None
     on_step: Callable[[int, float, float | None], None] | None = None
     on_epoch: Callable[[dict[str, Any]], None] | None = None
     on_event: Callable[[Event], None] | None = None
+    before_rollback: Callable[[PlannedRollback], None] | None = None
 
 
 @dataclass
@@ -291,6 +308,13 @@ class Supervisor:
         if decision.give_up:
             self.record_event(self._event(EventKind.GAVE_UP, decision.reason.value, **fields))
             return RunStatus.GAVE_UP
+        if self.hooks.before_rollback and decision.rollback_to is not None:
+            kept = [as_float(r.get("val_loss")) for r in self.history
+                    if r["epoch"] <= decision.rollback_to]
+            self.hooks.before_rollback(PlannedRollback(
+                reason=decision.reason.value, epoch=int(decision.rollback_to),
+                best_val_loss=min((v for v in kept if math.isfinite(v)), default=math.inf),
+                changes={k: list(v) for k, v in decision.changes.items()}))
         loaded = checkpoint.load_latest(self.run.checkpoints, epoch=decision.rollback_to,
                                         map_location=getattr(self.trainer, "device", "cpu"))
         if loaded is None:

@@ -49,6 +49,12 @@ folder. What Optuna sees, and why:
   effective parameters go into the `credit` attribute (`stand_in`), from which the
   study's sampler (`autotune.search.sampler.CreditTPESampler`) shows TPE that configuration with
   the trial's value. Otherwise too the reason is recorded in the `credit` user attribute.
+- Recover or prune: when a trial diverges and the policy would roll it back, the recovery
+  competes with a fresh trial. `autotune.search.triage` decides from the study: recover
+  while the pruner could not judge yet, or when the rolled-back state is competitive (its
+  best so far at least the median of the other finished trials at that epoch); otherwise
+  the trial is pruned (TPE learns from its last reported value). Each choice and its
+  reason go into the `triage` user attribute and the progress line.
 - A retried trial (its process was killed; `RetryHeartbeatStaleTrialCallback` re-queued
   it) continues the killed trial's run directory from its last checkpoint, re-reporting the
   epochs done before the kill.
@@ -76,11 +82,14 @@ from autotune.jsonio import as_float, jsonable
 from autotune.recovery.rundir import CONFIG, RunDir
 from autotune.recovery.runs import RunConfig, resume_run, start_run
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
-from autotune.recovery.supervisor import Hooks, RunResult, Supervisor
+from autotune.recovery.supervisor import Hooks, PlannedRollback, RunResult, Supervisor
+from autotune.search import ownership
 from autotune.search.credit import credit_params, deserves_credit, restarted_from_scratch
 from autotune.search.dashboard import TrialStory, publish, rolled_back_steps, store_dir
 from autotune.search.sampler import CONSTRAINT
 from autotune.search.space import Space
+from autotune.search.timeline import TIMELINE
+from autotune.search.triage import peer_values, triage
 from trainer import checkpoint
 from trainer.config import TrainConfig
 from trainer.data import ArcData, build_data
@@ -89,14 +98,13 @@ __all__ = ["ARC_SCORES", "TIMELINE", "Objective", "ObjectiveSettings", "SearchEv
            "SurplusTrial", "is_surplus", "record_story"]
 
 ARC_SCORES = ("test_pass2", "test_pass1", "test_copy_pass")  # held-out, of a stable run
-TIMELINE = "timeline"  # user attr: [[global_epoch, epoch], ...] of the surviving reports
 
 
 @dataclass(frozen=True)
 class SearchEvent:
     """Something a search did, for a progress display (picklable: workers send them)."""
 
-    kind: str  # trial_start, epoch, recovery, trial_end, tally, confirm_start, confirm_end
+    kind: str  # trial_start, epoch, recovery, triage, trial_end, tally, confirm_*
     trial: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -122,6 +130,9 @@ class ObjectiveSettings:
     recovery: RecoveryMode = RecoveryMode.ON
     """`off`: a diverged trial is stopped and pruned with its reason, nothing recovered
     (`autotune search --recovery off`, the baseline users compare with)."""
+    triage: bool = True
+    """Recover a diverged trial only when its rolled-back state is competitive, prune it
+    otherwise (`autotune.search.triage`); False recovers every one."""
 
 
 class SurplusTrial(Exception):
@@ -159,18 +170,23 @@ def _frozen(trial: optuna.Trial) -> FrozenTrial:
 class _TrialRecorder:
     """The supervisor's hooks for one trial: report, prune, keep the timeline."""
 
-    def __init__(self, trial: optuna.Trial, run_path: Path, emit: EventSink) -> None:
+    def __init__(self, trial: optuna.Trial, run_path: Path, emit: EventSink,
+                 triage: bool = True) -> None:
         self.trial = trial
         self.run_path = run_path
         self.emit = emit
+        self.triage = triage
+        self.triaged: list[dict[str, Any]] = list(trial.user_attrs.get("triage") or [])
         self.timeline: list[list[int]] = []
         self.reported: set[int] = set()
         self.synced = TIMELINE in trial.user_attrs  # a retry inherits the killed trial's
         self.supervisor: Supervisor | None = None
         self.pruned_reason: str | None = None
+        self.claim = ownership.claim(trial)  # a hung worker notices a takeover
 
     def hooks(self) -> Hooks:
-        return Hooks(on_start=self.on_start, on_epoch=self.on_epoch, on_event=self.on_event)
+        return Hooks(on_start=self.on_start, on_epoch=self.on_epoch, on_event=self.on_event,
+                     before_rollback=self.before_rollback if self.triage else None)
 
     def on_start(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
@@ -201,6 +217,7 @@ class _TrialRecorder:
         return value
 
     def on_epoch(self, record: dict[str, Any]) -> None:
+        ownership.check(self.claim)  # taken over while this process hung: write nothing
         value = self._report(record)
         epoch = int(record["epoch"])
         self.timeline = [p for p in self.timeline if p[1] < epoch]
@@ -213,6 +230,22 @@ class _TrialRecorder:
         if self.trial.should_prune():
             self.pruned_reason = (f"pruned by the pruner at epoch {epoch} (val_loss "
                                   f"{value:.4f} worse than other trials at that epoch)")
+            raise optuna.TrialPruned(self.pruned_reason)
+
+    def before_rollback(self, planned: PlannedRollback) -> None:
+        """Recover or prune (`autotune.search.triage`): record the choice, and prune a trial
+        whose rolled-back state is not competitive."""
+        peers = peer_values(self.trial.study.get_trials(deepcopy=False), self.trial.number,
+                            planned.epoch)
+        decision = triage(planned.epoch, planned.best_val_loss, peers)
+        self.triaged.append({"divergence": planned.reason, **decision.to_dict()})
+        self.trial.set_user_attr("triage", jsonable(self.triaged))
+        self.emit(SearchEvent("triage", self.trial.number, {
+            "choice": decision.choice, "why": decision.reason, "divergence": planned.reason,
+            "epoch": planned.epoch}))
+        if not decision.recover:
+            self.pruned_reason = (f"diverged ({planned.reason}) and pruned instead of "
+                                  f"recovered: {decision.reason}")
             raise optuna.TrialPruned(self.pruned_reason)
 
     def on_event(self, event: Event) -> None:
@@ -255,7 +288,7 @@ class Objective:
         config = s.space.config(params, s.profile, s.overrides)
         run_path, resuming = self._run_path(trial)
         trial.set_user_attr("run_dir", str(run_path))
-        recorder = _TrialRecorder(trial, run_path, self.emit)
+        recorder = _TrialRecorder(trial, run_path, self.emit, s.triage)
         self.emit(SearchEvent("trial_start", trial.number, {
             "params": jsonable(params), "resumed": resuming, "run_dir": str(run_path),
             "epochs": config.epochs}))
@@ -289,16 +322,18 @@ class Objective:
     def _run(self, config: TrainConfig, run_path: Path, resuming: bool,
              recorder: _TrialRecorder) -> RunResult:
         hooks = recorder.hooks()
+        # Trial n meets the rate faults of stream n (a retry those of the trial it retries).
+        stream = int(recorder.trial.user_attrs.get("retry_of", recorder.trial.number))
         if not resuming:
             run_config = RunConfig(config, SupervisorConfig(recovery=self.settings.recovery))
             return start_run(run_config, run_path, self.settings.device, hooks,
-                             self.data(config))
+                             self.data(config), fault_stream=stream)
         run = RunDir(run_path)
         summary = run.summary()
         if summary is not None:  # killed after the run ended, before Optuna heard of it
             recorder.replay()
             return _result_of(summary, run.events())
-        return resume_run(run_path, None, self.settings.device, hooks)
+        return resume_run(run_path, None, self.settings.device, hooks, fault_stream=stream)
 
     # -- recording -----------------------------------------------------------------------
 

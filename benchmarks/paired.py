@@ -1,0 +1,118 @@
+"""Paired comparison of search arms over seeds: the figures `search_vs_optuna.py` reports.
+
+Pure functions over the rows of `search_vs_optuna.py --json` (one row per seed and arm).
+A search that found no stable configuration scores `NO_STABLE` (the cross-entropy of a
+model that knows nothing, ln 12: worse than any trained run), so every seed is paired.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+NO_STABLE = math.log(12)  # the loss of a uniform guess over the 12 token classes
+TIE = 1e-9
+
+
+def score(row: Mapping[str, Any]) -> float:
+    value = float(row["best_stable"])
+    return value if math.isfinite(value) else NO_STABLE
+
+
+def by_arm(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[int, Mapping[str, Any]]]:
+    out: dict[str, dict[int, Mapping[str, Any]]] = {}
+    for row in rows:
+        out.setdefault(str(row["arm"]), {})[int(row["seed"])] = row
+    return out
+
+
+def wilcoxon_p(diffs: Sequence[float]) -> float | None:
+    """Two-sided p-value of the Wilcoxon signed-rank test on paired differences (zeros
+    dropped); None when no pair differs."""
+    from scipy.stats import wilcoxon
+
+    nonzero = [d for d in diffs if abs(d) > TIE]
+    if not nonzero:
+        return None
+    return float(wilcoxon(nonzero, zero_method="wilcox", alternative="two-sided").pvalue)
+
+
+def compare(rows: Iterable[Mapping[str, Any]], arm: str, baseline: str) -> dict[str, Any]:
+    """`arm` against `baseline` on the seeds both ran: wins (lower best stable loss), ties,
+    losses, the mean difference with its standard error, and the Wilcoxon p-value."""
+    arms = by_arm(rows)
+    seeds = sorted(set(arms.get(arm, {})) & set(arms.get(baseline, {})))
+    diffs = [score(arms[arm][s]) - score(arms[baseline][s]) for s in seeds]
+    mean = statistics.fmean(diffs) if diffs else math.nan
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
+    return {"arm": arm, "baseline": baseline, "seeds": len(seeds),
+            "wins": sum(d < -TIE for d in diffs), "ties": sum(abs(d) <= TIE for d in diffs),
+            "losses": sum(d > TIE for d in diffs), "mean_diff": mean, "se_diff": se,
+            "p": wilcoxon_p(diffs)}
+
+
+def summary(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per arm: mean and median best stable loss (scored), seeds with none, and totals."""
+    out = {}
+    for arm, seeds in by_arm(rows).items():
+        scores = [score(r) for r in seeds.values()]
+        total = {k: sum(float(r.get(k) or 0) for r in seeds.values())
+                 for k in ("trials", "diverged", "salvaged", "wasted_s", "wall_s")}
+        out[arm] = {"seeds": len(scores), "mean": statistics.fmean(scores),
+                    "median": statistics.median(scores),
+                    "no_stable": sum(not math.isfinite(float(r["best_stable"]))
+                                     for r in seeds.values()), **total}
+    return out
+
+
+def step_value(curve: Sequence[Sequence[float]], t: float) -> float:
+    """A curve's best stable value at time t (inf before its first stable trial)."""
+    best = math.inf
+    for seconds, value in curve:
+        if seconds > t:
+            break
+        best = value
+    return best
+
+
+def mean_curve(curves: Sequence[Sequence[Sequence[float]]],
+               grid: Sequence[float]) -> list[float]:
+    """The anytime curve averaged over seeds at each grid time (a seed without a stable
+    trial yet scores `NO_STABLE`)."""
+    out = []
+    for t in grid:
+        values = [step_value(c, t) for c in curves]
+        out.append(statistics.fmean(v if math.isfinite(v) else NO_STABLE for v in values))
+    return out
+
+
+def markdown(name: str, rows: list[Mapping[str, Any]]) -> list[str]:
+    """The BENCHMARKS.md rows of one workload: per arm, then `on` against each baseline."""
+    out = []
+    for arm, s in summary(rows).items():
+        out.append(f"| {name} | {arm} | {s['seeds']} | {s['mean']:.4f} | {s['median']:.4f} | "
+                   f"{s['no_stable']} | {s['trials']:.0f} | {s['diverged']:.0f} | "
+                   f"{s['salvaged']:.0f} | {s['wasted_s']:.0f} | {s['wall_s']:.0f} |")
+    for baseline in ("off", "plain"):
+        arms = by_arm(rows)
+        if "on" in arms and baseline in arms:
+            c = compare(rows, "on", baseline)
+            p = "-" if c["p"] is None else f"{c['p']:.3f}"
+            out.append(f"| {name} | on vs {baseline} | {c['seeds']} | {c['wins']} / {c['ties']}"
+                       f" / {c['losses']} | {c['mean_diff']:+.4f} (se {c['se_diff']:.4f}) | "
+                       f"p {p} | | | | | |")
+    return out
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+    from pathlib import Path
+
+    print("| workload | arm | seeds | mean best stable | median | no stable | trials | "
+          "diverged | salvaged | wasted s | wall s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for arg in sys.argv[1:]:
+        print("\n".join(markdown(Path(arg).stem, json.loads(Path(arg).read_text()))))

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# "Does recovery pay?": every workload of BENCHMARKS.md's table, 12 seeds fixed in advance,
+# arms plain, off and on. One workload at a time: `bash benchmarks/recovery_pays.sh NAME`
+# (default, aggressive, faults3, faults30, arc_practice), or all of them without an argument.
+# Writes OUT/NAME.json and OUT/NAME.png (OUT: $OUT or bench_out).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-bench_out}"; mkdir -p "$OUT"
+SEEDS="0 1 2 3 4 5 6 7 8 9 10 11"
+# The cap (6 trials) binds long before the budget (a safety bound), so every row is
+# repeatable whatever the machine's load.
+# ARMS=off,on skips plain (the no-regret workloads compare on with off).
+COMMON=(--seeds $SEEDS --budget 1200 --trials 6 --arms "${ARMS:-plain,off,on}")
+run() {
+  local name="$1" space="$2"; shift 2
+  python benchmarks/search_vs_optuna.py --space "$space" "${COMMON[@]}" "$@" \
+    --json "$OUT/$name.json" --plot "$OUT/$name.png" | tee "$OUT/$name.txt"
+}
+workload() {
+  case "$1" in
+    default) run default studies/pays_default.yaml ;;
+    aggressive) run aggressive studies/pays_aggressive.yaml ;;
+    faults3) run faults3 studies/pays_default.yaml --inject "nan_loss~0.0015,spike~0.0015" ;;
+    faults30) run faults30 studies/pays_default.yaml --inject "nan_loss~0.015,spike~0.015" ;;
+    arc_practice) run arc_practice studies/pays_arc_practice.yaml ;;
+    *) echo "unknown workload $1: one of default, aggressive, faults3, faults30, arc_practice" >&2
+       exit 2 ;;
+  esac
+}
+if [ $# -gt 0 ]; then workload "$1"; else
+  for w in faults30 default aggressive faults3 arc_practice; do workload "$w"; done
+fi

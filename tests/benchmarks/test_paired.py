@@ -1,0 +1,53 @@
+"""The paired comparison the search benchmark reports (benchmarks/paired.py)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import paired  # noqa: E402
+
+
+def _rows(on: list[float], off: list[float]) -> list[dict[str, object]]:
+    return ([{"seed": s, "arm": "on", "best_stable": v} for s, v in enumerate(on)]
+            + [{"seed": s, "arm": "off", "best_stable": v} for s, v in enumerate(off)])
+
+
+def test_wins_ties_losses_and_a_significant_paired_difference() -> None:
+    off = [1.5, 1.4, 1.6, 1.45, 1.55, 1.5, 1.3, 1.42]
+    on = [v - 0.05 for v in off[:7]] + [off[7]]  # better on 7 seeds, tied on one
+    c = paired.compare(_rows(on, off), "on", "off")
+    assert (c["wins"], c["ties"], c["losses"], c["seeds"]) == (7, 1, 0, 8)
+    assert c["mean_diff"] == pytest.approx(-0.05 * 7 / 8)
+    assert c["p"] is not None and c["p"] < 0.05  # 7 untied pairs all one way: p = 1/64
+
+
+def test_six_pairs_are_the_least_that_can_reach_p_below_005() -> None:
+    five = paired.compare(_rows([1.0] * 5, [1.1] * 5), "on", "off")
+    six = paired.compare(_rows([1.0] * 6, [1.1] * 6), "on", "off")
+    assert five["p"] > 0.05 and six["p"] < 0.05
+
+
+def test_no_stable_configuration_scores_the_loss_of_knowing_nothing() -> None:
+    rows = _rows([1.2, math.inf], [math.inf, 1.3])
+    c = paired.compare(rows, "on", "off")
+    assert (c["wins"], c["losses"]) == (1, 1)
+    s = paired.summary(rows)
+    assert s["on"]["no_stable"] == 1 and s["on"]["mean"] == pytest.approx(
+        (1.2 + math.log(12)) / 2)
+
+
+def test_all_ties_have_no_p_value() -> None:
+    assert paired.compare(_rows([1.0, 1.1], [1.0, 1.1]), "on", "off")["p"] is None
+
+
+def test_the_anytime_curve_is_a_step_function_averaged_over_seeds() -> None:
+    a, b = [[10.0, 1.5], [30.0, 1.2]], [[20.0, 1.4]]
+    assert paired.step_value(a, 5.0) == math.inf
+    assert paired.step_value(a, 10.0) == 1.5 and paired.step_value(a, 40.0) == 1.2
+    mean = paired.mean_curve([a, b], [5.0, 25.0, 40.0])
+    assert mean == pytest.approx([math.log(12), (1.5 + 1.4) / 2, (1.2 + 1.4) / 2])
