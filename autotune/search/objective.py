@@ -66,7 +66,7 @@ import math
 import os
 import socket
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,39 +77,26 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.errors import Interrupted
-from autotune.events import Event, EventKind, RunStatus, changes_of, count, surviving
+from autotune.events import Event, EventKind, RunStatus, changes_of, count
 from autotune.jsonio import as_float, jsonable
 from autotune.recovery.rundir import CONFIG, RunDir
 from autotune.recovery.runs import RunConfig, resume_run, start_run
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
-from autotune.recovery.supervisor import Hooks, PlannedRollback, RunResult, Supervisor
-from autotune.search import ownership
+from autotune.recovery.supervisor import RunResult
 from autotune.search.credit import credit_params, deserves_credit, restarted_from_scratch
 from autotune.search.dashboard import TrialStory, publish, rolled_back_steps, store_dir
+from autotune.search.recorder import EventSink, SearchEvent, TrialRecorder
 from autotune.search.sampler import CONSTRAINT
 from autotune.search.space import Space
 from autotune.search.timeline import TIMELINE
-from autotune.search.triage import peer_values, triage
 from trainer import checkpoint
 from trainer.config import TrainConfig
 from trainer.data import ArcData, build_data
 
-__all__ = ["ARC_SCORES", "TIMELINE", "Objective", "ObjectiveSettings", "SearchEvent",
+__all__ = ["ARC_SCORES", "TIMELINE", "EventSink", "Objective", "ObjectiveSettings", "SearchEvent",
            "SurplusTrial", "is_surplus", "record_story"]
 
 ARC_SCORES = ("test_pass2", "test_pass1", "test_copy_pass")  # held-out, of a stable run
-
-
-@dataclass(frozen=True)
-class SearchEvent:
-    """Something a search did, for a progress display (picklable: workers send them)."""
-
-    kind: str  # trial_start, epoch, recovery, triage, trial_end, tally, confirm_*
-    trial: int | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-EventSink = Callable[[SearchEvent], None]
 
 
 @dataclass(frozen=True)
@@ -166,100 +153,6 @@ def _frozen(trial: optuna.Trial) -> FrozenTrial:
 
 
 # -- one trial ----------------------------------------------------------------------------
-
-class _TrialRecorder:
-    """The supervisor's hooks for one trial: report, prune, keep the timeline."""
-
-    def __init__(self, trial: optuna.Trial, run_path: Path, emit: EventSink,
-                 triage: bool = True) -> None:
-        self.trial = trial
-        self.run_path = run_path
-        self.emit = emit
-        self.triage = triage
-        self.triaged: list[dict[str, Any]] = list(trial.user_attrs.get("triage") or [])
-        self.timeline: list[list[int]] = []
-        self.reported: set[int] = set()
-        self.synced = TIMELINE in trial.user_attrs  # a retry inherits the killed trial's
-        self.supervisor: Supervisor | None = None
-        self.pruned_reason: str | None = None
-        self.claim = ownership.claim(trial)  # a hung worker notices a takeover
-
-    def hooks(self) -> Hooks:
-        return Hooks(on_start=self.on_start, on_epoch=self.on_epoch, on_event=self.on_event,
-                     before_rollback=self.before_rollback if self.triage else None)
-
-    def on_start(self, supervisor: Supervisor) -> None:
-        self.supervisor = supervisor
-        self.replay()
-
-    def replay(self) -> None:
-        """Report what the run did before (a retried trial continues a killed one's run)."""
-        records = RunDir(self.run_path).metrics()
-        for record in records:
-            self._report(record)
-        self.timeline = [[int(r["global_epoch"]), int(r["epoch"])] for r in surviving(records)]
-        self._sync()
-
-    def _sync(self) -> None:
-        """Store the timeline once it differs from the reports (after a rollback): until
-        then every report is on it, which is what the pruner assumes without the attribute
-        (one storage write an epoch saved)."""
-        if self.synced or any(g != e for g, e in self.timeline):
-            self.trial.set_user_attr(TIMELINE, self.timeline)
-            self.synced = True
-
-    def _report(self, record: Mapping[str, Any]) -> float:
-        value = as_float(record["val_loss"])
-        step = int(record["global_epoch"])
-        if math.isfinite(value) and step not in self.reported:
-            self.trial.report(value, step=step)
-            self.reported.add(step)
-        return value
-
-    def on_epoch(self, record: dict[str, Any]) -> None:
-        ownership.check(self.claim)  # taken over while this process hung: write nothing
-        value = self._report(record)
-        epoch = int(record["epoch"])
-        self.timeline = [p for p in self.timeline if p[1] < epoch]
-        self.timeline.append([int(record["global_epoch"]), epoch])
-        self._sync()
-        self.emit(SearchEvent("epoch", self.trial.number, {
-            "epoch": epoch, "global_epoch": int(record["global_epoch"]), "val_loss": value,
-            "train_loss": as_float(record.get("train_loss")),
-            "epochs": self.supervisor.epochs if self.supervisor else None}))
-        if self.trial.should_prune():
-            self.pruned_reason = (f"pruned by the pruner at epoch {epoch} (val_loss "
-                                  f"{value:.4f} worse than other trials at that epoch)")
-            raise optuna.TrialPruned(self.pruned_reason)
-
-    def before_rollback(self, planned: PlannedRollback) -> None:
-        """Recover or prune (`autotune.search.triage`): record the choice, and prune a trial
-        whose rolled-back state is not competitive."""
-        peers = peer_values(self.trial.study.get_trials(deepcopy=False), self.trial.number,
-                            planned.epoch)
-        decision = triage(planned.epoch, planned.best_val_loss, peers)
-        self.triaged.append({"divergence": planned.reason, **decision.to_dict()})
-        self.trial.set_user_attr("triage", jsonable(self.triaged))
-        self.emit(SearchEvent("triage", self.trial.number, {
-            "choice": decision.choice, "why": decision.reason, "divergence": planned.reason,
-            "epoch": planned.epoch}))
-        if not decision.recover:
-            self.pruned_reason = (f"diverged ({planned.reason}) and pruned instead of "
-                                  f"recovered: {decision.reason}")
-            raise optuna.TrialPruned(self.pruned_reason)
-
-    def on_event(self, event: Event) -> None:
-        if event.kind is EventKind.RECOVERED and event.rolled_back_to is not None:
-            back = int(event.rolled_back_to)
-            self.timeline = [p for p in self.timeline if p[1] <= back]
-            self.synced = True  # from now on the reports hold undone values
-            self._sync()
-        record = event.to_dict()
-        self.emit(SearchEvent("recovery", self.trial.number, jsonable(
-            {k: record.get(k) for k in ("kind", "reason", "epoch", "global_epoch", "message",
-                                        "rolled_back_to", "changes", "explanation")})))
-
-
 class Objective:
     """Callable objective for `study.optimize`; see the module docstring."""
 
@@ -288,7 +181,7 @@ class Objective:
         config = s.space.config(params, s.profile, s.overrides)
         run_path, resuming = self._run_path(trial)
         trial.set_user_attr("run_dir", str(run_path))
-        recorder = _TrialRecorder(trial, run_path, self.emit, s.triage)
+        recorder = TrialRecorder(trial, run_path, self.emit, s.triage)
         self.emit(SearchEvent("trial_start", trial.number, {
             "params": jsonable(params), "resumed": resuming, "run_dir": str(run_path),
             "epochs": config.epochs}))
@@ -320,7 +213,7 @@ class Objective:
         return Path(self.settings.artifacts) / f"trial-{trial.number:04d}", False
 
     def _run(self, config: TrainConfig, run_path: Path, resuming: bool,
-             recorder: _TrialRecorder) -> RunResult:
+             recorder: TrialRecorder) -> RunResult:
         hooks = recorder.hooks()
         # Trial n meets the rate faults of stream n (a retry those of the trial it retries).
         stream = int(recorder.trial.user_attrs.get("retry_of", recorder.trial.number))
@@ -337,7 +230,7 @@ class Objective:
 
     # -- recording -----------------------------------------------------------------------
 
-    def _record(self, trial: optuna.Trial, recorder: _TrialRecorder,
+    def _record(self, trial: optuna.Trial, recorder: TrialRecorder,
                 config: Mapping[str, Any], events: list[Event], status: str,
                 extra: Mapping[str, Any]) -> TrialStory:
         """Store the trial's compact summary, its constraint, and (when it has a recovery
@@ -353,7 +246,7 @@ class Objective:
         record_story(trial, story, extra, store_dir(self.settings.artifacts))
         return story
 
-    def _record_pruned(self, trial: optuna.Trial, recorder: _TrialRecorder) -> None:
+    def _record_pruned(self, trial: optuna.Trial, recorder: TrialRecorder) -> None:
         run = RunDir(recorder.run_path)
         config = (recorder.supervisor.effective_config if recorder.supervisor
                   else run.effective_config())
@@ -367,7 +260,7 @@ class Objective:
             "recoveries": count(events, EventKind.RECOVERED)}))
 
     def _finish(self, trial: optuna.Trial, params: dict[str, Any], result: RunResult,
-                recorder: _TrialRecorder) -> float:
+                recorder: TrialRecorder) -> float:
         value = result.objective
         extra: dict[str, Any] = {"stable": result.stable, "best_epoch": result.best_epoch,
                                  "global_epochs": result.global_epochs,

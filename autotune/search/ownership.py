@@ -11,7 +11,7 @@ write nothing more into that trial or that run directory. Two checks see to it:
   RUNNING; when it is not, or the answer does not come within a few seconds, it raises
   `TrialTaken` from where the main thread was, before the epoch's metrics or checkpoint
   are written.
-- At the start of every epoch's hook (`_TrialRecorder.on_epoch`, before the report),
+- At the start of every epoch's hook (`recorder.TrialRecorder.on_epoch`, before the report),
   `check` asks the same (a hang without a SIGCONT: a slow disk, a long pause).
 
 `TrialTaken` is a BaseException like `Interrupted`: neither the supervisor (which writes an
