@@ -24,6 +24,7 @@ from autotune.search.packing import Packing, choose_jobs, trial_memory
 from autotune.search.space import Choice, Space, load_space, parse_space
 from autotune.search.storage import open_storage, storage_url
 from trainer.config import PROFILES, TrainConfig
+from trainer.inject import Injector
 from trainer.loop import default_profile
 
 DEFAULT_STUDY = "arc"
@@ -166,6 +167,7 @@ def prepare(settings: SearchSettings) -> StudyPlan:
     overrides = {"epochs": settings.epochs} if settings.epochs is not None else {}
     profile = settings.profile or default_profile(settings.device)
     _probe(space, profile, overrides)
+    Injector.from_env()  # a bad AUTOTUNE_INJECT is exit 2 here, not a failed trial each
     storage = open_storage(url)  # the first thing written
     if settings.study in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=settings.study, storage=storage)

@@ -212,3 +212,20 @@ def test_bad_input_is_exit_2_one_line_nothing_written(
     assert "Traceback" not in err and SECRET not in err
     assert _tree(tmp_path) == before  # nothing written, no default studies/autotune.db
     assert not (tmp_path.parent / "escape").exists()
+
+
+@pytest.mark.parametrize(("command", "spec"), [("train", "nan_loss~2"),
+                                               ("search", "spike~x"),
+                                               ("search", "boom@3")])
+def test_a_bad_fault_spec_is_exit_2_before_anything_is_written(
+        command: str, spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUTOTUNE_INJECT", spec)
+    (tmp_path / "space.yaml").write_text(SPACE)
+    argv = (["train", "--set", "max_tasks=20", "--run-dir", "run"] if command == "train"
+            else ["search", "--space", "space.yaml", "--trials", "1"])
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "AUTOTUNE_INJECT" in lines[0] and repr(spec) in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
