@@ -53,6 +53,20 @@ def compare(rows: Iterable[Mapping[str, Any]], arm: str, baseline: str) -> dict[
             "p": wilcoxon_p(diffs)}
 
 
+def compare_at_equal_time(rows: Iterable[Mapping[str, Any]], arm: str,
+                          baseline: str) -> dict[str, Any]:
+    """As `compare`, with each seed's two searches read off their anytime curves at the
+    same wall time: the shorter of the two searches' (the budget the cheaper arm used)."""
+    arms = by_arm(rows)
+    equal = []
+    for seed in sorted(set(arms.get(arm, {})) & set(arms.get(baseline, {}))):
+        a, b = arms[arm][seed], arms[baseline][seed]
+        t = min(float(a["wall_s"]), float(b["wall_s"]))
+        equal += [{"seed": seed, "arm": arm, "best_stable": step_value(a["curve"], t)},
+                  {"seed": seed, "arm": baseline, "best_stable": step_value(b["curve"], t)}]
+    return compare(equal, arm, baseline)
+
+
 def summary(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per arm: mean and median best stable loss (scored), seeds with none, and totals."""
     out = {}
@@ -95,14 +109,16 @@ def markdown(name: str, rows: list[Mapping[str, Any]]) -> list[str]:
         out.append(f"| {name} | {arm} | {s['seeds']} | {s['mean']:.4f} | {s['median']:.4f} | "
                    f"{s['no_stable']} | {s['trials']:.0f} | {s['diverged']:.0f} | "
                    f"{s['salvaged']:.0f} | {s['wasted_s']:.0f} | {s['wall_s']:.0f} |")
+    arms = by_arm(rows)
     for baseline in ("off", "plain"):
-        arms = by_arm(rows)
-        if "on" in arms and baseline in arms:
-            c = compare(rows, "on", baseline)
+        if "on" not in arms or baseline not in arms:
+            continue
+        for label, c in (("", compare(rows, "on", baseline)),
+                         (", equal time", compare_at_equal_time(rows, "on", baseline))):
             p = "-" if c["p"] is None else f"{c['p']:.3f}"
-            out.append(f"| {name} | on vs {baseline} | {c['seeds']} | {c['wins']} / {c['ties']}"
-                       f" / {c['losses']} | {c['mean_diff']:+.4f} (se {c['se_diff']:.4f}) | "
-                       f"p {p} | | | | | |")
+            out.append(f"| {name} | on vs {baseline}{label} | {c['seeds']} | {c['wins']} / "
+                       f"{c['ties']} / {c['losses']} | {c['mean_diff']:+.4f} (se "
+                       f"{c['se_diff']:.4f}) | p {p} | | | | | |")
     return out
 
 

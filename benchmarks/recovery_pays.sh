@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # "Does recovery pay?": every workload of BENCHMARKS.md's table, 12 seeds fixed in advance,
 # arms plain, off and on. One workload at a time: `bash benchmarks/recovery_pays.sh NAME`
-# (default, aggressive, faults3, faults30, arc_practice), or all of them without an argument.
+# (default, aggressive, faults1, faults3, faults30, arc_practice), or all of them without an argument.
 # Writes OUT/NAME.json and OUT/NAME.png (OUT: $OUT or bench_out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,13 +20,15 @@ workload() {
   case "$1" in
     default) run default studies/pays_default.yaml ;;
     aggressive) run aggressive studies/pays_aggressive.yaml ;;
+    faults1) run faults1 studies/pays_default.yaml --inject "nan_loss~0.0005,spike~0.0005" ;;
     faults3) run faults3 studies/pays_default.yaml --inject "nan_loss~0.0015,spike~0.0015" ;;
     faults30) run faults30 studies/pays_default.yaml --inject "nan_loss~0.015,spike~0.015" ;;
     arc_practice) run arc_practice studies/pays_arc_practice.yaml ;;
-    *) echo "unknown workload $1: one of default, aggressive, faults3, faults30, arc_practice" >&2
+    *) echo "unknown workload $1: one of default, aggressive, faults1, faults3, faults30," \
+         "arc_practice" >&2
        exit 2 ;;
   esac
 }
 if [ $# -gt 0 ]; then workload "$1"; else
-  for w in faults30 default aggressive faults3 arc_practice; do workload "$w"; done
+  for w in faults30 default aggressive faults3 faults1 arc_practice; do workload "$w"; done
 fi

@@ -51,3 +51,13 @@ def test_the_anytime_curve_is_a_step_function_averaged_over_seeds() -> None:
     assert paired.step_value(a, 10.0) == 1.5 and paired.step_value(a, 40.0) == 1.2
     mean = paired.mean_curve([a, b], [5.0, 25.0, 40.0])
     assert mean == pytest.approx([math.log(12), (1.5 + 1.4) / 2, (1.2 + 1.4) / 2])
+
+
+def test_at_equal_time_each_search_is_read_where_the_shorter_one_ended() -> None:
+    rows = [{"seed": 0, "arm": "on", "best_stable": 1.0, "wall_s": 100.0,
+             "curve": [[20.0, 1.6], [90.0, 1.0]]},
+            {"seed": 0, "arm": "off", "best_stable": 1.5, "wall_s": 40.0,
+             "curve": [[30.0, 1.5]]}]
+    c = paired.compare_at_equal_time(rows, "on", "off")
+    assert (c["wins"], c["losses"]) == (0, 1)  # at 40 s: on 1.6, off 1.5
+    assert c["mean_diff"] == pytest.approx(0.1)

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from optuna.trial import TrialState
 
 from autotune import cli
 from autotune.search import packing
-from autotune.search.outcome import SearchOutcome, run_search
+from autotune.search.outcome import SearchOutcome
 from autotune.search.packing import GIB, Packing, choose_jobs, pack, trial_memory
 from autotune.search.plan import PLAN_ATTR, SearchSettings, prepare
 from autotune.search.tally import Tally
@@ -140,18 +139,3 @@ def test_bad_jobs_exit_2_with_one_line(workdir: Path, capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert "--jobs" in err and err.strip().count("\n") == 0
     assert not Path("studies").exists()
-
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("workdir")
-def test_three_workers_share_one_device_and_stop_at_the_count() -> None:
-    plan = prepare(SearchSettings(study="three", space="space.yaml", trials=4, jobs=3,
-                                  seed=0, device="cpu"))
-    outcome = run_search(plan, confirm_winner=False)
-    trials = stored_study("three").get_trials()
-    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == 4 and outcome.tally.done == 4
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
-    assert outcome.workers == [0, 0, 0]
-    pids = {t.user_attrs["worker"]["pid"] for t in finished}
-    assert len(pids) >= 2  # trials ran in several processes at once
