@@ -25,10 +25,10 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune.search import FINISHED
 from trainer import checkpoint
 
-EPOCHS = 6
+EPOCHS = 4
 SPACE = {"learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
-         "epochs": EPOCHS, "max_tasks": 40}  # 4 optimizer steps an epoch
-TOTAL = 5  # the median pruner starts after 5 finished trials: none is pruned
+         "epochs": EPOCHS, "max_tasks": 20}  # 2 optimizer steps an epoch
+TOTAL = 4  # fewer than the median pruner's 5 startup trials: none is pruned
 STUDY = "chaos"
 SEED = 20260511
 
@@ -91,7 +91,7 @@ def kill_mid_trial(folder: Path, proc: subprocess.Popen[str], rng: random.Random
             seen.setdefault(t.number, done)
         if ready:
             break
-        time.sleep(0.05)
+        time.sleep(0.1)  # an epoch takes about half a second
     time.sleep(rng.uniform(0.0, 0.25))
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
