@@ -40,7 +40,8 @@ from tenacity import (
     retry_if_exception,
     stop_after_delay,
     stop_when_event_set,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from autotune.errors import ConfigError
@@ -150,7 +151,7 @@ class RetryingRDBStorage(RDBStorage):
         retrying = Retrying(
             retry=retry_if_exception(lambda e: is_transient(e, self._sqlite)),
             stop=stop_after_delay(self._bound) | stop_when_event_set(self._down),
-            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.2),
             sleep=self._down.wait)
         try:
             return retrying(method, *args, **kwargs)

@@ -23,7 +23,8 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from autotune.errors import ConfigError
@@ -192,7 +193,7 @@ def open_storage(url: str | None, *, create: bool = True,
         try:
             return Retrying(retry=retry_if_exception(_worth_again),
                             stop=stop_after_attempt(6) & stop_after_delay(STARTUP_RETRY_S),
-                            wait=wait_exponential_jitter(initial=0.2, max=1.0),
+                            wait=wait_exponential(multiplier=0.2, max=1.0) + wait_random(0, 0.2),
                             reraise=True)(connect)
         except ImportError as exc:
             hint = ("pip install 'autotune[postgres]'" if url.startswith("postgres")

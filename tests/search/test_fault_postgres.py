@@ -43,7 +43,7 @@ ENV = "AUTOTUNE_TEST_POSTGRES_URL"
 EPOCHS = 4
 SPACE = {"learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
          "epochs": EPOCHS, "max_tasks": 20}
-TOTAL = 4
+TOTAL = 5
 BOUND = 6  # AUTOTUNE_STORAGE_RETRY of the workers: a restart fits, the outage does not
 
 
