@@ -12,6 +12,13 @@ Two forms, joined by `,`:
   trials (which share the seed) meet faults of their own, and trial n of one arm meets
   the faults of trial n of another.
 
+`hold@STEP` (tests only) parks the process at that step until the test lets it go: it
+creates the file `held-PID-STEP` in the folder named by `AUTOTUNE_HOLD` and waits while that
+file exists. A test waits for the file (the process is at a known point: every earlier epoch
+trained, nothing of this step done) and deletes it to release the process, so fault tests
+wait on events, never on the machine's speed. A file `free-PID` there lets that process
+pass every later hold.
+
 Steps are global optimizer steps of compute (they never go back after a rollback), so a
 fault fires once. With the variable unset the injector is empty and falsy, and the
 trainer skips every hook.
@@ -20,15 +27,19 @@ trainer skips every hook.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from trainer.errors import ConfigError
 
-KINDS = ("nan_loss", "inf_grad", "spike", "kill")
+KINDS = ("nan_loss", "inf_grad", "spike", "kill", "hold")
 ENV = "AUTOTUNE_INJECT"
+HOLD_ENV = "AUTOTUNE_HOLD"  # the folder of `hold@STEP`'s files
+HOLD_POLL_S = 0.01
 SPIKE_FACTOR = 100.0
 BLOCK = 4096  # rate faults are drawn a block of steps at a time, each block its own stream
 
@@ -38,8 +49,8 @@ def _rate(kind: str, text: str, item: str) -> tuple[str, float]:
         p = float(text)
     except ValueError:
         p = -1.0
-    if kind not in KINDS or not 0.0 <= p <= 1.0:
-        raise ConfigError(f"{ENV} takes KIND~P items with KIND one of {', '.join(KINDS)} "
+    if kind not in KINDS or kind == "hold" or not 0.0 <= p <= 1.0:
+        raise ConfigError(f"{ENV} takes KIND~P items with KIND one of {', '.join(KINDS[:-1])} "
                           f"and P a probability in [0, 1] but got {item!r}.")
     return kind, p
 
@@ -72,6 +83,9 @@ class Injector:
             if not sep or kind not in KINDS or not step.isdigit():
                 raise ConfigError(f"{ENV} takes KIND@STEP or KIND~P items with KIND one of "
                                   f"{', '.join(KINDS)} but got {item!r}.")
+            if kind == "hold" and not os.environ.get(HOLD_ENV, "").strip():
+                raise ConfigError(f"{ENV} item {item!r} needs {HOLD_ENV}=DIR, the folder "
+                                  f"where the held process announces itself.")
             faults.setdefault(int(step), set()).add(kind)
         return cls(faults, rates, seed, stream)
 
@@ -97,6 +111,8 @@ class Injector:
     def on_step_start(self, step: int) -> None:
         if self._has(step, "kill"):
             os._exit(137)  # as if the machine died: no cleanup, no flush
+        if self._has(step, "hold"):
+            hold(Path(os.environ[HOLD_ENV]), step)
 
     def on_loss(self, step: int, loss: torch.Tensor) -> torch.Tensor:
         if self._has(step, "nan_loss"):
@@ -109,3 +125,14 @@ class Injector:
         if self._has(step, "inf_grad"):
             first = next(p for p in model.parameters() if p.grad is not None)
             first.grad.view(-1)[0] = float("inf")
+
+
+def hold(folder: Path, step: int) -> None:
+    """Announce `held-PID-STEP` in `folder` and wait until a test deletes it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / f"free-{os.getpid()}").exists():
+        return
+    mark = folder / f"held-{os.getpid()}-{step}"
+    mark.touch()
+    while mark.exists():
+        time.sleep(HOLD_POLL_S)

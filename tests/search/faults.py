@@ -17,15 +17,20 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune.search import FINISHED, open_storage
 from trainer import checkpoint
+from trainer.inject import ENV, HOLD_ENV
 
 STUDY = "faults"
+# A bound on waits for events that always come on a working system: only a hung or broken
+# worker reaches it, however slow or loaded the machine is.
+TIMEOUT = 600.0
 
 
 def spawn(folder: Path, *argv: str, core: int = 0,
           env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """`autotune ARGV` in `folder` on one core with one torch thread."""
-    full = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    full.pop("AUTOTUNE_INJECT", None)
+    """`autotune ARGV` in `folder` on one core with one torch thread; faults only those that
+    `env` names (never the test process's own AUTOTUNE_INJECT)."""
+    inherited = {k: v for k, v in os.environ.items() if k not in (ENV, HOLD_ENV)}
+    full = {**inherited, "OMP_NUM_THREADS": "1", **(env or {})}
     cores = sorted(os.sched_getaffinity(0))
     pinned = {cores[core % len(cores)]}
     return subprocess.Popen([sys.executable, "-m", "autotune", *argv], cwd=folder, env=full,
@@ -54,6 +59,44 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float,
             return result
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(poll)
+
+
+class Holds:
+    """Worker processes parked at a known optimizer step (`hold@STEP`, trainer/inject.py):
+    a test waits until a worker is there and lets it go, instead of racing it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def env(self, step: int) -> dict[str, str]:
+        """The environment that parks every run of a worker at global step `step`."""
+        return {ENV: f"hold@{step}", HOLD_ENV: str(self.folder)}
+
+    def held(self, pid: int) -> Path | None:
+        marks = sorted(self.folder.glob(f"held-{pid}-*")) if self.folder.is_dir() else []
+        return marks[0] if marks else None
+
+    def wait(self, pid: int, procs: list[subprocess.Popen[str]],
+             ready: Callable[[], Any] = lambda: True) -> Any:
+        """Wait until worker `pid` is parked and `ready()` is true (the process's
+        other threads, such as a checkpoint writer, may still be finishing)."""
+        return wait_for(f"worker {pid} parked", lambda: self.held(pid) and ready(),
+                        TIMEOUT, procs, poll=0.02)
+
+    def release(self, pid: int, for_good: bool = False) -> None:
+        """Let worker `pid` go on; `for_good`: past every later hold too."""
+        if for_good:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / f"free-{pid}").touch()
+        mark = self.held(pid)
+        if mark is not None:
+            mark.unlink(missing_ok=True)
+
+
+def saved_all(run_dir: Path) -> bool:
+    """Every epoch written to metrics.jsonl also has its checkpoint on disk."""
+    done = len(metrics(run_dir))
+    return done >= 1 and newest_checkpoint(run_dir) == done
 
 
 def owned(all_trials: list[FrozenTrial], pid: int) -> list[FrozenTrial]:

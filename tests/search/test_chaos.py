@@ -23,6 +23,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.search import FINISHED
+from tests.search.faults import TIMEOUT, Holds, saved_all, spawn
 from trainer import checkpoint
 
 EPOCHS = 4
@@ -41,17 +42,6 @@ class Kill:
     run_dir: Path
     metrics: list[dict[str, Any]]
     checkpoint: int  # global epoch of its newest checkpoint
-
-
-def _spawn(folder: Path, *argv: str) -> subprocess.Popen[str]:
-    """`autotune ARGV` in `folder`, on one core with one torch thread (an oversubscribed
-    core makes every epoch many times slower)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("AUTOTUNE_INJECT", None)
-    core = {min(os.sched_getaffinity(0))}
-    return subprocess.Popen([sys.executable, "-m", "autotune", *argv], cwd=folder, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: os.sched_setaffinity(0, core))
 
 
 def _trials(folder: Path) -> list[FrozenTrial]:
@@ -75,27 +65,16 @@ def _metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def kill_mid_trial(folder: Path, proc: subprocess.Popen[str], rng: random.Random,
-                   timeout: float = 120.0) -> Kill:
-    """SIGKILL `proc` at a random moment after one of its trials finished an epoch of its own
-    (with at least two epochs left); returns what the trial had saved."""
-    seen: dict[int, int] = {}
-    deadline = time.monotonic() + timeout
-    while True:
-        assert proc.poll() is None, f"the worker ended first: {proc.stderr.read()[-2000:]}"
-        assert time.monotonic() < deadline, "the worker never got a trial going"
-        ready = False
-        for t in _owned(_trials(folder), proc.pid):
-            done = len(_metrics(Path(t.user_attrs["run_dir"])))
-            ready = ready or (t.number in seen and seen[t.number] < done <= EPOCHS - 2)
-            seen.setdefault(t.number, done)
-        if ready:
-            break
-        time.sleep(0.1)  # an epoch takes about half a second
-    time.sleep(rng.uniform(0.0, 0.25))
+def kill_mid_trial(folder: Path, proc: subprocess.Popen[str], holds: Holds) -> Kill:
+    """SIGKILL `proc` where it is parked (inside an epoch's training, every earlier epoch
+    checkpointed); returns what its trial had saved."""
+    def parked_trial() -> object:
+        mine = _owned(_trials(folder), proc.pid)
+        return mine and saved_all(Path(mine[0].user_attrs["run_dir"])) and mine[0]
+
+    victim = holds.wait(proc.pid, [proc], parked_trial)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    [victim] = _owned(_trials(folder), proc.pid)
+    proc.wait(timeout=60)
     run_dir = Path(victim.user_attrs["run_dir"])
     newest = checkpoint.listing(run_dir / "checkpoints")[-1].global_epoch
     return Kill(victim.number, run_dir, _metrics(run_dir), newest)
@@ -133,14 +112,20 @@ def check_checkpoints(artifacts: Path) -> int:
 def test_two_kills_at_random_moments_lose_nothing(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
-    proc = _spawn(tmp_path, "search", "--trials", str(TOTAL), "--study", STUDY, "--space",
-                  "space.yaml", "--seed", "0")
+    holds = Holds(tmp_path / "holds")
+    # Each kill's moment: a step drawn in advance, inside epoch 2 or 3 of a trial, after
+    # the epoch-1 checkpoint (steps 2 and 3 are epoch 2's, 4 and 5 epoch 3's).
+    steps = [rng.randint(2, 2 * (EPOCHS - 1) - 1) for _ in range(2)]
+    argv = ["search", "--trials", str(TOTAL), "--study", STUDY, "--space", "space.yaml",
+            "--seed", "0"]
+    proc = spawn(tmp_path, *argv, env=holds.env(steps[0]))
     kills = []
     try:
-        for _ in range(2):
-            kills.append(kill_mid_trial(tmp_path, proc, rng))
-            proc = _spawn(tmp_path, "resume", "--study", STUDY)
-        _, err = proc.communicate(timeout=240)
+        for i in range(2):
+            kills.append(kill_mid_trial(tmp_path, proc, holds))
+            env = holds.env(steps[1]) if i == 0 else {}
+            proc = spawn(tmp_path, "resume", "--study", STUDY, env=env)
+        _, err = proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == 0, err[-3000:]
     finally:
         if proc.poll() is None:  # a failed check: leave no worker behind

@@ -23,15 +23,17 @@ from optuna.trial import TrialState
 from autotune.cli.app import main
 from tests.search.faults import (
     STUDY,
+    TIMEOUT,
+    Holds,
     check_checkpoints,
     check_continued,
     check_study,
     finish,
     owned,
+    saved_all,
     snapshot,
     spawn,
     trials,
-    wait_for,
 )
 from trainer import checkpoint
 
@@ -39,6 +41,7 @@ EPOCHS = 3
 SPACE = {"learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
          "epochs": EPOCHS, "max_tasks": 20}
 TOTAL = 2
+HOLD_STEP = 3  # the second step of epoch 2 (2 steps an epoch): epoch 1 saved
 
 
 @pytest.fixture
@@ -85,16 +88,18 @@ def test_a_full_disk_ends_the_search_with_one_line_and_resume_finishes(
     storage = f"sqlite:///{tmp_path / 'studies' / 'faults.db'}"  # on the big disk
     artifacts = small_disk / "artifacts"
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    holds = Holds(tmp_path / "holds")
     proc = spawn(tmp_path, "search", "--storage", storage, "--study", STUDY, "--trials",
-                 str(TOTAL), "--space", "space.yaml", "--artifacts", str(artifacts))
+                 str(TOTAL), "--space", "space.yaml", "--artifacts", str(artifacts),
+                 env=holds.env(HOLD_STEP))
     try:
         def first_checkpoint() -> object:
             mine = owned(trials(storage), proc.pid)
-            return mine and (Path(mine[0].user_attrs["run_dir"]) / "checkpoints"
-                             / "g000001.json").exists() and mine[0]
-        victim = wait_for("a first checkpoint", first_checkpoint, 90, [proc], poll=0.02)
+            return mine and saved_all(Path(mine[0].user_attrs["run_dir"])) and mine[0]
+        victim = holds.wait(proc.pid, [proc], first_checkpoint)
         filler = fill(small_disk, leave=200_000)  # less than one checkpoint
-        [(code, err)] = finish([proc], 120)
+        holds.release(proc.pid, for_good=True)
+        [(code, err)] = finish([proc], TIMEOUT)
     finally:
         if proc.poll() is None:
             proc.kill()

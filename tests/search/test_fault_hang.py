@@ -16,9 +16,7 @@ process is alive on this machine, so only the heartbeat can tell; on SQLite by O
 from __future__ import annotations
 
 import os
-import random
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -28,12 +26,15 @@ from optuna.trial import TrialState
 from autotune.cli.app import main
 from tests.search.faults import (
     STUDY,
+    TIMEOUT,
+    Holds,
     check_checkpoints,
     check_continued,
     check_study,
     finish,
     metrics,
     owned,
+    saved_all,
     snapshot,
     spawn,
     trials,
@@ -44,7 +45,7 @@ EPOCHS = 4
 SPACE = {"learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
          "epochs": EPOCHS, "max_tasks": 20}  # 2 optimizer steps an epoch, ~0.4 s
 TOTAL = 2
-SEED = 20261202
+HOLD_STEP = 3  # the second step of epoch 2 (2 steps an epoch)
 HEARTBEAT = {"AUTOTUNE_HEARTBEAT": "1,3"}  # beat every second, stale after 3 s
 
 
@@ -55,40 +56,35 @@ HEARTBEAT = {"AUTOTUNE_HEARTBEAT": "1,3"}  # beat every second, stale after 3 s
 @pytest.mark.parametrize("kind", ["journal"])
 def test_a_hung_worker_is_taken_over_and_writes_nothing_after(
         tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = random.Random(SEED)
     storage = (f"journal:{tmp_path / 'studies' / 'faults.log'}" if kind == "journal"
                else f"sqlite:///{tmp_path / 'studies' / 'faults.db'}")
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
     argv = ["search", "--storage", storage, "--study", STUDY, "--trials", str(TOTAL),
             "--space", "space.yaml", "--seed", "0"]
-    hung = spawn(tmp_path, *argv, core=0, env=HEARTBEAT)
-    wait_for("the study", lambda: trials(storage), 60, [hung])
+    holds = Holds(tmp_path / "holds")  # the first worker's first trial parks mid-epoch 2
+    hung = spawn(tmp_path, *argv, core=0, env={**HEARTBEAT, **holds.env(HOLD_STEP)})
+    wait_for("the study", lambda: trials(storage), TIMEOUT, [hung])
     other = spawn(tmp_path, *argv, core=1, env=HEARTBEAT)
     procs = [hung, other]
     try:
-        def checkpointed() -> object:
-            # A trial of the first worker with an epoch checkpointed and 2+ epochs to go.
-            for t in owned(trials(storage), hung.pid):
-                done = metrics(Path(t.user_attrs["run_dir"]))
-                if 1 <= len(done) <= EPOCHS - 2 and (
-                        Path(t.user_attrs["run_dir"]) / "checkpoints"
-                        / f"g{len(done):06d}.json").exists():
-                    return t
-            return None
+        def victim() -> object:
+            # The parked trial: epoch 1 checkpointed, 2+ epochs to go.
+            mine = owned(trials(storage), hung.pid)
+            return mine and saved_all(Path(mine[0].user_attrs["run_dir"])) and mine[0]
 
-        victim = wait_for("a checkpointed trial", checkpointed, 90, procs, poll=0.02)
-        # Into the next epoch's training, away from the storage calls at an epoch's end.
-        time.sleep(rng.uniform(0.02, 0.08))
+        victim_trial = holds.wait(hung.pid, procs, victim)
+        # Stopped inside an epoch's training, away from the storage calls at its end.
         os.kill(hung.pid, signal.SIGSTOP)
-        snap = snapshot(victim)
+        holds.release(hung.pid, for_good=True)  # it goes on only once it is woken
+        snap = snapshot(victim_trial)
 
         def taken_over() -> object:
             retries = [t for t in trials(storage) if t.user_attrs.get("retry_of")
                        == snap.number and t.state == TrialState.RUNNING]
             return retries and len(metrics(snap.run_dir)) > snap.checkpoint
-        wait_for("the takeover", taken_over, 60, [other], poll=0.1)
+        wait_for("the takeover", taken_over, TIMEOUT, [other], poll=0.1)
         os.kill(hung.pid, signal.SIGCONT)  # wakes while the new owner trains
-        codes = finish(procs, 180)
+        codes = finish(procs, TIMEOUT)
     finally:
         for proc in procs:
             if proc.poll() is None:

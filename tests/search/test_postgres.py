@@ -94,7 +94,7 @@ def _trials(storage: RDBStorage, study: str) -> list[FrozenTrial]:
     return optuna.load_study(study_name=study, storage=storage).get_trials()
 
 
-def _owned_by(storage: RDBStorage, study: str, pid: int, timeout: float = 90.0
+def _owned_by(storage: RDBStorage, study: str, pid: int, timeout: float = 600.0
               ) -> FrozenTrial:
     """The first running trial of process `pid` (waits for it)."""
     deadline = time.monotonic() + timeout
@@ -161,9 +161,9 @@ def test_workers_run_one_study_and_continue_a_killed_workers_trial(
     try:
         number = _owned_by(pg_storage, study_name, doomed.pid).number
         others = [_worker(pg_url, study_name, total, artifacts, core=i) for i in (1, 2)]
-        assert doomed.wait(timeout=120) == 137
+        assert doomed.wait(timeout=600) == 137
         for proc in others:
-            _, err = proc.communicate(timeout=240)
+            _, err = proc.communicate(timeout=600)
             assert proc.returncode == 0, err[-3000:]
     finally:
         _stop([doomed, *others])
@@ -180,7 +180,7 @@ def test_resume_study_continues_a_killed_workers_trial(
     total, artifacts = 2, workdir / "shared"
     doomed = _worker(pg_url, study_name, total, artifacts, core=0, inject=KILL)
     try:
-        assert doomed.wait(timeout=120) == 137
+        assert doomed.wait(timeout=600) == 137
     finally:
         _stop([doomed])
     [killed] = [t for t in _trials(pg_storage, study_name) if t.state == TrialState.RUNNING]
@@ -230,5 +230,5 @@ def test_the_postgres_extras_driver_is_enough(pg_url: str, workdir: Path) -> Non
     code = ("import sys; sys.modules['psycopg'] = None; from autotune.cli.app import main; "
             "sys.exit(main(sys.argv[1:]))")
     proc = subprocess.run([sys.executable, "-c", code, "report", "--study", missing,
-                           "--storage", pg_url], capture_output=True, text=True, timeout=120)
+                           "--storage", pg_url], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and f"no study {missing!r}" in proc.stderr, proc.stderr

@@ -7,6 +7,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -27,7 +29,7 @@ def test_killed_search_resumes_to_the_exact_count(workdir: Path) -> None:
     env = {**os.environ, "AUTOTUNE_INJECT": "kill@6"}  # mid-way through trial 0's epoch 2
     killed = subprocess.run([sys.executable, "-m", "autotune", "search", "--trials", "3",
                              "--study", "k", "--space", "space.yaml", "--seed", "1"],
-                            env=env, capture_output=True, text=True, timeout=120)
+                            env=env, capture_output=True, text=True, timeout=600)
     assert killed.returncode == 137, killed.stderr[-2000:]
     [run] = [p for p in Path("studies/artifacts/k").iterdir()]
     before = [json.loads(line)["global_epoch"] for line in
@@ -52,11 +54,35 @@ def test_killed_search_resumes_to_the_exact_count(workdir: Path) -> None:
     assert len([t for t in stored_study("k").get_trials() if t.state == TrialState.COMPLETE]) == 3
 
 
+def _release_once_both_held(holds: Path, done: threading.Event) -> None:
+    """Let the parked workers go once two processes have each parked in a trial (so both
+    ran one, however fast either started), and every later hold at once."""
+    seen: set[str] = set()
+    while not done.is_set():
+        marks = list(holds.glob("held-*")) if holds.is_dir() else []
+        seen |= {m.name.split("-")[1] for m in marks}
+        if len(seen) >= 2:
+            for mark in marks:
+                mark.unlink(missing_ok=True)
+        time.sleep(0.02)
+
+
 @pytest.mark.slow
-def test_two_jobs_share_the_study_and_stop_at_the_count(workdir: Path) -> None:
+def test_two_jobs_share_the_study_and_stop_at_the_count(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Two worker processes on one device (as on one GPU: `autotune.search.packing`).
-    assert cli.main(["search", "--trials", "3", "--study", "j", "--space", "space.yaml",
-                     "--jobs", "2", "--seed", "0"]) == 0
+    monkeypatch.setenv("AUTOTUNE_INJECT", "hold@1")  # every run parks at its second step
+    monkeypatch.setenv("AUTOTUNE_HOLD", str(workdir / "holds"))
+    done = threading.Event()
+    releaser = threading.Thread(target=_release_once_both_held,
+                                args=(workdir / "holds", done), daemon=True)
+    releaser.start()
+    try:
+        assert cli.main(["search", "--trials", "3", "--study", "j", "--space", "space.yaml",
+                         "--jobs", "2", "--seed", "0"]) == 0
+    finally:
+        done.set()
+        releaser.join()
     trials = stored_study("j").get_trials()
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 3

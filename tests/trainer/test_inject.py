@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import threading
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from trainer.errors import ConfigError
-from trainer.inject import BLOCK, Injector
+from trainer.inject import BLOCK, HOLD_ENV, Injector
 
 
 def _hits(injector: Injector, kind: str, steps: range) -> list[int]:
@@ -55,5 +59,34 @@ def test_a_rate_of_zero_is_no_fault_and_the_injector_is_falsy_without_faults() -
 @pytest.mark.parametrize("spec", ["nan_loss~2", "nan_loss~x", "boom~0.1", "nan_loss@x",
                                   "nan_loss"])
 def test_bad_items_name_the_item(spec: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(repr(spec))):
+        Injector.parse(spec)
+
+
+def test_hold_parks_the_step_until_its_file_is_deleted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(HOLD_ENV, str(tmp_path))
+    injector = Injector.parse("hold@2")
+    injector.on_step_start(1)  # not that step: passes at once
+    passed = threading.Event()
+    worker = threading.Thread(target=lambda: (injector.on_step_start(2), passed.set()))
+    worker.start()
+    mark = tmp_path / f"held-{os.getpid()}-2"
+    while not mark.exists():  # the event a test waits for
+        assert worker.is_alive()
+        time.sleep(0.01)
+    assert not passed.is_set()  # parked while the file is there
+    mark.unlink()
+    worker.join(timeout=60)
+    assert passed.is_set()
+    (tmp_path / f"free-{os.getpid()}").touch()  # released for good: no later hold
+    injector.on_step_start(2)
+    assert not mark.exists()
+
+
+@pytest.mark.parametrize("spec", ["hold@3", "hold~0.5"])
+def test_hold_needs_its_folder_and_an_exact_step(
+        spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(HOLD_ENV, raising=False)
     with pytest.raises(ConfigError, match=re.escape(repr(spec))):
         Injector.parse(spec)
