@@ -80,7 +80,8 @@ class Sequences(torch.utils.data.Dataset):
 def _tiny_gpt2() -> transformers.GPT2LMHeadModel:
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=VOCAB, n_positions=LENGTH, n_embd=32, n_layer=2, n_head=2))
+        vocab_size=VOCAB, n_positions=LENGTH, n_embd=32, n_layer=2, n_head=2, bos_token_id=0,
+        eos_token_id=0))
 
 
 def _train(model: torch.nn.Module, callback: RecoveryCallback | None, lr: float,
