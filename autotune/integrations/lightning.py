@@ -127,7 +127,10 @@ class RecoveryCallback(pl.Callback):
             return
         losses, self._losses = self._losses, []
         loss = sum(losses) / len(losses) if losses else float("nan")
-        if not self.session.before_update(loss, grad_norm(pl_module)):
+        # Under fp16's GradScaler an infinite gradient is routine (the scaler skips that
+        # step and lowers its scale): only the loss is judged there.
+        scaled = getattr(trainer.precision_plugin, "scaler", None) is not None
+        if not self.session.before_update(loss, None if scaled else grad_norm(pl_module)):
             for p in pl_module.parameters():
                 p.grad = None  # the optimizer skips a parameter without a gradient
 

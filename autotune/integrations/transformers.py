@@ -155,7 +155,10 @@ class RecoveryCallback(transformers.TrainerCallback):
                              "the model returned none: give the batches `labels` (a "
                              "Hugging Face model then returns its loss) or return "
                              "{'loss': ...} from forward.")
-        if not self.session.before_update(sum(losses) / len(losses), grad_norm(model)):
+        # Under fp16's GradScaler an infinite gradient is routine (the scaler skips that
+        # step and lowers its scale): only the loss is judged there.
+        norm = None if args.fp16 else grad_norm(model)
+        if not self.session.before_update(sum(losses) / len(losses), norm):
             for p in model.parameters():
                 p.grad = None  # the optimizer skips a parameter without a gradient
 
