@@ -149,6 +149,10 @@ class Session:
         """Record the epoch that this validation ends; a final status stops the run."""
         if self.stopped:
             return self.status
+        if not self._losses:
+            # No update since the last epoch (an evaluation before training, as the HF
+            # Trainer's eval_on_start makes, or right after a rollback): nothing to judge.
+            return None
         finite = [v for v in self._losses if math.isfinite(v)]
         train = {"train_loss": math.fsum(finite) / len(finite) if finite else math.nan,
                  "lr": self._last_lr, "grad_norm": self._last_grad}

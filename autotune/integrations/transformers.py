@@ -137,7 +137,7 @@ class RecoveryCallback(transformers.TrainerCallback):
         self._hook = model.register_forward_hook(self._on_forward)
 
     def _on_forward(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        if module.training:
+        if module.training and self.session is not None and self.session.result is None:
             loss = _loss_of(output)
             if loss is not None:
                 self._losses.append(float(loss.detach()))

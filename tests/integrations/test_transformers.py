@@ -125,7 +125,8 @@ def test_a_nan_at_a_known_step_is_caught_before_the_update_and_recovered(
         tmp_path: Path) -> None:
     callback = RecoveryCallback(tmp_path / "run")
     model = Regression(nan_at_call=27)
-    trainer = _train(model, callback, STABLE_LR, tmp_path / "out", **SGD)
+    # An evaluation of the initial weights is not an epoch of the timeline.
+    trainer = _train(model, callback, STABLE_LR, tmp_path / "out", eval_on_start=True, **SGD)
     result = callback.result
     assert result is not None and result.status is RunStatus.COMPLETED
     diverged, recovered = result.events
@@ -134,6 +135,7 @@ def test_a_nan_at_a_known_step_is_caught_before_the_update_and_recovered(
     assert (recovered.kind, recovered.rolled_back_to) == (EventKind.RECOVERED, 1)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert trainer.evaluate()["eval_loss"] < 0.1
+    assert lines(tmp_path / "run" / "metrics.jsonl")[0]["epoch"] == 1
 
 
 def test_the_rate_after_a_recovery_is_the_cut_rate_under_the_trainers_scheduler(
