@@ -11,6 +11,11 @@ configuration.
 After a rollback the trainer's older state is loaded and then every hyperparameter in
 force before it is applied again with the decision's changes, so an older state never
 brings back an older configuration.
+
+`fit` runs the loop. A framework that runs its own loop (`autotune.integrations`) calls
+the loop's pieces from its hooks instead: `begin_epoch`, `on_step` for every step,
+`diverged` for a step that raised `StepDiverged`, `end_epoch` after every validation;
+its checkpoints then stay in memory (`autotune.recovery.checkpoints.MemoryCheckpoints`).
 """
 
 from __future__ import annotations
@@ -144,7 +149,8 @@ class Supervisor:
                  checkpoints: CheckpointStore | None = None) -> None:
         self.trainer = trainer
         self.run = run
-        self.checkpoints: CheckpointStore = checkpoints or DiskCheckpoints(run.checkpoints)
+        self.checkpoints: CheckpointStore = (DiskCheckpoints(run.checkpoints)
+                                             if checkpoints is None else checkpoints)
         self.epochs = int(epochs)
         self.settings = settings or SupervisorConfig()
         self.policy = policy or RecoveryConfig(max_recoveries=self.settings.max_recoveries)
