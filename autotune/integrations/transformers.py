@@ -30,7 +30,8 @@ reads it. `recovery="off"` stops training at the first divergence
 callback reports to the Optuna trial and prunes as `autotune search` does, raising
 `optuna.TrialPruned` out of `train`. Inside `Trainer.hyperparameter_search` leave `trial`
 out: the Trainer reports to Optuna itself at `state.global_step`, which a rollback does
-not move back, and the callback recovers.
+not move back, the callback recovers, and each trial's run goes to `RUN_DIR/trial-N` (the
+N-th training of the search, from 0).
 
 One process only: a distributed run (`args.world_size > 1`) is refused at the start of
 training with a ValueError.
@@ -108,6 +109,7 @@ class RecoveryCallback(transformers.TrainerCallback):
         self.trial = trial
         self.monitor = monitor
         self.session: Session | None = None
+        self.runs = 0  # train calls: a hyperparameter search trains once per trial
         self._losses: list[float] = []
         self._hook: torch.utils.hooks.RemovableHandle | None = None
 
@@ -131,7 +133,13 @@ class RecoveryCallback(transformers.TrainerCallback):
                               get_clip=lambda: args.max_grad_norm, set_clip=set_clip,
                               steps_per_epoch=_steps_between_evaluations(args, state))
         planned = math.ceil(args.num_train_epochs) if args.max_steps <= 0 else None
-        self.session = Session(self.run_dir, parts, recovery=self.recovery,
+        # Inside Trainer.hyperparameter_search (the state holds the trial's parameters)
+        # every trial is a run of its own, in RUN_DIR/trial-N.
+        run_dir = (self.run_dir if state.trial_params is None
+                   else self.run_dir / f"trial-{self.runs}")
+        self.runs += 1
+        self._losses = []
+        self.session = Session(run_dir, parts, recovery=self.recovery,
                                max_recoveries=self.max_recoveries, planned_epochs=planned,
                                trial=self.trial)
         self._hook = model.register_forward_hook(self._on_forward)

@@ -185,6 +185,26 @@ def test_inside_an_optuna_study(tmp_path: Path) -> None:
     assert spent.user_attrs["pruned_reason"].startswith("recovery budget spent")
 
 
+def test_inside_the_trainers_own_hyperparameter_search(tmp_path: Path) -> None:
+    callback = RecoveryCallback(tmp_path / "runs")
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), num_train_epochs=4, per_device_train_batch_size=16,
+        per_device_eval_batch_size=128, warmup_steps=10, eval_strategy="epoch",
+        save_strategy="no", logging_strategy="no", report_to="none", use_cpu=True,
+        disable_tqdm=True, seed=0, **SGD)
+    trainer = transformers.Trainer(model_init=lambda: Regression(), args=args,
+                                   train_dataset=Pairs(320, 1), eval_dataset=Pairs(128, 2),
+                                   callbacks=[callback])
+    best = trainer.hyperparameter_search(
+        hp_space=lambda trial: {"learning_rate": trial.suggest_categorical(
+            "learning_rate", [DIVERGING_LR])},
+        backend="optuna", n_trials=2, direction="minimize")
+    assert best.objective < 0.1  # the Trainer's own objective: the last eval_loss
+    for n in (0, 1):
+        events = lines(tmp_path / "runs" / f"trial-{n}" / "events.jsonl")
+        assert [e["kind"] for e in events][:2] == ["diverged", "recovered"]
+
+
 def test_bad_arguments_and_a_missing_transformers_fail_with_one_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="recovery must be on, off or watch"):
