@@ -26,10 +26,11 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import optuna
 
+from autotune.detect import Verdict
 from autotune.events import RunStatus
 from autotune.integrations.parts import TrainingParts
 from autotune.integrations.trial import TrialLink, unstable_reason
@@ -58,7 +59,8 @@ class Session:
     """The supervisor of one `fit`/`train` call, driven by a framework's hooks."""
 
     def __init__(self, run_dir: str | Path, parts: TrainingParts, *, recovery: RecoveryMode,
-                 max_recoveries: int, planned_epochs: int | None, trial: Any = None) -> None:
+                 max_recoveries: int, planned_epochs: int | None,
+                 trial: optuna.Trial | None = None) -> None:
         settings = SupervisorConfig(recovery=recovery, max_recoveries=max_recoveries)
         epochs = int(planned_epochs or 0)
         config = {**jsonable(parts.hparams), **settings.to_dict(), "epochs": epochs}
@@ -73,7 +75,7 @@ class Session:
                                      checkpoints=MemoryCheckpoints())
         self.status: RunStatus | None = None
         self.result: RunResult | None = None
-        self._pending: StepDiverged | None = None
+        self._pending: Verdict | None = None
         self._losses: list[float] = []
         self._last_lr: float | None = None
         self._last_grad: float | None = None
@@ -125,7 +127,7 @@ class Session:
         try:
             self.supervisor.on_step(self.supervisor.step, loss, grad_norm)
         except StepDiverged as exc:
-            self._pending = exc
+            self._pending = exc.verdict
             return False
         self._losses.append(float(loss))
         self._last_lr, self._last_grad = lr, grad_norm
@@ -135,7 +137,7 @@ class Session:
         """Act on the divergence of the step just skipped; a final status stops the run."""
         if self._pending is None:
             return None
-        verdict, self._pending = self._pending.verdict, None
+        verdict, self._pending = self._pending, None
 
         def act() -> RunStatus | None:
             self.status = self.supervisor.diverged(verdict)
@@ -153,9 +155,9 @@ class Session:
             # No update since the last epoch (an evaluation before training, as the HF
             # Trainer's eval_on_start makes, or right after a rollback): nothing to judge.
             return None
-        finite = [v for v in self._losses if math.isfinite(v)]
-        train = {"train_loss": math.fsum(finite) / len(finite) if finite else math.nan,
-                 "lr": self._last_lr, "grad_norm": self._last_grad}
+        # The mean of the applied steps (a non-finite one, applied under watch, shows).
+        train = {"train_loss": sum(self._losses) / len(self._losses), "lr": self._last_lr,
+                 "grad_norm": self._last_grad}
 
         def act() -> RunStatus | None:
             self.status = self.supervisor.end_epoch(train, {"val_loss": float(val_loss)},
