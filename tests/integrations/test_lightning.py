@@ -38,27 +38,36 @@ warnings.filterwarnings("ignore", module="lightning")
 class Regression(pl.LightningModule):
     """An MLP on noisy linear data, SGD under a warmup-decay LambdaLR stepped per step.
 
-    `nan_at_call`: the training step of that call (1-based) returns NaN, once.
-    `nan_at_validation`: that validation (1-based) logs a NaN loss, once.
+    `nan_at_call`: the training step of that call (1-based) returns NaN, once;
+    `spike_at_call`: 1000 times its loss, once. `nan_at_validation`: that validation
+    (1-based) logs a NaN loss, once.
     """
 
     def __init__(self, lr: float, nan_at_call: int | None = None,
-                 nan_at_validation: int | None = None) -> None:
+                 nan_at_validation: int | None = None,
+                 spike_at_call: int | None = None) -> None:
         super().__init__()
         self.net = network()
         self.lr = lr
         self.nan_at_call, self.nan_at_validation = nan_at_call, nan_at_validation
+        self.spike_at_call = spike_at_call
         self.calls = self.validations = 0
-        self.applied: list[float] = []  # the rate of every optimizer step, in order
+        self.clip_values: list[float | None] = []  # what Lightning clipped with, per step
 
     def training_step(self, batch: list[torch.Tensor], index: int) -> torch.Tensor:
         self.calls += 1
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.net(x), y)
+        if self.calls == self.spike_at_call:
+            return loss * 1000.0
         return loss * math.nan if self.calls == self.nan_at_call else loss
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.applied.append(optimizer.param_groups[0]["lr"])
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
+                                    gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        self.clip_values.append(gradient_clip_val)
+        super().configure_gradient_clipping(optimizer, gradient_clip_val,
+                                            gradient_clip_algorithm)
 
     def validation_step(self, batch: list[torch.Tensor], index: int) -> None:
         self.validations += 1
@@ -138,6 +147,20 @@ def test_the_rate_after_a_recovery_is_the_cut_rate_under_lightnings_scheduler(
     assert replayed["step"] == undone["step"]  # the same point of the schedule
     assert replayed["lr"] == pytest.approx(undone["lr"] / 3, rel=1e-9)
     assert not [e for e in callback.result.events if e.kind is EventKind.ALARM]
+
+
+def test_a_spike_turns_clipping_on_in_lightnings_own_setting(tmp_path: Path) -> None:
+    callback = RecoveryCallback(tmp_path / "run")
+    module = Regression(STABLE_LR, spike_at_call=50)
+    trainer = _fit(module, callback)
+    assert callback.result is not None
+    diverged, recovered = callback.result.events
+    assert (diverged.reason, diverged.step) == ("loss_spike", 49)
+    # The spike ladder's first rung: skip the batches (a key Lightning's callback does not
+    # have, so passed over) and clipping on.
+    assert recovered.changes == {"grad_clip": [0.0, 1.0]}
+    assert trainer.gradient_clip_val == 1.0
+    assert module.clip_values[:49] == [None] * 49 and module.clip_values[-1] == 1.0
 
 
 def test_watch_only_alarms_and_off_stops(tmp_path: Path) -> None:

@@ -40,13 +40,16 @@ class Pairs(torch.utils.data.Dataset):
 
 class Regression(torch.nn.Module):
     """An MLP that returns its loss as a Trainer expects. `nan_at_call`: that training
-    forward (1-based) returns NaN, once; `nan_at_evaluation`: that evaluation's, once."""
+    forward (1-based) returns NaN, once; `spike_at_call`: 1000 times its loss, once;
+    `nan_at_evaluation`: that evaluation's loss is NaN, once."""
 
     def __init__(self, nan_at_call: int | None = None,
-                 nan_at_evaluation: int | None = None) -> None:
+                 nan_at_evaluation: int | None = None,
+                 spike_at_call: int | None = None) -> None:
         super().__init__()
         self.net = network()
         self.nan_at_call, self.nan_at_evaluation = nan_at_call, nan_at_evaluation
+        self.spike_at_call = spike_at_call
         self.calls = self.evaluations = 0
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -54,6 +57,8 @@ class Regression(torch.nn.Module):
         loss = torch.nn.functional.mse_loss(out, labels)
         if self.training:
             self.calls += 1
+            if self.calls == self.spike_at_call:
+                return {"loss": loss * 1000.0, "logits": out}
             poisoned = self.calls == self.nan_at_call
         else:
             self.evaluations += 1  # one batch per evaluation
@@ -150,6 +155,17 @@ def test_the_rate_after_a_recovery_is_the_cut_rate_under_the_trainers_scheduler(
     assert replayed["step"] == undone["step"]
     assert replayed["lr"] == pytest.approx(undone["lr"] / 3, rel=1e-9)
     assert not [e for e in callback.result.events if e.kind is EventKind.ALARM]
+
+
+def test_a_spike_turns_clipping_on_in_the_trainers_own_setting(tmp_path: Path) -> None:
+    callback = RecoveryCallback(tmp_path / "run")
+    trainer = _train(Regression(spike_at_call=50), callback, STABLE_LR, tmp_path / "out",
+                     **SGD)
+    assert callback.result is not None
+    diverged, recovered = callback.result.events
+    assert (diverged.reason, diverged.step) == ("loss_spike", 49)
+    assert recovered.changes == {"grad_clip": [0.0, 1.0]}
+    assert trainer.args.max_grad_norm == 1.0
 
 
 def test_watch_only_alarms(tmp_path: Path) -> None:
