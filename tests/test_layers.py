@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Lowest first; modules at the top of autotune/ (events, jsonio, errors) are the floor.
-LAYERS = ["detect", "recovery", "diagnose", "search", "report", "cli"]
+LAYERS = ["detect", "recovery", "diagnose", "search", "report", "integrations", "cli"]
 IMPORT = re.compile(r"^\s*(?:from|import) (autotune|optuna)(?:\.(\w+))?", re.M)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -22,3 +23,42 @@ def test_the_own_trainer_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert result.hparams == {"learning_rate": pytest.approx(0.1), "grad_clip": 0.0}
     assert [(e.kind, e.epoch) for e in result.events] == [("diverged", 2), ("recovered", 1)]
     assert capsys.readouterr().out.startswith("RunStatus.COMPLETED {'learning_rate': 0.09")
+
+
+def _example(marker: str) -> str:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    return next(b for b in blocks if marker in b)
+
+
+def test_the_lightning_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightning.pytorch as pl
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(_example("autotune.integrations.lightning"), "README.md", "exec"), scope)  # noqa: S102
+    result = scope["callback"].result
+    assert result.status == "completed" and result.recoveries >= 1
+    assert result.hparams["learning_rate"] <= 1.0
+    assert [(e.kind, e.reason) for e in result.events][:2] == [
+        ("diverged", "nonfinite_grad"), ("recovered", "nonfinite_grad")]
+    assert result.events[0].step is not None  # caught at the step, before the update
+    assert math.isfinite(float(scope["trainer"].callback_metrics["val_loss"]))
+    # What the text says happens without the callback.
+    torch.manual_seed(0)
+    plain = pl.Trainer(max_epochs=8, logger=False, enable_checkpointing=False,
+                       enable_progress_bar=False)
+    plain.fit(scope["Regression"](lr=3.0), scope["train"], scope["val"])
+    assert math.isnan(float(plain.callback_metrics["val_loss"]))
+
+
+def test_the_transformers_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(_example("autotune.integrations.transformers"), "README.md", "exec"), scope)  # noqa: S102
+    result = scope["callback"].result
+    assert result.status == "completed" and result.recoveries >= 1
+    assert result.hparams["learning_rate"] < 2.0
+    assert [(e.kind, e.rolled_back_to) for e in result.events][:2] == [
+        ("diverged", None), ("recovered", 0)]
+    assert scope["trainer"].evaluate()["eval_loss"] < math.log(32)

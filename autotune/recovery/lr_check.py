@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LR_TOLERANCE", "LrExpectation", "expect", "judge"]
+__all__ = ["LR_TOLERANCE", "LrExpectation", "comparable", "expect", "judge"]
 
 LR_TOLERANCE = 0.10
 """|applied / expected - 1| above this is a rate the trainer did not apply."""
@@ -27,6 +27,9 @@ class LrExpectation:
     epoch: int
     before: float
     factor: float
+    step: int | None = None
+    """The logical step that epoch ended at before the rollback: the schedule's position
+    the rates compare at (None: not recorded)."""
 
     @property
     def expected(self) -> float:
@@ -47,10 +50,21 @@ def expect(changes: Mapping[str, Sequence[Any]], undone: Sequence[Mapping[str, A
     if not (old > 0 and math.isfinite(new)):
         return None
     epoch = resume_epoch + 1
-    before = next((_lr(r) for r in undone if int(r["epoch"]) == epoch), None)
+    record = next((r for r in undone if int(r["epoch"]) == epoch), None)
+    before = None if record is None else _lr(record)
     if before is None or not before > 0:
         return None
-    return LrExpectation(epoch, before, new / old)
+    step = record.get("step") if record is not None else None
+    return LrExpectation(epoch, before, new / old, None if step is None else int(step))
+
+
+def comparable(expectation: LrExpectation, record: Mapping[str, Any]) -> bool:
+    """Whether `record` is the epoch the expectation is about, ended at the same point of
+    the schedule (an epoch shortened by a rollback in its middle ends at another step)."""
+    if int(record["epoch"]) != expectation.epoch:
+        return False
+    step = record.get("step")
+    return expectation.step is None or step is None or int(step) == expectation.step
 
 
 def judge(expectation: LrExpectation, applied: float | None) -> str | None:

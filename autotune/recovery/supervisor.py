@@ -11,6 +11,11 @@ configuration.
 After a rollback the trainer's older state is loaded and then every hyperparameter in
 force before it is applied again with the decision's changes, so an older state never
 brings back an older configuration.
+
+`fit` runs the loop. A framework that runs its own loop (`autotune.integrations`) calls
+the loop's pieces from its hooks instead: `begin_epoch`, `on_step` for every step,
+`diverged` for a step that raised `StepDiverged`, `end_epoch` after every validation;
+its checkpoints then stay in memory (`autotune.recovery.checkpoints.MemoryCheckpoints`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from autotune.errors import Interrupted
 from autotune.events import Event, EventCounts, EventKind, RunStatus, surviving
 from autotune.jsonio import as_float, jsonable
 from autotune.recovery import lr_check
+from autotune.recovery.checkpoints import CheckpointStore, DiskCheckpoints
 from autotune.recovery.policy import RecoveryConfig, decide
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
@@ -139,9 +145,12 @@ class Supervisor:
 
     def __init__(self, trainer: Trainable, run: RunDir, *, epochs: int,
                  settings: SupervisorConfig | None = None, policy: RecoveryConfig | None = None,
-                 hooks: Hooks | None = None, config: Mapping[str, Any] | None = None) -> None:
+                 hooks: Hooks | None = None, config: Mapping[str, Any] | None = None,
+                 checkpoints: CheckpointStore | None = None) -> None:
         self.trainer = trainer
         self.run = run
+        self.checkpoints: CheckpointStore = (DiskCheckpoints(run.checkpoints)
+                                             if checkpoints is None else checkpoints)
         self.epochs = int(epochs)
         self.settings = settings or SupervisorConfig()
         self.policy = policy or RecoveryConfig(max_recoveries=self.settings.max_recoveries)
@@ -210,12 +219,12 @@ class Supervisor:
             "hparams": jsonable(self.hparams)}}
 
     def _save(self, val_loss: float) -> None:
-        checkpoint.save(self.run.checkpoints, self._state(), global_epoch=self.global_epoch,
-                        epoch=self.epoch, step=self.step, val_loss=val_loss)
-        best = _best(checkpoint.listing(self.run.checkpoints))
+        self.checkpoints.save(self._state(), global_epoch=self.global_epoch,
+                              epoch=self.epoch, step=self.step, val_loss=val_loss)
+        best = _best(self.checkpoints.listing())
         # The initial weights stay too: a rollback to the very start is always possible.
-        checkpoint.prune(self.run.checkpoints, self.settings.keep_checkpoints,
-                         keep={0} | ({best.global_epoch} if best else set()))
+        self.checkpoints.prune(self.settings.keep_checkpoints,
+                               keep={0} | ({best.global_epoch} if best else set()))
 
     def start(self) -> None:
         """Save the initial state (epoch 0), so a rollback to the very start is possible."""
@@ -249,7 +258,9 @@ class Supervisor:
 
     # -- detection -----------------------------------------------------------------------
 
-    def _on_step(self, step: int, loss: float, grad_norm: float | None) -> None:
+    def on_step(self, step: int, loss: float, grad_norm: float | None) -> None:
+        """Record a step and check it; raises StepDiverged (recovery on or off) or records
+        an alarm (watch) when the detectors judge it diverged."""
         self.step = int(step) + 1
         self._steps_this_epoch += 1
         self.step_losses.append(float(loss))
@@ -258,7 +269,7 @@ class Supervisor:
         if self.hooks.on_step:
             self.hooks.on_step(step, loss, grad_norm)
         grads = self.step_grad_norms if grad_norm is not None else []
-        assert self._thresholds is not None  # set by _one_epoch
+        assert self._thresholds is not None  # set by begin_epoch
         verdict = check_step(self.step_losses, grads, int(step), self._thresholds)
         if not verdict.diverged:
             return
@@ -279,7 +290,7 @@ class Supervisor:
 
     # -- recovery ------------------------------------------------------------------------
 
-    def _diverged(self, verdict: Verdict) -> RunStatus | None:
+    def diverged(self, verdict: Verdict) -> RunStatus | None:
         """Act on a divergence; returns a final status, or None to carry on."""
         if self.settings.recovery is RecoveryMode.WATCH:
             self._alarm(verdict)
@@ -294,7 +305,7 @@ class Supervisor:
 
     def recover(self, verdict: Verdict) -> RunStatus | None:
         """Apply the policy to a verdict: roll back and change, or give up."""
-        infos = checkpoint.listing(self.run.checkpoints)
+        infos = self.checkpoints.listing()
         best = _best(infos)
         # The budget counts recoveries since the run was last resumed by hand.
         resumed = max((i for i, e in enumerate(self.events) if e.kind is EventKind.RESUMED),
@@ -315,15 +326,15 @@ class Supervisor:
                 reason=decision.reason.value, epoch=int(decision.rollback_to),
                 best_val_loss=min((v for v in kept if math.isfinite(v)), default=math.inf),
                 changes={k: list(v) for k, v in decision.changes.items()}))
-        loaded = checkpoint.load_latest(self.run.checkpoints, epoch=decision.rollback_to,
-                                        map_location=getattr(self.trainer, "device", "cpu"))
+        loaded = self.checkpoints.load(int(decision.rollback_to),
+                                       map_location=getattr(self.trainer, "device", "cpu"))
         if loaded is None:
             raise RuntimeError(f"no valid checkpoint of epoch {decision.rollback_to} to "
-                               f"roll back to in {self.run.checkpoints}")
+                               f"roll back to in {self.checkpoints}")
         info, state = loaded
         before = self.hparams
         self.restore(state, rollback=True)
-        checkpoint.discard_after(self.run.checkpoints, info.global_epoch)
+        self.checkpoints.discard_after(info.global_epoch)
         self.apply({**before, **{key: new for key, (_, new) in decision.changes.items()}})
         self.run.write_effective(self.effective_config)
         undone = [r for r in self.history if r["epoch"] > info.epoch]
@@ -354,16 +365,27 @@ class Supervisor:
         return self.result(status or RunStatus.COMPLETED)
 
     def _one_epoch(self) -> RunStatus | None:
-        t = self.trainer
         start = time.perf_counter()
-        self._steps_this_epoch = 0
-        self._thresholds = self._detectors()
+        self.begin_epoch()
         try:
-            train = dict(t.train_epoch(self._on_step))
+            train = dict(self.trainer.train_epoch(self.on_step))
         except StepDiverged as exc:
             self.global_epoch += 1  # the partial epoch was compute spent
-            return self._diverged(exc.verdict)
-        val = dict(t.evaluate())
+            return self.diverged(exc.verdict)
+        return self.end_epoch(train, dict(self.trainer.evaluate()), start)
+
+    def begin_epoch(self) -> None:
+        """Start counting an epoch's steps, with the thresholds of the hyperparameters in
+        force."""
+        self._steps_this_epoch = 0
+        self._thresholds = self._detectors()
+
+    def end_epoch(self, train: Mapping[str, Any], val: Mapping[str, Any],
+                  started: float) -> RunStatus | None:
+        """Record an epoch (`train` and `val` metrics, begun at `perf_counter` time
+        `started`), check it, act on a divergence, save its checkpoint and tell the hooks;
+        returns a final status, or None to carry on."""
+        t = self.trainer
         self.epoch += 1
         self.global_epoch += 1
         if self._steps_this_epoch:
@@ -372,7 +394,7 @@ class Supervisor:
                                   "step": self.step, "steps_per_epoch": self.steps_per_epoch,
                                   **train, **val, "lr": train.get("lr"),
                                   "grad_norm": train.get("grad_norm"),
-                                  "time_s": time.perf_counter() - start}
+                                  "time_s": time.perf_counter() - started}
         for name in ("chance_loss", "marginal_loss", "train_marginal_loss"):
             if getattr(t, name, None) is not None:
                 record[name] = getattr(t, name)
@@ -381,7 +403,7 @@ class Supervisor:
         self._check_lr(record)
         verdict = check_epoch(self.history, self._thresholds)
         if verdict.diverged:
-            status = self._diverged(verdict)
+            status = self.diverged(verdict)
             if self.settings.recovery is not RecoveryMode.WATCH:
                 return status
         self._save(as_float(val.get("val_loss")))
@@ -393,6 +415,9 @@ class Supervisor:
         """After a cut, the first epoch at the checked position says whether it held."""
         expectation = self._lr_expectation
         if expectation is None or int(record["epoch"]) != expectation.epoch:
+            return
+        if not lr_check.comparable(expectation, record):
+            self._lr_expectation = None  # another point of the schedule: nothing to compare
             return
         self._lr_expectation = None
         lr = record.get("lr")

@@ -1,0 +1,117 @@
+"""Where a supervised run keeps its rollback targets: on disk, or in memory.
+
+`DiskCheckpoints` is a run directory's `checkpoints/` folder (atomic, checksummed files,
+`trainer.checkpoint`): `autotune train`, `resume` and every search trial use it, so a
+killed run continues from its last one. `MemoryCheckpoints` holds CPU copies of the states
+in the process: the framework callbacks (`autotune.integrations`) roll back in place
+inside the framework's own `fit`, where nothing outlives the process anyway.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from trainer import checkpoint
+from trainer.checkpoint import CheckpointInfo
+
+__all__ = ["CheckpointStore", "DiskCheckpoints", "MemoryCheckpoints", "cpu_copy"]
+
+
+class CheckpointStore(Protocol):
+    """The supervisor's view of its checkpoints."""
+
+    def save(self, state: dict[str, Any], *, global_epoch: int, epoch: int, step: int,
+             val_loss: float) -> None:
+        """Keep `state` as the checkpoint of logical `epoch` written at `global_epoch`."""
+        ...
+
+    def listing(self) -> list[CheckpointInfo]:
+        """The kept checkpoints, oldest first."""
+        ...
+
+    def load(self, epoch: int, map_location: str | torch.device = "cpu"
+             ) -> tuple[CheckpointInfo, dict[str, Any]] | None:
+        """The newest valid checkpoint of logical `epoch`, or None."""
+        ...
+
+    def prune(self, keep_last: int, keep: set[int]) -> None:
+        """Drop all but the last `keep_last` and those of global epochs in `keep`."""
+        ...
+
+    def discard_after(self, global_epoch: int) -> None:
+        """Drop the checkpoints of a timeline a rollback to `global_epoch` abandoned."""
+        ...
+
+
+@dataclass(frozen=True)
+class DiskCheckpoints:
+    """A run directory's checkpoints folder."""
+
+    directory: Path
+
+    def save(self, state: dict[str, Any], *, global_epoch: int, epoch: int, step: int,
+             val_loss: float) -> None:
+        checkpoint.save(self.directory, state, global_epoch=global_epoch, epoch=epoch,
+                        step=step, val_loss=val_loss)
+
+    def listing(self) -> list[CheckpointInfo]:
+        return checkpoint.listing(self.directory)
+
+    def load(self, epoch: int, map_location: str | torch.device = "cpu"
+             ) -> tuple[CheckpointInfo, dict[str, Any]] | None:
+        return checkpoint.load_latest(self.directory, epoch=epoch, map_location=map_location)
+
+    def prune(self, keep_last: int, keep: set[int]) -> None:
+        checkpoint.prune(self.directory, keep_last, keep=keep)
+
+    def discard_after(self, global_epoch: int) -> None:
+        checkpoint.discard_after(self.directory, global_epoch)
+
+
+def cpu_copy(state: Any) -> Any:
+    """A deep copy of a state with every tensor detached and on the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, Mapping):
+        return {k: cpu_copy(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(cpu_copy(v) for v in state)
+    return copy.deepcopy(state)
+
+
+@dataclass
+class MemoryCheckpoints:
+    """CPU copies of the states, in this process (nothing is written)."""
+
+    kept: list[tuple[CheckpointInfo, dict[str, Any]]] = field(default_factory=list)
+
+    def save(self, state: dict[str, Any], *, global_epoch: int, epoch: int, step: int,
+             val_loss: float) -> None:
+        info = CheckpointInfo(global_epoch, epoch, step, float(val_loss), sha256="", size=0)
+        self.kept = [(i, s) for i, s in self.kept if i.global_epoch != global_epoch]
+        self.kept.append((info, cpu_copy(state)))
+
+    def listing(self) -> list[CheckpointInfo]:
+        return [info for info, _ in self.kept]
+
+    def load(self, epoch: int, map_location: str | torch.device = "cpu"
+             ) -> tuple[CheckpointInfo, dict[str, Any]] | None:
+        # A copy: the caller loads it into live objects, and the checkpoint must stay as is
+        # for a later rollback to the same epoch.
+        for info, state in reversed(self.kept):
+            if info.epoch == epoch:
+                return info, cpu_copy(state)
+        return None
+
+    def prune(self, keep_last: int, keep: set[int]) -> None:
+        last = {i.global_epoch for i, _ in self.kept[-keep_last:]} if keep_last else set()
+        self.kept = [(i, s) for i, s in self.kept if i.global_epoch in last | keep]
+
+    def discard_after(self, global_epoch: int) -> None:
+        self.kept = [(i, s) for i, s in self.kept if i.global_epoch <= global_epoch]

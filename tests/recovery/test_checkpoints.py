@@ -1,0 +1,43 @@
+"""The in-memory checkpoint store keeps CPU copies and follows the disk store's rules."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from autotune.recovery.checkpoints import DiskCheckpoints, MemoryCheckpoints
+
+
+def _fill(store: MemoryCheckpoints | DiskCheckpoints) -> torch.Tensor:
+    weight = torch.zeros(3)
+    for g in range(5):
+        weight += 1.0
+        store.save({"w": weight.clone(), "n": g}, global_epoch=g, epoch=g, step=10 * g,
+                   val_loss=math.inf if g == 0 else [0.0, 2.0, 1.0, 3.0, 4.0][g])
+    return weight
+
+
+def test_memory_store_prunes_and_discards_like_the_disk_store(tmp_path: Path) -> None:
+    memory, disk = MemoryCheckpoints(), DiskCheckpoints(tmp_path)
+    for store in (memory, disk):
+        _fill(store)
+        store.prune(2, keep={0, 2})
+        assert [i.global_epoch for i in store.listing()] == [0, 2, 3, 4]
+        store.discard_after(2)
+        assert [i.epoch for i in store.listing()] == [0, 2]
+        info, state = store.load(2)
+        assert (info.step, info.val_loss, state["n"]) == (20, 1.0, 2)
+        assert store.load(3) is None
+
+
+def test_memory_store_keeps_copies_that_later_changes_do_not_touch() -> None:
+    store = MemoryCheckpoints()
+    weight = _fill(store)
+    weight += 100.0  # the live tensor moves on
+    loaded = store.load(4)
+    assert loaded is not None
+    loaded[1]["w"] += 1.0  # and so does what a rollback loaded
+    again = store.load(4)
+    assert again is not None and again[1]["w"].tolist() == [5.0, 5.0, 5.0]
