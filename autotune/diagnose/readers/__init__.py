@@ -41,30 +41,62 @@ def read_log(path: Path, columns: Mapping[str, str] | None = None) -> Log:
         return _read_folder(path, given)
     if is_event_file(path):
         return read_tensorboard(path, given)
-    text = read_text(path)
-    if not text.strip():
+    head = _head(path)
+    if not head.strip():
         raise ConfigError(f"{path} is empty: a training log needs a loss and an epoch or "
                           f"step on each record.")
-    stripped = text.lstrip()
+    stripped = head.lstrip()
     if stripped.startswith("{"):
-        try:
-            loaded = json.loads(text)
-        except json.JSONDecodeError:
-            loaded = None
-        if is_trainer_state(loaded):
-            return read_trainer_state(path, loaded, given)
-        return read_jsonl(path, text, given)
+        first = _first_object(stripped)
+        if first is None or is_trainer_state(first):
+            # One JSON document over many lines (trainer_state.json, indented).
+            text = read_text(path)
+            try:
+                loaded = json.loads(text)
+            except json.JSONDecodeError:
+                loaded = None
+            if is_trainer_state(loaded):
+                return read_trainer_state(path, loaded, given)
+        return read_jsonl(path, given)
     if stripped.startswith("["):
-        return read_jsonl(path, text, given)
-    sep = _separator(text)
+        return read_jsonl(path, given)
+    sep = _separator(head)
     if sep is not None:
-        header = [h.strip() for h in csv_rows(text.split("\n", 1)[0] + "\n", path, sep)[1]]
+        header = [h.strip() for h in csv_rows(head.split("\n", 1)[0] + "\n", path, sep)[1]]
         if is_lightning(header):
-            return read_lightning(path, text, given)
+            return read_lightning(path, read_text(path), given)
         if is_keras(header):
-            return read_keras(path, text, given, sep)
-        return read_csv(path, text, given, sep)
-    return read_text_log(path, text, given)
+            return read_keras(path, given, sep)
+        return read_csv(path, given, sep)
+    return read_text_log(path, given)
+
+
+HEAD_BYTES = 1 << 16
+
+
+def _head(path: Path) -> str:
+    """The first lines of a file (whole lines, up to HEAD_BYTES), for sniffing its format."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(HEAD_BYTES)
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read: {exc.strerror or exc}.") from None
+    if len(raw) == HEAD_BYTES and b"\n" in raw:
+        raw = raw[:raw.rindex(b"\n") + 1]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} cannot be read: it is not UTF-8 text (a training log must "
+                          f"be CSV, JSON, a text log or a TensorBoard event file).") from None
+
+
+def _first_object(text: str) -> dict | None:
+    """The first line as a JSON object, None when it is not one on its own."""
+    try:
+        loaded = json.loads(text.split("\n", 1)[0])
+    except json.JSONDecodeError:
+        return None
+    return loaded if isinstance(loaded, dict) else None
 
 
 def _read_folder(path: Path, given: Mapping[str, str]) -> Log:

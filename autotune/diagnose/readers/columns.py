@@ -61,6 +61,19 @@ class Log:
     """What `epoch` counts: `step` for a log without epochs (TensorBoard)."""
     planned_epochs: int | None = None
     """The epochs the log says were planned (`Epoch [3/30]`, num_train_epochs)."""
+    rows: int = 0
+    """Rows read (0: not counted); more than `len(records)` when rows were pooled."""
+    pooled: bool = False
+    """Each record pools several consecutive rows (a long log; see `readers.pool`)."""
+    val_size: int | None = None
+    """Examples in the validation set, where the log tells it (for the noise of val_loss)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What was read and how: the format, the rows, and our name -> the log's."""
+        return {"path": str(self.path), "format": self.format, "unit": self.unit,
+                "rows": self.rows or len(self.records), "records": len(self.records),
+                "pooled": self.pooled, "columns": dict(self.columns),
+                **({"val_size": self.val_size} if self.val_size else {})}
 
 
 def normalise(name: str) -> str:

@@ -23,5 +23,5 @@ def is_keras(header: list[str]) -> bool:
         "loss" in names or any(n.endswith("_loss") for n in names))
 
 
-def read_keras(path: Path, text: str, given: Mapping[str, str], sep: str) -> Log:
-    return read_csv(path, text, given, sep=sep, fmt="keras")
+def read_keras(path: Path, given: Mapping[str, str], sep: str) -> Log:
+    return read_csv(path, given, sep=sep, fmt="keras")

@@ -11,17 +11,19 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+import numpy as np
 import pandas as pd
 
-from autotune.diagnose.readers.columns import Log, merge_rows, records_of
+from autotune.diagnose.readers.columns import Log, merge_rows, number, require, resolve
+from autotune.diagnose.readers.pool import KEYS, Pool
 from trainer.errors import ConfigError
 
-__all__ = ["csv_rows", "json_rows", "read_csv", "read_jsonl", "read_text"]
+__all__ = ["Table", "csv_rows", "json_lines", "json_rows", "opened", "read_block", "read_csv",
+           "read_jsonl", "read_text"]
 
 log = logging.getLogger(__name__)
 
@@ -82,29 +84,248 @@ def json_rows(text: str, path: Path) -> Rows:
     return rows
 
 
-def read_csv(path: Path, text: str, given: Mapping[str, str], sep: str = ",",
-             fmt: str = "csv") -> Log:
-    rows, header = csv_rows(text, path, sep)
-    return _log(path, rows, given, fmt, header)
+BLOCK_BYTES = 8 << 20
+"""A long log is read and pooled in blocks of about this many bytes of lines."""
 
 
-def read_jsonl(path: Path, text: str, given: Mapping[str, str]) -> Log:
-    return _log(path, json_rows(text, path), given, "jsonl", None)
+def read_csv(path: Path, given: Mapping[str, str], sep: str = ",", fmt: str = "csv") -> Log:
+    """A CSV file (our columns, or a Keras CSVLogger file), read in blocks of lines."""
+    with opened(path) as f:
+        header = f.readline()
+        table = Table.for_csv(path, header, given, sep, fmt)
+        line = 2
+        while lines := read_block(f, path):
+            table.add_csv(lines, line)
+            line += len(lines)
+    return table.log()
 
 
-def _log(path: Path, rows: Rows, given: Mapping[str, str], fmt: str,
-         header: list[str] | None) -> Log:
-    records, mapping, lines = records_of(rows, path, given, names=header)
-    key = "epoch" if "epoch" in mapping else "step"
-    raw_rows = dict(rows)
-    for line, record in zip(lines, records):
-        value = record.get(key)
-        if value is None or not math.isfinite(value):
-            raise ConfigError(f"{path}: line {line} has no finite {key} (got "
-                              f"{raw_rows[line].get(mapping[key])!r}); every record needs one.")
-    merged = merge_rows(records, key)
-    return Log(path, fmt, merged, mapping, per_step=_per_step(merged),
-               unit="epoch" if key == "epoch" else "step")
+def read_jsonl(path: Path, given: Mapping[str, str]) -> Log:
+    """JSON Lines (or a JSON array of records), read in blocks of lines."""
+    with opened(path) as f:
+        head = f.read(1)
+        while head and head.isspace():
+            head = f.read(1)
+        if head == "[":
+            rows = json_rows(head + f.read(), path)
+            table = Table.for_json(path, [r for _, r in rows], given)
+            table.add_json_rows(rows)
+            return table.log()
+        f.seek(0)
+        table: Table | None = None
+        line = 1
+        while lines := read_block(f, path):
+            rows = json_lines(lines, line, path, last=_at_end(f))
+            line += len(lines)
+            if table is None:
+                table = Table.for_json(path, [r for _, r in rows], given)
+            table.add_json_rows(rows)
+    if table is None:
+        raise ConfigError(f"{path} is empty: a training log needs a loss and an epoch or "
+                          f"step on each record.")
+    return table.log()
+
+
+def opened(path: Path) -> TextIO:
+    try:
+        return path.open(encoding="utf-8", newline="")
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist.") from None
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read: {exc.strerror or exc}.") from None
+
+
+def read_block(f: TextIO, path: Path) -> list[str]:
+    try:
+        return f.readlines(BLOCK_BYTES)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} cannot be read: it is not UTF-8 text (a training log must "
+                          f"be CSV, JSON, a text log or a TensorBoard event file).") from None
+
+
+def _at_end(f: TextIO) -> bool:
+    position = f.tell()
+    more = f.read(1)
+    f.seek(position)
+    return not more
+
+
+def json_lines(lines: list[str], first: int, path: Path, *, last: bool) -> Rows:
+    """(line number, object) of a block of JSON Lines starting at line `first`; with
+    `last`, a torn last line (a writer killed mid-line) is skipped."""
+    rows: Rows = []
+    filled = [(first + i, line) for i, line in enumerate(lines) if line.strip()]
+    for n, line in filled:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if last and n == filled[-1][0] and (rows or first > 1):
+                log.warning("%s: skipping the unfinished last line %d", path, n)
+                continue
+            raise ConfigError(f"{path}: line {n} is not valid JSON ({exc.msg}).") from None
+        if not isinstance(row, dict):
+            raise ConfigError(f"{path}: line {n} is not a JSON object.")
+        rows.append((n, row))
+    return rows
+
+
+class Table:
+    """Rows of a table (CSV or JSON objects) into a `Pool`, in blocks, vectorised.
+
+    The columns are resolved once (from the CSV header, or the keys of the first block of
+    JSON objects); `add_csv` / `add_json_rows` convert a block to numbers and pool it;
+    `log` gives the `Log`. `--follow` feeds it the lines a trainer appends.
+    """
+
+    def __init__(self, path: Path, names: Sequence[str], given: Mapping[str, str], fmt: str,
+                 sep: str = ",") -> None:
+        self.path, self.fmt, self.sep = path, fmt, sep
+        self.names = list(names)
+        self.mapping = resolve(self.names, given, path)
+        require(self.mapping, self.names, path)
+        self.key = "epoch" if "epoch" in self.mapping else "step"
+        self.pool = Pool()
+        self.per_step = False
+        self._last_epoch: float | None = None
+        self._header = ""
+        self.drop_keyless = False
+        """Leave out rows without a finite epoch or step (a text log's banners) instead
+        of refusing the log."""
+
+    @classmethod
+    def for_csv(cls, path: Path, header: str, given: Mapping[str, str], sep: str,
+                fmt: str = "csv") -> Table:
+        names = csv_rows(header if header.endswith("\n") else header + "\n", path, sep)[1]
+        table = cls(path, names, given, fmt, sep)
+        table._header = header if header.endswith("\n") else header + "\n"
+        return table
+
+    @classmethod
+    def for_json(cls, path: Path, objects: Sequence[Mapping[str, Any]],
+                 given: Mapping[str, str]) -> Table:
+        seen: dict[str, None] = {}
+        for row in objects:
+            seen.update(dict.fromkeys(str(k) for k in row))
+        return cls(path, list(seen), given, "jsonl")
+
+    def add_csv(self, lines: Sequence[str], first: int) -> None:
+        """Add CSV lines (without the header); `first` is the line number of the first."""
+        text = "".join(lines)
+        if not text.strip():
+            return
+        used = list(dict.fromkeys(self.mapping.values()))
+        try:
+            frame = pd.read_csv(io.StringIO(self._header + text), dtype=str,
+                                keep_default_na=False, skipinitialspace=True, sep=self.sep,
+                                usecols=lambda c: str(c).strip() in used,
+                                skip_blank_lines=True)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(
+                exc).__name__
+            raise ConfigError(f"{self.path} is not a valid CSV file: {message}.") from None
+        frame.columns = [str(c).strip() for c in frame.columns]
+        filled = [first + i for i, line in enumerate(lines) if line.strip()]
+        numbers = np.asarray(filled[:len(frame)], dtype=np.int64)
+        columns = {ours: _csv_numbers(frame[theirs], numbers, self.path, ours)
+                   for ours, theirs in self.mapping.items()}
+        self._add(columns, numbers, lambda ours, i: frame[self.mapping[ours]].iloc[i])
+
+    def add_json_rows(self, rows: Rows) -> None:
+        if not rows:
+            return
+        numbers = np.asarray([n for n, _ in rows], dtype=np.int64)
+        objects = [r for _, r in rows]
+        columns = {ours: _json_numbers([o.get(theirs) for o in objects], numbers, self.path,
+                                       ours)
+                   for ours, theirs in self.mapping.items()}
+        self._add(columns, numbers, lambda ours, i: objects[i].get(self.mapping[ours]))
+
+    def _add(self, columns: dict[str, tuple[np.ndarray, np.ndarray]], lines: np.ndarray,
+             raw: Any) -> None:
+        n = len(lines)
+        keep = np.zeros(n, bool)
+        for k in KEYS:
+            if k in columns:
+                keep |= columns[k][1]
+        values, has = columns[self.key]
+        missing = keep & ~(has & np.isfinite(values))
+        if self.drop_keyless:
+            keep &= ~missing
+        elif missing.any():
+            i = int(np.flatnonzero(missing)[0])
+            raise ConfigError(f"{self.path}: line {int(lines[i])} has no finite {self.key} "
+                              f"(got {raw(self.key, i)!r}); every record needs one.")
+        self._note_per_step(columns, keep)
+        fed: dict[str, np.ndarray] = {}
+        for ours, (vals, present) in columns.items():
+            fed[ours] = vals[keep]
+            if ours in KEYS:
+                fed[f"has_{ours}"] = present[keep]
+        self.pool.add(fed, int(keep.sum()))
+
+    def _note_per_step(self, columns: dict[str, tuple[np.ndarray, np.ndarray]],
+                       keep: np.ndarray) -> None:
+        """Several training records an epoch, or fractional epochs: a per-step log."""
+        if self.per_step or "epoch" not in columns or "train_loss" not in columns:
+            return
+        epochs = columns["epoch"][0][keep & columns["train_loss"][1]]
+        if len(epochs) == 0:
+            return
+        finite = epochs[np.isfinite(epochs)]
+        self.per_step = bool(np.any(finite != np.floor(finite))) or len(np.unique(
+            epochs)) < len(epochs) or epochs[0] == self._last_epoch
+        self._last_epoch = float(epochs[-1])
+
+    def log(self) -> Log:
+        records = self.pool.records()
+        pooled = self.pool.pooled
+        if not pooled:
+            records = merge_rows(records, self.key)
+            # Below the pool's size the rows are the records: judge repeats exactly.
+            self.per_step = _per_step(records)
+        return Log(self.path, self.fmt, records, dict(self.mapping), per_step=self.per_step,
+                   unit="epoch" if self.key == "epoch" else "step", rows=self.pool.rows,
+                   pooled=pooled)
+
+
+_MISSING = ("", "none", "null")
+
+
+def _csv_numbers(column: pd.Series, lines: np.ndarray, path: Path, ours: str
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(values, present) of a column of CSV text: "nan" and "inf" are numbers, an empty
+    cell is a missing value."""
+    text = column.str.strip()
+    lower = text.str.lower()
+    has = ~lower.isin(_MISSING).to_numpy()
+    values = pd.to_numeric(text.where(has, "nan"), errors="coerce").to_numpy(dtype=float)
+    wrong = has & np.isnan(values) & ~lower.isin(("nan", "+nan", "-nan")).to_numpy()
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        raise ConfigError(f"{path}: line {int(lines[i])}: {ours} is {column.iloc[i]!r}, not a "
+                          f"number (nan and inf are allowed).")
+    return values, has
+
+
+def _json_numbers(raw: list[Any], lines: np.ndarray, path: Path, ours: str
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(values, present) of the values of one key of JSON objects."""
+    if not any(isinstance(v, (str, bool)) for v in raw):
+        has = np.fromiter((v is not None for v in raw), bool, len(raw))
+        try:
+            return np.asarray(raw, dtype=float), has
+        except (TypeError, ValueError):
+            pass
+    values, has = np.full(len(raw), np.nan), np.zeros(len(raw), bool)
+    for i, value in enumerate(raw):
+        try:
+            number_ = number(value)
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{path}: line {int(lines[i])}: {ours} is {value!r}, not a "
+                              f"number (nan and inf are allowed).") from None
+        if number_ is not None:
+            values[i], has[i] = number_, True
+    return values, has
 
 
 def _per_step(records: list[dict[str, float]]) -> bool:

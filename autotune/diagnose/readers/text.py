@@ -10,15 +10,17 @@ epochs too.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from autotune.diagnose.readers.columns import Log, merge_rows, normalise, records_of
+from autotune.diagnose.readers.columns import Log, normalise
+from autotune.diagnose.readers.tabular import Table, opened, read_block
 from trainer.errors import ConfigError
 
-__all__ = ["read_text_log"]
+__all__ = ["TextLines", "read_text_log"]
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|NaN|inf|Inf)"
 # A name may be two words when the first says which split it is: `Training Loss: 0.06`,
@@ -28,31 +30,59 @@ _PAIR = re.compile(rf"({_SPLIT}[A-Za-z][\w/.\-]*)\s*(?:=|:|\s)\s*\[?\s*({_NUMBER
                    rf"(?:\s*/\s*(\d+))?\]?(?![\w.:])")
 
 
-def read_text_log(path: Path, text: str, given: Mapping[str, str]) -> Log:
-    rows: list[tuple[int, dict[str, Any]]] = []
-    planned: int | None = None
-    epoch_name: str | None = None
-    last_epoch: str | None = None
-    for n, line in enumerate(text.splitlines(), start=1):
+def read_text_log(path: Path, given: Mapping[str, str]) -> Log:
+    """A text log, read in blocks of lines (see the module docstring)."""
+    parser = TextLines(path, given)
+    with opened(path) as f:
+        while lines := read_block(f, path):
+            parser.add(lines)
+    return parser.log()
+
+
+class TextLines:
+    """Lines of a text log into a `Table`, as they come (`--follow` feeds it too).
+
+    The columns are resolved from the first block of lines that has a metric.
+    """
+
+    def __init__(self, path: Path, given: Mapping[str, str]) -> None:
+        self.path, self.given = path, dict(given)
+        self.planned: int | None = None
+        self.table: Table | None = None
+        self._line = 1
+        self._epoch_name: str | None = None
+        self._last_epoch: str | None = None
+
+    def add(self, lines: list[str]) -> None:
+        rows = []
+        for n, line in enumerate(lines, start=self._line):
+            pairs = self._pairs(line)
+            if pairs:
+                rows.append((n, pairs))
+        self._line += len(lines)
+        if not rows:
+            return
+        if self.table is None:
+            self.table = Table.for_json(self.path, [r for _, r in rows], self.given)
+            self.table.fmt, self.table.drop_keyless = "text", True
+        self.table.add_json_rows(rows)
+
+    def _pairs(self, line: str) -> dict[str, Any]:
         pairs: dict[str, Any] = {}
         for name, value, total in _PAIR.findall(line):
             name = re.sub(r"\s+", "_", name)
             pairs.setdefault(name, value)
             if normalise(name) in ("epoch", "epochs") and total:
-                planned = int(total)
+                self.planned = int(total)
         names = {normalise(k): k for k in pairs}
         if "epoch" in names:
-            epoch_name, last_epoch = names["epoch"], pairs[names["epoch"]]
-        elif last_epoch is not None and epoch_name is not None:
-            pairs[epoch_name] = last_epoch
-        if pairs:
-            rows.append((n, pairs))
-    if not rows:
-        raise ConfigError(f"{path} is not a training log: no line has name=value, "
-                          f"name: value or 'Name Value' pairs (or CSV, JSON, TensorBoard).")
-    records, mapping, _ = records_of(rows, path, given)
-    key = "epoch" if "epoch" in mapping else "step"
-    records = [r for r in records if key in r]
-    return Log(path, "text", merge_rows(records, key), mapping, planned_epochs=planned,
-               unit="epoch" if key == "epoch" else "step",
-               per_step=len({r[key] for r in records}) < len(records))
+            self._epoch_name, self._last_epoch = names["epoch"], pairs[names["epoch"]]
+        elif self._last_epoch is not None and self._epoch_name is not None:
+            pairs[self._epoch_name] = self._last_epoch
+        return pairs
+
+    def log(self) -> Log:
+        if self.table is None:
+            raise ConfigError(f"{self.path} is not a training log: no line has name=value, "
+                              f"name: value or 'Name Value' pairs (or CSV, JSON, TensorBoard).")
+        return dataclasses.replace(self.table.log(), planned_epochs=self.planned)
