@@ -10,17 +10,23 @@ from autotune.detect.collapse import at_collapse_level, check_collapse
 from autotune.detect.epochs import check_epoch
 from autotune.detect.steps import check_nonfinite, check_step
 from autotune.detect.thresholds import DetectorConfig, detector_config
+from autotune.detect.trend import Flat, Trend, curve_noise, flat_start, trend
 from autotune.detect.verdict import OK, Reason, Verdict
 
 __all__ = [
     "OK",
     "DetectorConfig",
+    "Flat",
     "Reason",
+    "Trend",
     "Verdict",
     "at_collapse_level",
     "check_collapse",
     "check_epoch",
     "check_nonfinite",
     "check_step",
+    "curve_noise",
     "detector_config",
+    "flat_start",
+    "trend",
 ]

@@ -60,6 +60,16 @@ class DetectorConfig:
     warmup_epochs: float = 0.0
     """Epochs that end inside the warmup do not count towards a collapse (nor does the
     first: every run ends its first epoch near the level)."""
+    noise_sigmas: float = 3.0
+    """A change smaller than this many times the noise of its own curve is noise, not a
+    rise (for Gaussian noise about 1 in 700 such changes would be chance). The noise is
+    measured from the curve (`trend.curve_noise`) or, for a validation loss on a set of
+    known size N, at least the sampling error of a mean over N examples."""
+    flat_min_records: int = 8
+    """No verdict that a loss never fell (`trend.flat_start`) on fewer records."""
+    flat_max_drop: float = 0.02
+    """A loss whose last fifth is not below its first fifth by more than this fraction
+    never learned."""
 
     def __post_init__(self) -> None:
         _check_positive("max_loss_increase", self.max_loss_increase)
@@ -67,6 +77,10 @@ class DetectorConfig:
         _check_positive("overfit_patience", self.overfit_patience)
         _check_positive("min_epochs", self.min_epochs)
         _check_positive("collapse_patience", self.collapse_patience)
+        _check_positive("noise_sigmas", self.noise_sigmas)
+        _check_positive("flat_min_records", self.flat_min_records)
+        if not (math.isfinite(self.flat_max_drop) and 0.0 <= self.flat_max_drop < 1.0):
+            raise ValueError(f"flat_max_drop must be in [0, 1) but got {self.flat_max_drop}.")
         for name in ("collapse_below", "collapse_above"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 <= value < 1.0):

@@ -34,7 +34,8 @@ __all__ = ["diagnose", "judging_config"]
 def diagnose(history: Sequence[Mapping[str, Any]], intended: Intended | None,
              events: Sequence[Mapping[str, Any]] = (), steps_per_epoch: int | None = None,
              *, classes: int | None = None, arc: bool | None = None, per_step: bool = False,
-             unit: str = "epoch", detector: DetectorConfig | None = None) -> list[Finding]:
+             unit: str = "epoch", detector: DetectorConfig | None = None,
+             pooled: bool = False, val_size: int | None = None) -> list[Finding]:
     """Root-cause findings for a metrics history, most likely cause first.
 
     Args:
@@ -50,6 +51,10 @@ def diagnose(history: Sequence[Mapping[str, Any]], intended: Intended | None,
         unit: what `epoch` counts (`step` for a log without epochs).
         detector: the supervisor's thresholds for this run; default DetectorConfig's,
             read relative to the loss's scale for a log that is not ours (`judging_config`).
+        pooled: each record pools several rows of a long log (`readers.pool`): a spike is
+            judged as in records that average many steps.
+        val_size: examples in the validation set, where known: a validation rise within
+            its sampling error is noise.
 
     Returns:
         The findings; `healthy` (beside any info findings) when nothing is wrong.
@@ -76,7 +81,7 @@ def diagnose(history: Sequence[Mapping[str, Any]], intended: Intended | None,
     cfg = judging_config(detector, pts, arc, classes)
     findings = [f for f in (mismatch, check_nonfinite_points(ctx), check_smoothing(ctx)) if f]
     lines = segments(pts, raw_events)
-    findings += _check_losses(ctx, lines, cfg, told_epochs(run_events))
+    findings += _check_losses(ctx, lines, cfg, told_epochs(run_events), pooled, val_size)
     findings += [f for f in (check_collapse_points(history, lines, cfg, ctx),) if f]
     if not any(f.code is FindingCode.LR_TOO_HIGH for f in findings):
         findings += [f for f in (check_above_chance(ctx, cfg),) if f]
@@ -108,10 +113,11 @@ def judging_config(detector: DetectorConfig | None, pts: Sequence[Point], arc: b
 
 
 def _check_losses(ctx: Context, lines: Sequence[list[Point]], cfg: DetectorConfig,
-                  told: set[float]) -> list[Finding]:
+                  told: set[float], pooled: bool = False, val_size: int | None = None
+                  ) -> list[Finding]:
     found: list[Finding] = []
     spikes: list[Spike] = []
-    spike_cfg = cfg if ctx.per_step else record_config(cfg)
+    spike_cfg = cfg if ctx.per_step and not pooled else record_config(cfg)
     # The reference check is the chance-level finding's; the epoch check here judges
     # the validation loss against its own best.
     val_cfg = dataclasses.replace(cfg, reference_loss=None, marginal_loss=None)
@@ -119,7 +125,7 @@ def _check_losses(ctx: Context, lines: Sequence[list[Point]], cfg: DetectorConfi
         pts, cut = finite_prefix(line)
         series = [(p, p.train_loss) for p in pts if p.train_loss is not None]
         episode = find_rise(series, 2 if cut else 3) or find_oscillation(series, ctx)
-        vals, judged = check_val(pts, val_cfg, ctx, told)
+        vals, judged = check_val(pts, val_cfg, ctx, told, val_size)
         if episode is not None and ctx.per_step and judged:
             # A training loss logged per step is noisy; the validation loss, judged once
             # an epoch, trumps a rise or swing of that noise.

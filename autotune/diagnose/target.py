@@ -16,14 +16,14 @@ from autotune.detect import detector_config
 from autotune.diagnose.findings import Finding, FindingCode, Severity, finding, ordered
 from autotune.diagnose.intended import RUN_CLASSES, Intended, check_classes
 from autotune.diagnose.judge import diagnose
-from autotune.diagnose.readers import read_log, read_run
+from autotune.diagnose.readers import Log, read_log, read_run
 from autotune.diagnose.readers.columns import COLUMNS
 from autotune.diagnose.readers.rundir import is_run_dir
 from autotune.diagnose.schedule import warmup_fit
 from autotune.diagnose.timeline import points
 from trainer.errors import ConfigError
 
-__all__ = ["diagnose_target", "parse_columns"]
+__all__ = ["diagnose_target", "judge_log", "parse_columns"]
 
 
 def diagnose_target(target: Path | str, lr: float | None = None,
@@ -54,9 +54,16 @@ def diagnose_target(target: Path | str, lr: float | None = None,
         cfg = detector_config(run.config)
         return _judged(run.history, run.events, run.steps_per_epoch, flags, classes,
                        False, "epoch", None, cfg, has_lr=_has_lr(run.history))
-    log = read_log(target, columns)
+    return judge_log(read_log(target, columns), flags, classes)
+
+
+def judge_log(log: Log, flags: Mapping[str, object], classes: int | None) -> list[Finding]:
+    """The findings for a log read by `read_log` (`--follow` judges what it has read so far
+    this way); `flags` as `diagnose_target`'s (learning_rate, warmup_epochs, schedule,
+    epochs)."""
     return _judged(log.records, (), None, flags, classes, log.per_step, log.unit,
-                   log.planned_epochs, None, has_lr=_has_lr(log.records))
+                   log.planned_epochs, None, has_lr=_has_lr(log.records), pooled=log.pooled,
+                   val_size=log.val_size)
 
 
 def _has_lr(records: Sequence[Mapping[str, float]]) -> bool:
@@ -66,7 +73,7 @@ def _has_lr(records: Sequence[Mapping[str, float]]) -> bool:
 def _judged(history: Sequence[Mapping[str, float]], events: Sequence[Mapping[str, object]],
             steps_per_epoch: int | None, flags: Mapping[str, object], classes: int | None,
             per_step: bool, unit: str, planned: int | None, cfg: object, *,
-            has_lr: bool) -> list[Finding]:
+            has_lr: bool, pooled: bool = False, val_size: int | None = None) -> list[Finding]:
     lr = flags["learning_rate"]
     epochs = flags["epochs"] if flags["epochs"] is not None else planned
     # Built even without `lr`, so that bad flags are refused either way.
@@ -74,7 +81,7 @@ def _judged(history: Sequence[Mapping[str, float]], events: Sequence[Mapping[str
                              epochs, classes, assumed_epochs=flags["epochs"] is None
                              and planned is None)
     kwargs = {"classes": classes, "arc": False, "per_step": per_step, "unit": unit,
-              "detector": cfg}
+              "detector": cfg, "pooled": pooled, "val_size": val_size}
     if lr is not None and has_lr:
         return diagnose(history, intended, events, steps_per_epoch, **kwargs)  # type: ignore[arg-type]
     if lr is None:

@@ -14,8 +14,10 @@ import math
 import statistics
 from collections.abc import Sequence
 
+from autotune.detect import DetectorConfig
+
 __all__ = ["ASSUMED_MISMATCH", "EXPLAINED_LR_TOO_HIGH", "MILD_OVERFITTING", "NEAR_PEAK",
-           "NOISE_SIGMAS", "OSCILLATION_SWING", "RECORD_DILUTION", "RECORD_MIN",
+           "NOISE_RECORDS", "NOISE_SIGMAS", "OSCILLATION_SWING", "RECORD_DILUTION", "RECORD_MIN",
            "RECORD_WINDOW", "RISE", "SMOOTH_MIN", "noise", "median_noise"]
 
 RISE = 0.10
@@ -36,10 +38,13 @@ RECORD_DILUTION = 0.25
 SMOOTH_MIN = 20
 """A series of at least this many records (per-step losses) is smoothed by a running median
 before a rise is looked for, and its noise is measured from the log."""
-NOISE_SIGMAS = 3.0
+NOISE_SIGMAS = DetectorConfig.noise_sigmas
 """A change smaller than this many times the noise of its own curve is noise, not a rise:
 for Gaussian noise about 1 in 700 such changes would be chance. The noise is measured from
-the log itself (`noise`), never assumed."""
+the log itself (`noise`), never assumed. The detectors' threshold (one source)."""
+NOISE_RECORDS = 200
+"""The noise a validation rise is judged against is measured on this many records before
+it (bounded: linear time on a long log)."""
 MILD_OVERFITTING = 0.45
 """The likelihood (report order) of an overfitting whose validation rise stayed below the
 divergence threshold (`max_loss_increase`): the supervisor's early warning, not a diverged

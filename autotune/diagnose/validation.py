@@ -14,14 +14,15 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autotune.detect import DetectorConfig, Reason, Verdict, check_collapse, check_epoch
+from autotune.detect import OK, DetectorConfig, Reason, Verdict, check_collapse, check_epoch
+from autotune.diagnose.epoch_records import EpochRecords
 from autotune.diagnose.findings import Finding, FindingCode, Severity, finding
 from autotune.diagnose.prose import sci
 from autotune.diagnose.readers.columns import number
-from autotune.diagnose.thresholds import MILD_OVERFITTING, NOISE_SIGMAS, noise
+from autotune.diagnose.thresholds import MILD_OVERFITTING, NOISE_RECORDS, NOISE_SIGMAS, noise
 from autotune.diagnose.timeline import Context, Point, ep
 
-__all__ = ["check_collapse_points", "check_val", "val_series"]
+__all__ = ["check_collapse_points", "check_val", "val_noise", "val_series"]
 
 
 def val_series(points: Sequence[Point]) -> list[tuple[Point, float, float]]:
@@ -49,7 +50,7 @@ def val_series(points: Sequence[Point]) -> list[tuple[Point, float, float]]:
 
 
 def check_val(points: Sequence[Point], cfg: DetectorConfig, ctx: Context,
-              told: set[float]) -> tuple[list[Finding], bool]:
+              told: set[float], val_size: int | None = None) -> tuple[list[Finding], bool]:
     """The epoch verdicts along one line of training, as findings.
 
     Each validation record is judged as the supervisor would have at the end of its epoch.
@@ -67,8 +68,14 @@ def check_val(points: Sequence[Point], cfg: DetectorConfig, ctx: Context,
 
     The first verdict that stands (overfitting or a rise of both losses) ends the judging.
 
+    A rise past the threshold that stays within NOISE_SIGMAS x sqrt(2) times the noise of
+    the validation loss (the difference of two noisy values) is noise too: a small
+    validation set makes a noisy curve (`val_noise`, measured on the NOISE_RECORDS records
+    before the one judged, as the supervisor would have known it).
+
     Args:
         told: global epochs an event of the run already tells about (skipped).
+        val_size: examples in the validation set, where the log tells it.
 
     Returns:
         (the findings, whether the validation loss was judged at all: two or more finite
@@ -77,20 +84,24 @@ def check_val(points: Sequence[Point], cfg: DetectorConfig, ctx: Context,
     series = val_series(points)
     if len(series) < 2:
         return [], False
-    floor = NOISE_SIGMAS * noise([val for _, val, _ in series])
+    vals = [val for _, val, _ in series]
+    floor = NOISE_SIGMAS * val_noise(vals, val_size)
     found: list[Finding] = []
-    records: list[dict[str, Any]] = []
+    records = EpochRecords(cfg)
     resume = -1
     for i, (p, val, train) in enumerate(series):
         records.append({"epoch": p.epoch, "train_loss": train, "val_loss": val})
-        if i <= resume:
-            continue
-        verdict = check_epoch(records, cfg)
+        verdict = OK if i <= resume else check_epoch(records.records, cfg)
+        records.settle()
         if not verdict or p.global_epoch in told:
             continue
         if verdict.reason not in (Reason.OVERFITTING, Reason.LOSS_INCREASE):
             continue
         best = verdict.evidence.get("best_val_loss")
+        before = vals[max(0, i - NOISE_RECORDS):i]
+        if best is not None and val - best <= NOISE_SIGMAS * math.sqrt(2.0) * val_noise(
+                before, val_size):
+            continue  # a rise within the noise of this validation curve (or set)
         back = None if best is None else next(
             (j for j in range(i + 1, len(series)) if series[j][1] < best), None)
         if back is not None:
@@ -105,6 +116,17 @@ def check_val(points: Sequence[Point], cfg: DetectorConfig, ctx: Context,
             found.append(_val_increase(series, verdict))
         break
     return found, True
+
+
+def val_noise(vals: Sequence[float], val_size: int | None) -> float:
+    """The noise of a validation curve: measured from the curve, and at least the sampling
+    error of a mean loss over `val_size` examples (a per-example cross-entropy spreads about
+    as widely as its mean, so the mean of N is uncertain by about loss / sqrt(N))."""
+    measured = noise(vals)
+    finite = [v for v in vals if math.isfinite(v)]
+    if not val_size or not finite:
+        return measured
+    return max(measured, statistics.median(finite) / math.sqrt(val_size))
 
 
 def _transient(series: Sequence[tuple[Point, float, float]], i: int, back: int,

@@ -55,7 +55,20 @@ def read_trainer_state(path: Path, state: Mapping[str, Any], given: Mapping[str,
     columns = {"epoch": "epoch", "step": "step", "train_loss": train_key, "lr": "learning_rate",
                "grad_norm": "grad_norm", **({"val_loss": val_key} if val_key else {})}
     return Log(path, "huggingface", merge_rows(records, "step"), columns, per_step=True,
-               planned_epochs=int(planned) if planned and planned >= 1 else None)
+               planned_epochs=int(planned) if planned and planned >= 1 else None,
+               rows=len(history), val_size=_eval_size(history, val_key))
+
+
+def _eval_size(history: list[dict[str, Any]], val_key: str | None) -> int | None:
+    """Examples in the eval set: an eval entry's runtime x samples per second."""
+    prefix = val_key[:-len("loss")] if val_key and val_key.endswith("loss") else "eval_"
+    for entry in history:
+        runtime = entry.get(prefix + "runtime", entry.get("eval_runtime"))
+        rate = entry.get(prefix + "samples_per_second", entry.get("eval_samples_per_second"))
+        if isinstance(runtime, (int, float)) and isinstance(rate, (int, float)) and (
+                runtime > 0 and rate > 0):
+            return max(int(round(runtime * rate)), 1)
+    return None
 
 
 def _eval_key(history: list[dict[str, Any]]) -> str | None:

@@ -1,0 +1,134 @@
+"""A loss judged against its own recent trend: level, slope, and the noise around them.
+
+A training loss that falls fast has a running mean well above where it is now, so a jump
+judged against a flat mean (`check_step`'s spike rule) can hide under the mean of the
+steps before it. Here each value is judged against a straight line fitted by least
+squares through the `window` finite values before it: the line's value at this record is
+the level the trend predicts (kept within the window's range, so that a steep fall is not
+extrapolated below what was seen), and the median absolute residual around the line,
+scaled to a standard deviation, is the noise (robust to an earlier spike in the window).
+A spike is a value above both the level + `sigmas` x the noise and `ratio` x the level:
+the thresholds of `DetectorConfig` (`spike_window`, `spike_min_steps`, `spike_sigmas`,
+`spike_ratio`). Vectorised (numpy), linear in the values; pure.
+
+`flat_start` judges the other failure a trend shows: a loss that never fell.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from autotune.detect.thresholds import DetectorConfig
+
+__all__ = ["Flat", "Trend", "curve_noise", "flat_start", "trend"]
+
+_MAD_TO_STD = 1.4826  # the median absolute deviation of a Gaussian is 0.6745 std
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Per value: the level its recent trend predicts, the slope, the noise, and whether it
+    is a spike above that trend (False where too few values came before it)."""
+
+    level: np.ndarray
+    slope: np.ndarray
+    noise: np.ndarray
+    mean: np.ndarray  # the flat running mean of the same window, for comparison
+    count: np.ndarray  # finite values in the window
+    spike: np.ndarray
+
+
+def trend(values: Sequence[float] | np.ndarray, cfg: DetectorConfig) -> Trend:
+    """The trend judgement of every value of `values` against the ones before it."""
+    y = np.asarray(values, dtype=float)
+    n, w = len(y), cfg.spike_window
+    level, slope, noise, mean = (np.full(n, np.nan) for _ in range(4))
+    count = np.zeros(n, dtype=np.int64)
+    # The first `w` values have fewer before them: one short window each.
+    for i in range(min(n, w)):
+        before = y[:i][np.isfinite(y[:i])]
+        count[i] = len(before)
+        if len(before) >= 2:
+            level[i], slope[i], noise[i], mean[i] = (a[0] for a in _fit(before[None, :]))
+    if n > w:
+        windows = sliding_window_view(y[:-1], w)  # windows[j] is the w values before j + w
+        finite = np.isfinite(windows).all(axis=1)
+        count[w:] = np.isfinite(windows).sum(axis=1)
+        full = np.flatnonzero(finite)
+        if len(full):
+            fitted = _fit(windows[full])
+            for target, got in zip((level, slope, noise, mean), fitted):
+                target[w + full] = got
+        for j in np.flatnonzero(~finite):  # windows with a gap: fit what is there
+            before = windows[j][np.isfinite(windows[j])]
+            if len(before) >= 2:
+                fitted_gap = (a[0] for a in _fit(before[None, :]))
+                level[w + j], slope[w + j], noise[w + j], mean[w + j] = fitted_gap
+    threshold = np.maximum(level + cfg.spike_sigmas * noise, cfg.spike_ratio * level)
+    with np.errstate(invalid="ignore"):
+        spike = (count >= cfg.spike_min_steps) & np.isfinite(y) & (level > 0) & (y > threshold)
+    return Trend(level, slope, noise, mean, count, spike)
+
+
+def _fit(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Least-squares line through each row: (its value one step past the row, clipped to
+    the row's range; slope; robust noise of the residuals; mean)."""
+    w = windows.shape[1]
+    x = np.arange(w, dtype=float) - (w - 1) / 2.0
+    mean = windows.mean(axis=1)
+    slope = windows @ x / float(x @ x)
+    predicted = mean + slope * ((w + 1) / 2.0)
+    residual = np.abs(windows - (mean[:, None] + slope[:, None] * x[None, :]))
+    noise = _MAD_TO_STD * np.median(residual, axis=1)
+    level = np.clip(predicted, windows.min(axis=1), windows.max(axis=1))
+    return level, slope, noise, mean
+
+
+@dataclass(frozen=True)
+class Flat:
+    """Whether a loss never fell: its drop from the first records to the last, relative to
+    the first, and against the noise of the curve."""
+
+    flat: bool
+    start: float  # median of the first records
+    end: float  # median of the last records
+    drop: float  # (start - end) / |start|
+    noise: float  # the standard deviation of the record-to-record noise
+    records: int
+
+
+def flat_start(values: Sequence[float], cfg: DetectorConfig) -> Flat:
+    """Flat from the start: over at least `flat_min_records` finite values, the median of
+    the last fifth is not below the median of the first fifth by `flat_max_drop` (relative)
+    nor by `noise_sigmas` x the curve's noise (a run that learned falls by both)."""
+    finite = [v for v in values if math.isfinite(v)]
+    n = len(finite)
+    if n < cfg.flat_min_records:
+        return Flat(False, math.nan, math.nan, math.nan, math.nan, n)
+    part = max(n // 5, 2)
+    start, end = float(np.median(finite[:part])), float(np.median(finite[-part:]))
+    drop = (start - end) / abs(start) if start != 0 else 0.0
+    noise = curve_noise(finite)
+    fell = drop > cfg.flat_max_drop and start - end > cfg.noise_sigmas * noise / math.sqrt(part)
+    return Flat(not fell, start, end, drop, noise, n)
+
+
+def curve_noise(values: Sequence[float]) -> float:
+    """The standard deviation of a curve's record-to-record noise, from the curve itself.
+
+    The second differences of a curve (x[i+1] - 2 x[i] + x[i-1]) remove its trend where it
+    is locally straight and leave the noise: for independent noise of std s their std is
+    sqrt(6) s. Their median absolute value, scaled to a std, is robust to a few jumps (a
+    spike, a recovery) and to a curve that alternates up and down. 0.0 for fewer than three
+    finite values.
+    """
+    y = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    if len(y) < 3:
+        return 0.0
+    second = np.abs(y[2:] - 2 * y[1:-1] + y[:-2])
+    return float(_MAD_TO_STD * np.median(second) / math.sqrt(6.0))
