@@ -86,6 +86,8 @@ def _value(record: Mapping[str, Any], index: int, key: str, alias: str = "") -> 
     raw = record.get(key)
     if raw is None and alias:
         raw = record.get(alias)
+    if type(raw) is float or raw is None:  # what the readers give: no checks to make
+        return raw
     try:
         return number(raw)
     except (ValueError, OverflowError):

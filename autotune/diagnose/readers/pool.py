@@ -23,7 +23,7 @@ import numpy as np
 
 __all__ = ["KEYS", "MAX_RECORDS", "Pool"]
 
-MAX_RECORDS = 20_000
+MAX_RECORDS = 10_000
 """Up to this many rows a log is judged row by row; past it, on pooled rows."""
 
 KEYS = ("train_loss", "val_loss", "lr", "grad_norm")
