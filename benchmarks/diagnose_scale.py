@@ -7,8 +7,9 @@ Each log is one run logged every step: `epoch`, `step`, `train_loss` (an exponen
 with noise), `lr` (cosine), `grad_norm`, `val_loss` every 1,000 steps, one bad batch (the
 loss x 50) at 40% of the run and NaN losses from 95% on. The logs are written once under
 `--dir` and reused. Each `autotune diagnose LOG --json` runs in its own process; the time
-is its wall time and the memory its peak resident set (`ru_maxrss`, read in a process
-whose one child it was), both for the whole process, Python and imports included. A 10-row log gives the fixed cost of
+is its wall time (and its CPU time, user + system: steadier on a shared machine) and the
+memory its peak resident set (`ru_maxrss`, read in a process whose one child it was), all
+for the whole process, Python and imports included. A 10-row log gives the fixed cost of
 starting the command (the imports), beside the others. It checks the first finding too:
 the NaN (`nonfinite_loss`) at the right step.
 """
@@ -87,7 +88,8 @@ def measure(path: Path) -> dict[str, object]:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     first = json.loads(out)["findings"][0] if process.returncode == 0 else {
         "code": f"exit {process.returncode}: {err.decode()[-200:]}"}
-    return {"wall_s": round(wall, 2), "peak_mb": round(usage.ru_maxrss / 1024, 1),
+    return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_mb": round(usage.ru_maxrss / 1024, 1),
             "first": first.get("code"), "step": (first.get("evidence") or {}).get("step")}
 
 

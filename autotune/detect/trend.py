@@ -104,8 +104,9 @@ class Flat:
 
 def flat_start(values: Sequence[float], cfg: DetectorConfig) -> Flat:
     """Flat from the start: over at least `flat_min_records` finite values, the median of
-    the last fifth is not below the median of the first fifth by `flat_max_drop` (relative)
-    nor by `noise_sigmas` x the curve's noise (a run that learned falls by both)."""
+    the last fifth is within `flat_max_drop` (relative) of the median of the first fifth,
+    or within `noise_sigmas` x the noise of those medians (a run that learned falls by
+    more than both; one that rose is a rise, not flat)."""
     finite = [v for v in values if math.isfinite(v)]
     n = len(finite)
     if n < cfg.flat_min_records:
@@ -114,8 +115,9 @@ def flat_start(values: Sequence[float], cfg: DetectorConfig) -> Flat:
     start, end = float(np.median(finite[:part])), float(np.median(finite[-part:]))
     drop = (start - end) / abs(start) if start != 0 else 0.0
     noise = curve_noise(finite)
-    fell = drop > cfg.flat_max_drop and start - end > cfg.noise_sigmas * noise / math.sqrt(part)
-    return Flat(not fell, start, end, drop, noise, n)
+    beyond = abs(start - end) > cfg.noise_sigmas * noise / math.sqrt(part)
+    moved = abs(drop) > cfg.flat_max_drop and beyond  # fell (learned) or rose (another finding)
+    return Flat(not moved, start, end, drop, noise, n)
 
 
 def curve_noise(values: Sequence[float]) -> float:

@@ -24,9 +24,14 @@ class FindingCode(str, Enum):
     LR_TOO_HIGH = "lr_too_high"
     """The loss rises or oscillates while the learning rate is at or near its peak."""
     COLLAPSED = "collapsed"
-    """The validation loss sits at the colour-frequency level (ARC runs)."""
+    """The validation loss sits at a trivial level: the colour-frequency level (ARC runs)."""
     NONFINITE_LOSS = "nonfinite_loss"
-    """A NaN or infinite loss or gradient."""
+    """A NaN or infinite loss."""
+    NONFINITE_GRAD = "nonfinite_grad"
+    """A NaN or infinite gradient norm while the loss was finite."""
+    NOT_LEARNING = "not_learning"
+    """The loss has been flat from the start: the run never learned (no chance level
+    needed)."""
     GAVE_UP = "gave_up"
     """Our run spent its recovery budget."""
     DIVERGED = "diverged"
@@ -61,6 +66,8 @@ LIKELIHOOD: Mapping[FindingCode, float] = {
     FindingCode.LR_TOO_HIGH: 0.85,
     FindingCode.COLLAPSED: 0.82,
     FindingCode.NONFINITE_LOSS: 0.8,
+    FindingCode.NONFINITE_GRAD: 0.8,
+    FindingCode.NOT_LEARNING: 0.78,
     FindingCode.GAVE_UP: 0.75,
     FindingCode.DIVERGED: 0.75,
     FindingCode.OVERFITTING: 0.65,

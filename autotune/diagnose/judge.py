@@ -18,6 +18,7 @@ from autotune.diagnose.losses import (
     find_oscillation,
     find_rise,
 )
+from autotune.diagnose.progress import check_not_learning
 from autotune.diagnose.prose import Terms
 from autotune.diagnose.readers.rundir import ARC_METRIC_KEYS
 from autotune.diagnose.recoveries import check_events, parse_events, told_epochs
@@ -28,6 +29,10 @@ from autotune.diagnose.timeline import Context, Point, finite_prefix, intents, p
 from autotune.diagnose.validation import check_collapse_points, check_val
 
 __all__ = ["diagnose", "judging_config"]
+
+# Findings that already explain a loss that never fell.
+_EXPLAINS_FLAT = (FindingCode.COLLAPSED, FindingCode.NONFINITE_LOSS, FindingCode.NONFINITE_GRAD,
+                  FindingCode.LR_SCHEDULE_MISMATCH)
 
 
 
@@ -83,6 +88,8 @@ def diagnose(history: Sequence[Mapping[str, Any]], intended: Intended | None,
     lines = segments(pts, raw_events)
     findings += _check_losses(ctx, lines, cfg, told_epochs(run_events), pooled, val_size)
     findings += [f for f in (check_collapse_points(history, lines, cfg, ctx),) if f]
+    if not any(f.code in _EXPLAINS_FLAT for f in findings):
+        findings += [f for f in (check_not_learning(ctx, lines, cfg),) if f]
     if not any(f.code is FindingCode.LR_TOO_HIGH for f in findings):
         findings += [f for f in (check_above_chance(ctx, cfg),) if f]
     findings += check_events(run_events, ctx)

@@ -76,8 +76,31 @@ def check_nonfinite_points(ctx: Context) -> Finding | None:
                     "lr_fraction_of_peak": fraction,
                     "last_finite_train_loss": earlier[-1].train_loss if earlier else None,
                     "last_finite_epoch": earlier[-1].epoch if earlier else None}
+        if key == "grad_norm":
+            return _nonfinite_grad(p, value, lr, earlier[-1] if earlier else None, ctx,
+                                   evidence)
         return finding(FindingCode.NONFINITE_LOSS, Severity.ERROR, message, evidence, fix)
     return None
+
+
+def _nonfinite_grad(p: Point, value: float, lr: float | None, last: Point | None,
+                    ctx: Context, evidence: dict[str, Any]) -> Finding:
+    """A NaN or infinite gradient norm beside a finite loss: an overflow in the backward
+    pass (fp16 without a loss scaler, a bad batch), not yet a loss gone wrong."""
+    where = at(p)
+    loss = (f"while the training loss was still finite ({p.train_loss:.4g})"
+            if p.train_loss is not None else "(no training loss logged there)")
+    message = (f"The gradient norm became {value} at {where} {loss}"
+               + (f", with the learning rate at {sci(lr)}" if lr is not None else "")
+               + ". A non-finite gradient comes from the backward pass (an fp16 overflow, a "
+               "bad batch, a division by zero) before the loss shows it; one update with it "
+               "turns every weight it touches into NaN.")
+    fix = (f"skip updates whose gradient is not finite (a loss scaler does this for fp16), "
+           f"{ctx.terms.clip}, {ctx.terms.skip_batches(where)}, and look at "
+           f"{ctx.terms.numerics}"
+           + (f"; resume from a checkpoint before {where}" if last is not None else "") + ".")
+    return finding(FindingCode.NONFINITE_GRAD, Severity.ERROR, message,
+                   {**evidence, "train_loss": p.train_loss}, fix)
 
 
 def _nonfinite(p: Point) -> tuple[str | None, float]:

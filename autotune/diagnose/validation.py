@@ -68,10 +68,11 @@ def check_val(points: Sequence[Point], cfg: DetectorConfig, ctx: Context,
 
     The first verdict that stands (overfitting or a rise of both losses) ends the judging.
 
-    A rise past the threshold that stays within NOISE_SIGMAS x sqrt(2) times the noise of
-    the validation loss (the difference of two noisy values) is noise too: a small
-    validation set makes a noisy curve (`val_noise`, measured on the NOISE_RECORDS records
-    before the one judged, as the supervisor would have known it).
+    A rise past the threshold that stays within the noise of the validation loss (see
+    `_noise_allowance`), and comes back or does not last `overfit_patience` records, is
+    noise too: a small validation set makes a noisy curve
+    (`val_noise`, measured on the NOISE_RECORDS records before the one judged, as the
+    supervisor would have known it).
 
     Args:
         told: global epochs an event of the run already tells about (skipped).
@@ -98,12 +99,12 @@ def check_val(points: Sequence[Point], cfg: DetectorConfig, ctx: Context,
         if verdict.reason not in (Reason.OVERFITTING, Reason.LOSS_INCREASE):
             continue
         best = verdict.evidence.get("best_val_loss")
-        before = vals[max(0, i - NOISE_RECORDS):i]
-        if best is not None and val - best <= NOISE_SIGMAS * math.sqrt(2.0) * val_noise(
-                before, val_size):
-            continue  # a rise within the noise of this validation curve (or set)
         back = None if best is None else next(
             (j for j in range(i + 1, len(series)) if series[j][1] < best), None)
+        if best is not None and val - best <= _noise_allowance(
+                vals[:i][-NOISE_RECORDS:], val_size) and (
+                back is not None or not _sustained(vals, i, verdict, cfg)):
+            continue  # a rise within the noise of this validation curve (or set)
         if back is not None:
             found.append(_transient(series, i, back, verdict, points, ctx))
             resume = back
@@ -116,6 +117,23 @@ def check_val(points: Sequence[Point], cfg: DetectorConfig, ctx: Context,
             found.append(_val_increase(series, verdict))
         break
     return found, True
+
+
+def _sustained(vals: Sequence[float], i: int, verdict: Verdict, cfg: DetectorConfig) -> bool:
+    """The validation loss stayed past the verdict's threshold for `overfit_patience`
+    records after record i: a rise that lasts is not a wiggle, however noisy the curve."""
+    after = vals[i + 1:i + 1 + cfg.overfit_patience]
+    limit = verdict.evidence.get("threshold", math.inf)
+    return len(after) == cfg.overfit_patience and all(v > limit for v in after)
+
+
+def _noise_allowance(before: Sequence[float], val_size: int | None) -> float:
+    """How far above its best a noisy validation curve goes by chance: NOISE_SIGMAS x the
+    noise of a difference of two values (sqrt 2), plus the depth of the best below the
+    curve's level, the least of n noisy values lying about sqrt(2 ln n) noise below it."""
+    sigma = val_noise(before, val_size)
+    depth = math.sqrt(2.0 * math.log(max(len(before), 2)))
+    return sigma * (NOISE_SIGMAS * math.sqrt(2.0) + depth)
 
 
 def val_noise(vals: Sequence[float], val_size: int | None) -> float:
