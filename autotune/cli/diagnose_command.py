@@ -34,11 +34,16 @@ def register(app: typer.Typer) -> None:
                              "train_loss, val_loss, lr, grad_norm (repeatable)")] = None,
     ) -> None:
         """Explain why a run diverged (or that it is healthy), with the numbers and the fix."""
-        from autotune.diagnose import diagnose_target, parse_columns, render_text
+        from autotune.diagnose import (
+            diagnose_report,
+            parse_columns,
+            render_source,
+            render_text,
+        )
 
-        findings = diagnose_target(target, lr, warmup_epochs, schedule, epochs,
-                                   classes=classes, columns=parse_columns(column or []))
+        report = diagnose_report(target, lr, warmup_epochs, schedule, epochs,
+                                 classes=classes, columns=parse_columns(column or []))
         if json_:
-            typer.echo(json.dumps({"findings": [f.to_dict() for f in findings]}, indent=2))
+            typer.echo(json.dumps(report.to_dict(), indent=2))
         else:
-            typer.echo(render_text(findings))
+            typer.echo(render_source(report.source) + "\n\n" + render_text(report.findings))

@@ -15,24 +15,27 @@ loss checks), `recoveries` (a run's events), `findings` and `prose` (the words),
 own thresholds, beside the detectors').
 """
 
-from autotune.diagnose.findings import Finding, FindingCode, Severity, render_text
+from autotune.diagnose.findings import Finding, FindingCode, Severity, render_source, render_text
 from autotune.diagnose.intended import Intended, smoothing_floor
 from autotune.diagnose.judge import diagnose
 from autotune.diagnose.readers import Log, RunRecord, read_log, read_run
-from autotune.diagnose.target import diagnose_target, parse_columns
+from autotune.diagnose.target import Report, diagnose_report, diagnose_target, parse_columns
 
 __all__ = [
     "Finding",
     "FindingCode",
     "Intended",
     "Log",
+    "Report",
     "RunRecord",
     "Severity",
     "diagnose",
+    "diagnose_report",
     "diagnose_target",
     "parse_columns",
     "read_log",
     "read_run",
+    "render_source",
     "render_text",
     "smoothing_floor",
 ]

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-__all__ = ["Finding", "FindingCode", "Severity", "finding", "ordered", "render_text"]
+__all__ = ["Finding", "FindingCode", "Severity", "finding", "ordered", "render_source",
+           "render_text"]
 
 
 class FindingCode(str, Enum):
@@ -154,3 +155,15 @@ def render_text(findings: Sequence[Finding]) -> str:
             text += f"\n  Fix: {f.fix}"
         paragraphs.append(text)
     return "\n\n".join(paragraphs)
+
+
+def render_source(source: Mapping[str, Any]) -> str:
+    """What was read and how, one line: `Read LOG as FORMAT (N rows): train_loss <-
+    'Loss/Train_Epoch', ...`."""
+    rows, records = source.get("rows", 0), source.get("records", 0)
+    size = f"{rows} rows" + (f", pooled into {records} records" if source.get("pooled")
+                             else "")
+    mapping = ", ".join(f"{ours} <- {theirs!r}" for ours, theirs in
+                        source.get("columns", {}).items())
+    return (f"Read {source.get('path')} as {source.get('format')} ({size})"
+            + (f": {mapping}" if mapping else "") + ".")

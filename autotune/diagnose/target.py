@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from autotune.detect import detector_config
 from autotune.diagnose.findings import Finding, FindingCode, Severity, finding, ordered
@@ -23,7 +25,19 @@ from autotune.diagnose.schedule import warmup_fit
 from autotune.diagnose.timeline import points
 from trainer.errors import ConfigError
 
-__all__ = ["diagnose_target", "judge_log", "parse_columns"]
+__all__ = ["Report", "diagnose_report", "diagnose_target", "judge_log", "parse_columns"]
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `autotune diagnose` prints: the findings, and what was read and how."""
+
+    findings: list[Finding]
+    source: dict[str, Any]
+    """`Log.describe()`: the format, rows, records, and our column name -> the log's."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"log": self.source, "findings": [f.to_dict() for f in self.findings]}
 
 
 def diagnose_target(target: Path | str, lr: float | None = None,
@@ -38,6 +52,15 @@ def diagnose_target(target: Path | str, lr: float | None = None,
         classes: the number of output classes (`--classes`), for the chance level.
         columns: our column name -> the log's (`--column NAME=THEIR_NAME`).
     """
+    return diagnose_report(target, lr, warmup_epochs, schedule, epochs, classes=classes,
+                           columns=columns).findings
+
+
+def diagnose_report(target: Path | str, lr: float | None = None,
+                    warmup_epochs: float | None = None, schedule: str | None = None,
+                    epochs: int | None = None, *, classes: int | None = None,
+                    columns: Mapping[str, str] | None = None) -> Report:
+    """`diagnose_target`'s findings with what was read: the format and the column mapping."""
     target = Path(target)
     check_classes(classes)
     flags = {"learning_rate": lr, "warmup_epochs": warmup_epochs, "schedule": schedule,
@@ -45,16 +68,20 @@ def diagnose_target(target: Path | str, lr: float | None = None,
     overrides = {k: v for k, v in flags.items() if v is not None}
     if target.is_dir() and is_run_dir(target):
         run = read_run(target)
+        source = {"path": str(target), "format": "run", "unit": "epoch",
+                  "rows": len(run.history), "records": len(run.history), "pooled": False,
+                  "columns": {k: k for k in COLUMNS if any(k in r for r in run.history)}}
         if run.train_config is not None:
             k = classes or RUN_CLASSES
             intended = Intended.from_config(run.train_config, k).with_changes(overrides)
             cfg = detector_config(run.config, reference_loss=math.log(k))
-            return diagnose(run.history, intended, run.events, run.steps_per_epoch,
-                            classes=k, arc=True, detector=cfg)
+            return Report(diagnose(run.history, intended, run.events, run.steps_per_epoch,
+                                   classes=k, arc=True, detector=cfg), source)
         cfg = detector_config(run.config)
-        return _judged(run.history, run.events, run.steps_per_epoch, flags, classes,
-                       False, "epoch", None, cfg, has_lr=_has_lr(run.history))
-    return judge_log(read_log(target, columns), flags, classes)
+        return Report(_judged(run.history, run.events, run.steps_per_epoch, flags, classes,
+                              False, "epoch", None, cfg, has_lr=_has_lr(run.history)), source)
+    log = read_log(target, columns)
+    return Report(judge_log(log, flags, classes), log.describe())
 
 
 def judge_log(log: Log, flags: Mapping[str, object], classes: int | None) -> list[Finding]:

@@ -18,10 +18,11 @@ from typing import Any
 
 from trainer.errors import ConfigError
 
-__all__ = ["ALIASES", "COLUMNS", "Log", "merge_rows", "normalise", "number", "records_of",
-           "resolve"]
+__all__ = ["ALIASES", "COLUMNS", "Log", "classify", "merge_rows", "normalise", "number",
+           "records_of", "resolve", "words"]
 
-COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "grad_norm")
+COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "grad_norm", "train_acc",
+           "val_acc")
 
 # Normalised names (see `normalise`), the most usual first: the first found wins.
 ALIASES: Mapping[str, tuple[str, ...]] = {
@@ -36,13 +37,28 @@ ALIASES: Mapping[str, tuple[str, ...]] = {
            "optimizer_lr"),
     "grad_norm": ("grad_norm", "gradient_norm", "gradnorm", "train_grad_norm",
                   "grad_norm_total", "grad_2_0_norm_total"),
+    "train_acc": ("train_acc", "acc", "accuracy", "train_accuracy", "training_accuracy",
+                  "train_acc_epoch", "acc_epoch"),
+    "val_acc": ("val_acc", "val_accuracy", "valid_acc", "validation_accuracy", "eval_accuracy",
+                "eval_acc", "val_acc_epoch", "dev_acc"),
 }
+# Names as people write them, by their words (`Loss/Train_Epoch`, `Train Loss`, `eval/loss`,
+# `TrainLoss`): which split, which metric; the other words (epoch, step, avg, mean ...)
+# do not change what it is.
+_SPLIT_WORDS = {"train": "train", "training": "train", "tr": "train", "trn": "train",
+                "val": "val", "valid": "val", "validation": "val", "eval": "val",
+                "evaluation": "val", "dev": "val"}
+_METRIC_WORDS = {"loss": "loss", "nll": "loss", "xent": "loss", "ce": "loss",
+                 "acc": "acc", "accuracy": "acc", "lr": "lr"}
+_QUALIFIERS = {"epoch", "step", "avg", "average", "mean", "total", "running", "smooth",
+               "smoothed", "per", "batch", "value", "metric", "metrics"}
 _NAMED = {  # named losses, when no plain alias is there
     "train_loss": re.compile(r"^(train|training)_[a-z0-9_]*loss(_step|_epoch)?$"),
     "val_loss": re.compile(r"^(val|valid|validation|eval|dev)_[a-z0-9_]*loss(_epoch)?$"),
     "lr": re.compile(r"^lr_[a-z0-9_]+$"),  # LearningRateMonitor: lr-Adam, lr-AdamW/pg1
 }
 _AMBIGUOUS = ("train_loss",)  # several named training losses (a GAN): the user chooses
+_SHOWN_ONLY = ("train_acc", "val_acc")  # recognised and shown in the mapping, not judged
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,30 @@ class Log:
                 "rows": self.rows or len(self.records), "records": len(self.records),
                 "pooled": self.pooled, "columns": dict(self.columns),
                 **({"val_size": self.val_size} if self.val_size else {})}
+
+
+def words(name: str) -> list[str]:
+    """`Loss/Train_Epoch` -> [loss, train, epoch]; `TrainLoss` -> [train, loss]."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(name).strip())
+    return [w for w in normalise(spaced).split("_") if w]
+
+
+def classify(name: str) -> str | None:
+    """Our column for a name by its words, None when they do not say: a split (train,
+    val ...) and a metric (loss, acc), or the learning rate / gradient norm on their own."""
+    ws = words(name)
+    if "grad" in ws or "gradient" in ws:
+        return "grad_norm" if "norm" in ws else None
+    if ("learning" in ws and "rate" in ws) or ws[:1] == ["lr"]:
+        return "lr"
+    splits = {_SPLIT_WORDS[w] for w in ws if w in _SPLIT_WORDS}
+    metrics = {_METRIC_WORDS[w] for w in ws if w in _METRIC_WORDS} - {"lr"}
+    others = [w for w in ws if w not in _SPLIT_WORDS and w not in _METRIC_WORDS
+              and w not in _QUALIFIERS]
+    if len(splits) > 1 or len(metrics) != 1 or others:
+        return None
+    split = next(iter(splits), "train")  # a bare `loss` is the training loss
+    return f"{split}_{next(iter(metrics))}"
 
 
 def normalise(name: str) -> str:
@@ -108,6 +148,8 @@ def resolve(names: Sequence[str], given: Mapping[str, str], path: Path) -> dict[
             continue
         pattern = _NAMED.get(ours)
         named = [n for n in names if pattern and pattern.match(normalise(n)) and n not in taken]
+        if not named:
+            named = [n for n in names if classify(n) == ours and n not in taken]
         if ours in _AMBIGUOUS:
             named = _one_per_loss(named)
         if len(named) > 1 and ours in _AMBIGUOUS:
@@ -172,6 +214,8 @@ def records_of(rows: Sequence[tuple[int, Mapping[str, Any]]], path: Path,
         record: dict[str, float] = {}
         for key, value in raw.items():
             ours = back.get(str(key))
+            if ours in _SHOWN_ONLY:
+                continue
             if ours is None and not keep_other:
                 continue
             try:

@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["KEYS", "MAX_RECORDS", "Pool"]
+__all__ = ["KEYS", "MAX_RECORDS", "ROW_KEYS", "Pool"]
 
 MAX_RECORDS = 10_000
 """Up to this many rows a log is judged row by row; past it, on pooled rows."""
 
-KEYS = ("train_loss", "val_loss", "lr", "grad_norm")
+ROW_KEYS = ("train_loss", "val_loss", "lr", "grad_norm")
+"""A row with none of these is left out (a banner, a row of other metrics only)."""
+KEYS = ROW_KEYS  # accuracy columns are recognised (and shown) but not judged
 _MEAN = ("train_loss", "val_loss")  # pooled as the mean of the finite values
 
 

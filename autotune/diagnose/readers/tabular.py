@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from autotune.diagnose.readers.columns import Log, merge_rows, number, require, resolve
-from autotune.diagnose.readers.pool import KEYS, Pool
+from autotune.diagnose.readers.pool import KEYS, ROW_KEYS, Pool
 from trainer.errors import ConfigError
 
 __all__ = ["Table", "csv_rows", "json_lines", "json_rows", "opened", "read_block", "read_csv",
@@ -283,7 +283,7 @@ class Table:
              raw: Any) -> None:
         n = len(lines)
         keep = np.zeros(n, bool)
-        for k in KEYS:
+        for k in ROW_KEYS:
             if k in columns:
                 keep |= columns[k][1]
         values, has = columns[self.key]
@@ -297,6 +297,8 @@ class Table:
         self._note_per_step(columns, keep)
         fed: dict[str, np.ndarray] = {}
         for ours, (vals, present) in columns.items():
+            if ours not in KEYS and ours not in ("epoch", "step"):
+                continue  # recognised and shown, not judged (accuracy)
             fed[ours] = vals[keep]
             if ours in KEYS:
                 fed[f"has_{ours}"] = present[keep]
