@@ -23,8 +23,8 @@ from autotune.diagnose.readers.columns import Log, merge_rows, number, require, 
 from autotune.diagnose.readers.pool import KEYS, ROW_KEYS, Pool
 from trainer.errors import ConfigError
 
-__all__ = ["Table", "csv_rows", "json_lines", "json_rows", "opened", "read_block", "read_csv",
-           "read_jsonl", "read_text"]
+__all__ = ["Remap", "Table", "csv_rows", "json_lines", "json_rows", "opened", "read_block",
+           "read_csv", "read_jsonl", "read_text"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,15 @@ def read_csv(path: Path, given: Mapping[str, str], sep: str = ",", fmt: str = "c
 
 def read_jsonl(path: Path, given: Mapping[str, str]) -> Log:
     """JSON Lines (or a JSON array of records), read in blocks of lines."""
+    names: list[str] = []
+    while True:
+        try:
+            return _read_jsonl(path, given, names)
+        except Remap as remap:  # a column first seen late: read again, knowing it
+            names = remap.names
+
+
+def _read_jsonl(path: Path, given: Mapping[str, str], names: list[str]) -> Log:
     with opened(path) as f:
         head = f.read(1)
         while head and head.isspace():
@@ -122,13 +131,22 @@ def read_jsonl(path: Path, given: Mapping[str, str]) -> Log:
             rows = json_lines(block, line, path, last=following is None)
             line += len(block)
             if table is None:
-                table = Table.for_json(path, [r for _, r in rows], given)
+                table = Table.for_json(path, [r for _, r in rows], given, names)
             table.add_json_rows(rows)
             block = following
     if table is None:
         raise ConfigError(f"{path} is empty: a training log needs a loss and an epoch or "
                           f"step on each record.")
     return table.log()
+
+
+class Remap(Exception):
+    """A block holds a column name that changes how the columns map (a `val_loss` first
+    logged after the first block): the reader starts again, knowing all of `names`."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(", ".join(names))
+        self.names = names
 
 
 def opened(path: Path) -> TextIO:
@@ -192,6 +210,7 @@ class Table:
         self.per_step = False
         self._last_epoch: float | None = None
         self._header = ""
+        self._given = dict(given)
         self.drop_keyless = False
         """Leave out rows without a finite epoch or step (a text log's banners) instead
         of refusing the log."""
@@ -206,8 +225,8 @@ class Table:
 
     @classmethod
     def for_json(cls, path: Path, objects: Sequence[Mapping[str, Any]],
-                 given: Mapping[str, str]) -> Table:
-        seen: dict[str, None] = {}
+                 given: Mapping[str, str], names: Sequence[str] = ()) -> Table:
+        seen: dict[str, None] = dict.fromkeys(names)
         for row in objects:
             seen.update(dict.fromkeys(str(k) for k in row))
         return cls(path, list(seen), given, "jsonl")
@@ -270,10 +289,17 @@ class Table:
         return frame
 
     def add_json_rows(self, rows: Rows) -> None:
+        """Add (line number, object) rows; `Remap` when a new name changes the mapping."""
         if not rows:
             return
         numbers = np.asarray([n for n, _ in rows], dtype=np.int64)
         objects = [r for _, r in rows]
+        new = set().union(*objects) - set(self.names)
+        if new:
+            names = self.names + sorted(str(n) for n in new)
+            if resolve(names, self._given, self.path) != self.mapping:
+                raise Remap(names)
+            self.names = names
         columns = {ours: _json_numbers([o.get(theirs) for o in objects], numbers, self.path,
                                        ours)
                    for ours, theirs in self.mapping.items()}

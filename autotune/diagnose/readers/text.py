@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from autotune.diagnose.readers.columns import Log, normalise
-from autotune.diagnose.readers.tabular import Table, opened, read_block
+from autotune.diagnose.readers.tabular import Remap, Table, opened, read_block
 from trainer.errors import ConfigError
 
 __all__ = ["TextLines", "read_text_log"]
@@ -32,26 +32,34 @@ _PAIR = re.compile(rf"({_SPLIT}[A-Za-z][\w/.\-]*)\s*(?:=|:|\s)\s*\[?\s*({_NUMBER
 
 def read_text_log(path: Path, given: Mapping[str, str]) -> Log:
     """A text log, read in blocks of lines (see the module docstring)."""
-    parser = TextLines(path, given)
-    with opened(path) as f:
-        while lines := read_block(f, path):
-            parser.add(lines)
-    return parser.log()
+    names: list[str] = []
+    while True:
+        parser = TextLines(path, given, names)
+        try:
+            with opened(path) as f:
+                while lines := read_block(f, path):
+                    parser.add(lines)
+            return parser.log()
+        except Remap as remap:  # a name first seen late: read again, knowing it
+            names = remap.names
 
 
 class TextLines:
     """Lines of a text log into a `Table`, as they come (`--follow` feeds it too).
 
-    The columns are resolved from the first block of lines that has a metric.
+    The columns are resolved from the first block of lines that has a metric (and the
+    `names` known from an earlier reading); `Remap` when a later one changes them.
     """
 
-    def __init__(self, path: Path, given: Mapping[str, str]) -> None:
-        self.path, self.given = path, dict(given)
+    def __init__(self, path: Path, given: Mapping[str, str], names: Sequence[str] = ()
+                 ) -> None:
+        self.path, self.given, self.names = path, dict(given), list(names)
         self.planned: int | None = None
         self.table: Table | None = None
         self._line = 1
         self._epoch_name: str | None = None
         self._last_epoch: str | None = None
+        self._unread: ConfigError | None = None
 
     def add(self, lines: list[str]) -> None:
         rows = []
@@ -63,7 +71,12 @@ class TextLines:
         if not rows:
             return
         if self.table is None:
-            self.table = Table.for_json(self.path, [r for _, r in rows], self.given)
+            try:
+                self.table = Table.for_json(self.path, [r for _, r in rows], self.given,
+                                            self.names)
+            except ConfigError as exc:  # no loss yet (a banner, `Epoch 1/30`): wait for one
+                self._unread = exc
+                return
             self.table.fmt, self.table.drop_keyless = "text", True
         self.table.add_json_rows(rows)
 
@@ -82,6 +95,8 @@ class TextLines:
         return pairs
 
     def log(self) -> Log:
+        if self.table is None and self._unread is not None:
+            raise self._unread
         if self.table is None:
             raise ConfigError(f"{self.path} is not a training log: no line has name=value, "
                               f"name: value or 'Name Value' pairs (or CSV, JSON, TensorBoard).")
