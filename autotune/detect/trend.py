@@ -36,8 +36,8 @@ class Trend:
     is a spike above that trend (False where too few values came before it)."""
 
     level: np.ndarray
-    slope: np.ndarray
-    noise: np.ndarray
+    slope: np.ndarray  # per record, of the log of the loss where positive (a rate)
+    noise: np.ndarray  # in the same space as the slope
     mean: np.ndarray  # the flat running mean of the same window, for comparison
     count: np.ndarray  # finite values in the window
     spike: np.ndarray
@@ -47,46 +47,62 @@ def trend(values: Sequence[float] | np.ndarray, cfg: DetectorConfig) -> Trend:
     """The trend judgement of every value of `values` against the ones before it."""
     y = np.asarray(values, dtype=float)
     n, w = len(y), cfg.spike_window
-    level, slope, noise, mean = (np.full(n, np.nan) for _ in range(4))
+    level, slope, noise, mean, upper = (np.full(n, np.nan) for _ in range(5))
+    arrays = (level, slope, noise, mean, upper)
     count = np.zeros(n, dtype=np.int64)
+
+    def fill(at: np.ndarray | int, windows: np.ndarray) -> None:
+        for target, got in zip(arrays, _fit(windows, cfg.spike_sigmas)):
+            target[np.atleast_1d(at)] = got
+
     # The first `w` values have fewer before them: one short window each.
     for i in range(min(n, w)):
         before = y[:i][np.isfinite(y[:i])]
         count[i] = len(before)
         if len(before) >= 2:
-            level[i], slope[i], noise[i], mean[i] = (a[0] for a in _fit(before[None, :]))
+            fill(i, before[None, :])
     if n > w:
         windows = sliding_window_view(y[:-1], w)  # windows[j] is the w values before j + w
         finite = np.isfinite(windows).all(axis=1)
         count[w:] = np.isfinite(windows).sum(axis=1)
         full = np.flatnonzero(finite)
         if len(full):
-            fitted = _fit(windows[full])
-            for target, got in zip((level, slope, noise, mean), fitted):
-                target[w + full] = got
+            fill(w + full, windows[full])
         for j in np.flatnonzero(~finite):  # windows with a gap: fit what is there
             before = windows[j][np.isfinite(windows[j])]
             if len(before) >= 2:
-                fitted_gap = (a[0] for a in _fit(before[None, :]))
-                level[w + j], slope[w + j], noise[w + j], mean[w + j] = fitted_gap
-    threshold = np.maximum(level + cfg.spike_sigmas * noise, cfg.spike_ratio * level)
+                fill(int(w + j), before[None, :])
+    threshold = np.maximum(upper, cfg.spike_ratio * level)
     with np.errstate(invalid="ignore"):
         spike = (count >= cfg.spike_min_steps) & np.isfinite(y) & (level > 0) & (y > threshold)
     return Trend(level, slope, noise, mean, count, spike)
 
 
-def _fit(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Least-squares line through each row: (its value one step past the row, clipped to
-    the row's range; slope; robust noise of the residuals; mean)."""
+def _fit(windows: np.ndarray, sigmas: float
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A least-squares line through each row, on the log of the values where they are all
+    positive (a loss falls and wobbles by a fraction of itself), else on the values.
+
+    Returns per row: the line's value one step past the row (clipped to the row's range),
+    its slope (of the log: a rate, or of the value), the robust noise of the residuals (in
+    the same space), the row's mean, and the level + `sigmas` x noise back in values.
+    """
+    positive = (windows > 0).all(axis=1)
+    space = np.where(positive[:, None], np.log(np.where(windows > 0, windows, 1.0)), windows)
     w = windows.shape[1]
     x = np.arange(w, dtype=float) - (w - 1) / 2.0
-    mean = windows.mean(axis=1)
-    slope = windows @ x / float(x @ x)
-    predicted = mean + slope * ((w + 1) / 2.0)
-    residual = np.abs(windows - (mean[:, None] + slope[:, None] * x[None, :]))
+    centre = space.mean(axis=1)
+    slope = space @ x / float(x @ x)
+    predicted = centre + slope * ((w + 1) / 2.0)
+    residual = np.abs(space - (centre[:, None] + slope[:, None] * x[None, :]))
     noise = _MAD_TO_STD * np.median(residual, axis=1)
-    level = np.clip(predicted, windows.min(axis=1), windows.max(axis=1))
-    return level, slope, noise, mean
+    with np.errstate(over="ignore"):
+        level = np.where(positive, np.exp(predicted), predicted)
+        upper = np.where(positive, np.exp(predicted + sigmas * noise), predicted + sigmas * noise)
+    low, high = windows.min(axis=1), windows.max(axis=1)
+    clipped = np.clip(level, low, high)
+    upper = upper + (clipped - level) * np.where(positive, np.exp(sigmas * noise), 1.0)
+    return clipped, slope, noise, windows.mean(axis=1), upper
 
 
 @dataclass(frozen=True)
