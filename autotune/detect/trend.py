@@ -116,6 +116,7 @@ class Flat:
     drop: float  # (start - end) / |start|
     noise: float  # the standard deviation of the record-to-record noise
     records: int
+    fell: bool = False  # it fell by more than both (it learned)
 
 
 def flat_start(values: Sequence[float], cfg: DetectorConfig) -> Flat:
@@ -126,14 +127,14 @@ def flat_start(values: Sequence[float], cfg: DetectorConfig) -> Flat:
     finite = [v for v in values if math.isfinite(v)]
     n = len(finite)
     if n < cfg.flat_min_records:
-        return Flat(False, math.nan, math.nan, math.nan, math.nan, n)
+        return Flat(False, math.nan, math.nan, math.nan, math.nan, n, False)
     part = max(n // 5, 2)
     start, end = float(np.median(finite[:part])), float(np.median(finite[-part:]))
     drop = (start - end) / abs(start) if start != 0 else 0.0
     noise = curve_noise(finite)
     beyond = abs(start - end) > cfg.noise_sigmas * noise / math.sqrt(part)
     moved = abs(drop) > cfg.flat_max_drop and beyond  # fell (learned) or rose (another finding)
-    return Flat(not moved, start, end, drop, noise, n)
+    return Flat(not moved, start, end, drop, noise, n, moved and drop > 0)
 
 
 def curve_noise(values: Sequence[float]) -> float:

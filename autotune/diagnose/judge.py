@@ -11,6 +11,7 @@ from autotune.detect import DetectorConfig
 from autotune.diagnose.findings import Finding, FindingCode, Severity, finding, ordered
 from autotune.diagnose.intended import Intended
 from autotune.diagnose.losses import (
+    Episode,
     check_above_chance,
     check_nonfinite_points,
     check_smoothing,
@@ -18,15 +19,15 @@ from autotune.diagnose.losses import (
     find_oscillation,
     find_rise,
 )
-from autotune.diagnose.progress import check_not_learning
+from autotune.diagnose.progress import check_not_learning, check_stalled_at_peak
 from autotune.diagnose.prose import Terms
 from autotune.diagnose.readers.rundir import ARC_METRIC_KEYS
 from autotune.diagnose.recoveries import check_events, parse_events, told_epochs
 from autotune.diagnose.schedule import check_schedule
 from autotune.diagnose.spikes import Spike, find_spikes, record_config, spike_finding
-from autotune.diagnose.thresholds import ASSUMED_MISMATCH
+from autotune.diagnose.thresholds import ASSUMED_MISMATCH, NOISE_SIGMAS
 from autotune.diagnose.timeline import Context, Point, finite_prefix, intents, points, segments
-from autotune.diagnose.validation import check_collapse_points, check_val
+from autotune.diagnose.validation import check_collapse_points, check_val, val_noise
 
 __all__ = ["diagnose", "judging_config"]
 
@@ -88,6 +89,8 @@ def diagnose(history: Sequence[Mapping[str, Any]], intended: Intended | None,
     lines = segments(pts, raw_events)
     findings += _check_losses(ctx, lines, cfg, told_epochs(run_events), pooled, val_size)
     findings += [f for f in (check_collapse_points(history, lines, cfg, ctx),) if f]
+    if not any(f.code in (*_EXPLAINS_FLAT, FindingCode.LR_TOO_HIGH) for f in findings):
+        findings += [f for f in (check_stalled_at_peak(ctx, lines, cfg),) if f]
     if not any(f.code in _EXPLAINS_FLAT for f in findings):
         findings += [f for f in (check_not_learning(ctx, lines, cfg),) if f]
     if not any(f.code is FindingCode.LR_TOO_HIGH for f in findings):
@@ -133,9 +136,10 @@ def _check_losses(ctx: Context, lines: Sequence[list[Point]], cfg: DetectorConfi
         series = [(p, p.train_loss) for p in pts if p.train_loss is not None]
         episode = find_rise(series, 2 if cut else 3) or find_oscillation(series, ctx)
         vals, judged = check_val(pts, val_cfg, ctx, told, val_size)
-        if episode is not None and ctx.per_step and judged:
+        if episode is not None and ctx.per_step and judged and not _val_confirms(
+                episode, pts, val_size):
             # A training loss logged per step is noisy; the validation loss, judged once
-            # an epoch, trumps a rise or swing of that noise.
+            # an epoch, trumps a rise or swing of that noise unless it rose with it.
             episode = None
         if episode is not None and episode.stretch[0][0].global_epoch not in told:
             found.append(episode_finding(episode, ctx))
@@ -151,6 +155,25 @@ def _check_losses(ctx: Context, lines: Sequence[list[Point]], cfg: DetectorConfi
             seen.add(f.code)
             first.append(f)
     return first
+
+
+def _val_confirms(episode: Episode, pts: Sequence[Point], val_size: int | None) -> bool:
+    """The validation loss rose with the training loss's episode, beyond its own noise:
+    its highest from the episode's start to the first validation after its end, against
+    the last one before the start, by more than NOISE_SIGMAS x sqrt(2) x its noise."""
+    first, last = episode.stretch[0][0].index, episode.stretch[-1][0].index
+    before = [p.val_loss for p in pts if p.index < first and p.val_loss is not None
+              and math.isfinite(p.val_loss)]
+    during = [p.val_loss for p in pts if p.index >= first and p.val_loss is not None
+              and math.isfinite(p.val_loss)]
+    after_end = [p.index for p in pts if p.index > last and p.val_loss is not None]
+    stop = after_end[0] if after_end else last
+    during = [p.val_loss for p in pts if first <= p.index <= stop and p.val_loss is not None
+              and math.isfinite(p.val_loss)]
+    if not before or not during:
+        return False
+    rise = max(during) - before[-1]
+    return rise > NOISE_SIGMAS * math.sqrt(2.0) * val_noise(before, val_size)
 
 
 def _with_assumptions(found: Finding, intended: Intended) -> Finding:

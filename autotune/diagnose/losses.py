@@ -210,7 +210,7 @@ def find_rise(series: list[tuple[Point, float]], need: int) -> Episode | None:
             best = i if values[i] < values[best] else best
             continue
         start = i if start is None else start
-        if i - start + 1 >= need * window:
+        if i - start + 1 >= need + window // 2:
             end = i
             while end + 1 < len(values) and values[end + 1] > limit:
                 end += 1

@@ -17,7 +17,7 @@ from autotune.diagnose.findings import Finding, FindingCode, Severity, finding
 from autotune.diagnose.prose import sci
 from autotune.diagnose.timeline import Context, Point, at, finite_prefix
 
-__all__ = ["check_not_learning"]
+__all__ = ["check_not_learning", "check_stalled_at_peak"]
 
 
 def check_not_learning(ctx: Context, lines: Sequence[list[Point]], cfg: DetectorConfig
@@ -74,3 +74,42 @@ def _finding(name: str, flat: Flat, pts: Sequence[Point], ctx: Context) -> Findi
                 "chance_loss": chance, "began_epoch": first.epoch, "began_step": first.step,
                 "lr_max": max(lrs) if lrs else None}
     return finding(FindingCode.NOT_LEARNING, Severity.WARNING, message, evidence, fix)
+
+
+def check_stalled_at_peak(ctx: Context, lines: Sequence[list[Point]], cfg: DetectorConfig
+                          ) -> Finding | None:
+    """`lr_too_high` when the training loss did not fall while the learning rate was at its
+    peak (flat or rising, `flat_start`) and fell once the rate was lowered: the run could
+    learn, only not at that rate. A healthy run falls at its peak rate too."""
+    if not lines or ctx.peak_lr is None:
+        return None
+    pts, _ = finite_prefix(lines[0])
+    series = [p for p in pts if p.train_loss is not None]
+    at_peak = 0
+    while at_peak < len(series) and ctx.near_peak(series[at_peak].lr):
+        at_peak += 1
+    peak, after = series[:at_peak], series[at_peak:]
+    if len(peak) < cfg.flat_min_records or len(after) < cfg.flat_min_records:
+        return None
+    during = flat_start([p.train_loss for p in peak if p.train_loss is not None], cfg)
+    if during.fell:
+        return None
+    later = flat_start([peak[-1].train_loss, *(p.train_loss for p in after)], cfg)
+    lowest = min(p.train_loss for p in after if p.train_loss is not None)
+    if not (later.fell or lowest < during.end * (1.0 - cfg.flat_max_drop)) or (
+            lowest >= during.start):
+        return None
+    first, cut = peak[0], after[0]
+    message = (f"The training loss did not fall while the learning rate was at its peak "
+               f"({sci(ctx.peak_lr)}): {during.start:.4g} at first and {during.end:.4g} at the "
+               f"end of the {len(peak)} records from {at(first)} to {at(peak[-1])}; once the "
+               f"rate was lowered ({sci(cut.lr)} at {at(cut)}) it fell to {lowest:.4g}. The "
+               f"model can learn, only not at that rate: its steps are too large.")
+    fix = (f"{ctx.terms.lower_lr(ctx.peak_lr)} (or lower: the loss fell at {sci(cut.lr)}), "
+           f"and {ctx.terms.clip}.")
+    evidence = {"kind": "stalled_at_peak", "lr_peak": ctx.peak_lr, "start_loss": during.start,
+                "end_loss": during.end, "records_at_peak": len(peak),
+                "began_epoch": first.epoch, "began_step": first.step,
+                "lowered_at_epoch": cut.epoch, "lowered_lr": cut.lr, "lowest_after": lowest,
+                "suggested_learning_rate": ctx.peak_lr / 3}
+    return finding(FindingCode.LR_TOO_HIGH, Severity.ERROR, message, evidence, fix)
