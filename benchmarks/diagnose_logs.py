@@ -2,6 +2,8 @@
 
     python benchmarks/diagnose_logs.py tests/diagnose/logs --expected EXPECTED.csv
     python benchmarks/diagnose_logs.py /tmp/public_logs --expected /tmp/public_logs/expected.csv
+    python benchmarks/diagnose_logs.py tests/diagnose/logs/real \
+        --expected tests/diagnose/logs/real/MANIFEST.csv   # issue 22's real set
 
 EXPECTED is a CSV (or a YAML mapping of file -> code) with columns `file`, `expected` and
 optionally `flags` (extra keyword arguments for `diagnose_target`, as `key=value` separated
