@@ -379,13 +379,15 @@ def _csv_numbers(column: pd.Series, lines: np.ndarray, path: Path, ours: str
 
 def _json_numbers(raw: list[Any], lines: np.ndarray, path: Path, ours: str
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(values, present) of the values of one key of JSON objects."""
-    if not any(isinstance(v, (str, bool)) for v in raw):
-        has = np.fromiter((v is not None for v in raw), bool, len(raw))
-        try:
-            return np.asarray(raw, dtype=float), has
-        except (TypeError, ValueError):
-            pass
+    """(values, present) of the values of one key of JSON objects (null: missing; a number
+    in a string is a number, `true`/`false` are 1 and 0)."""
+    cells = np.asarray(raw, dtype=object)
+    try:  # numpy converts numbers, numeric strings and null (NaN) in C
+        values = cells.astype(float)
+    except (TypeError, ValueError):
+        pass  # text that is not a number, or "" / "none": one at a time, to name it
+    else:
+        return values, np.not_equal(cells, None).astype(bool)
     values, has = np.full(len(raw), np.nan), np.zeros(len(raw), bool)
     for i, value in enumerate(raw):
         try:
