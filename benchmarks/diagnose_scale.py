@@ -93,6 +93,21 @@ def measure(path: Path) -> dict[str, object]:
             "first": first.get("code"), "step": (first.get("evidence") or {}).get("step")}
 
 
+def in_process(path: Path) -> dict[str, object]:
+    """CPU seconds of reading and of judging, in this process (no start-up, no imports)."""
+    from autotune.diagnose import read_log
+    from autotune.diagnose.target import judge_log
+
+    started = time.process_time()
+    log = read_log(path)
+    read = time.process_time()
+    found = judge_log(log, {"learning_rate": None, "warmup_epochs": None, "schedule": None,
+                            "epochs": None}, None)
+    judged = time.process_time()
+    return {"read_cpu_s": round(read - started, 2), "judge_cpu_s": round(judged - read, 2),
+            "records": len(log.records), "first": found[0].code.value}
+
+
 def run_one(path: Path) -> dict[str, object]:
     """`measure` in a fresh child process, so that ru_maxrss is this run's alone."""
     code = ("import json, sys; sys.path.insert(0, %r); from benchmarks.diagnose_scale "
@@ -110,6 +125,8 @@ def main() -> None:
                         choices=["csv", "jsonl"])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/autotune_scale_logs"))
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
+    parser.add_argument("--in-process", action="store_true",
+                        help="time reading and judging in this process instead")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -117,7 +134,7 @@ def main() -> None:
         for rows in [10, *args.rows]:
             path = write_log(args.dir / f"log_{rows}.{fmt}", rows, fmt)
             row = {"format": fmt, "rows": rows, "mb": round(path.stat().st_size / 2**20, 1),
-                   **run_one(path)}
+                   **(in_process(path) if args.in_process else run_one(path))}
             results.append(row)
             print(json.dumps(row), flush=True)
     if args.json:
