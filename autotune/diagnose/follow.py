@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autotune.diagnose.findings import Finding, FindingCode, Severity
-from autotune.diagnose.readers import read_log
+from autotune.diagnose.readers import read_log, separator
 from autotune.diagnose.readers.columns import Log
 from autotune.diagnose.readers.keras import is_keras
 from autotune.diagnose.readers.lightning import is_lightning
@@ -132,6 +132,7 @@ class _Reader:
         self._names = names
         self._stamp: tuple[float, int] | None = None
         self._whole: Log | None = None
+        self._sep = ","
 
     def grow(self) -> bool:
         """Read what was added; True when complete new lines (or a new version) came."""
@@ -193,8 +194,6 @@ class _Reader:
         return True
 
     def _sniff(self, lines: list[str]) -> str:
-        from autotune.diagnose.readers import _separator
-
         head = "".join(lines[:50])
         stripped = head.lstrip()
         if stripped.startswith("["):
@@ -205,7 +204,7 @@ class _Reader:
             except json.JSONDecodeError:
                 return "whole"  # one JSON document over many lines (trainer_state.json)
             return "whole" if isinstance(first, dict) and "log_history" in first else "jsonl"
-        sep = _separator(head)
+        sep = separator(head)
         if sep is not None:
             header = [h.strip() for h in csv_rows(lines[0], self.path, sep)[1]]
             if is_lightning(header):

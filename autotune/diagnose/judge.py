@@ -164,8 +164,6 @@ def _val_confirms(episode: Episode, pts: Sequence[Point], val_size: int | None) 
     first, last = episode.stretch[0][0].index, episode.stretch[-1][0].index
     before = [p.val_loss for p in pts if p.index < first and p.val_loss is not None
               and math.isfinite(p.val_loss)]
-    during = [p.val_loss for p in pts if p.index >= first and p.val_loss is not None
-              and math.isfinite(p.val_loss)]
     after_end = [p.index for p in pts if p.index > last and p.val_loss is not None]
     stop = after_end[0] if after_end else last
     during = [p.val_loss for p in pts if first <= p.index <= stop and p.val_loss is not None

@@ -11,10 +11,9 @@ judges a whole log after the fact.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 
-from autotune.detect import DetectorConfig
+from autotune.detect import DetectorConfig, curve_noise
 
 __all__ = ["ASSUMED_MISMATCH", "EXPLAINED_LR_TOO_HIGH", "MILD_OVERFITTING", "NEAR_PEAK",
            "NOISE_RECORDS", "NOISE_SIGMAS", "OSCILLATION_SWING", "RECORD_DILUTION", "RECORD_MIN",
@@ -59,19 +58,9 @@ _MAD_TO_STD = 1.4826  # the median absolute deviation of a Gaussian is 0.6745 st
 
 
 def noise(values: Sequence[float]) -> float:
-    """The standard deviation of a curve's record-to-record noise, from the curve itself.
-
-    The second differences of a curve (x[i+1] - 2 x[i] + x[i-1]) remove its trend where it
-    is locally straight and leave the noise: for independent noise of std s their std is
-    sqrt(6) s. Their median absolute value, scaled to a std, is robust to a few jumps
-    (a spike, a recovery) and to a curve that alternates up and down. 0.0 for fewer than
-    three finite values.
-    """
-    finite = [v for v in values if math.isfinite(v)]
-    second = [abs(c - 2 * b + a) for a, b, c in zip(finite, finite[1:], finite[2:])]
-    if not second:
-        return 0.0
-    return _MAD_TO_STD * statistics.median(second) / math.sqrt(6.0)
+    """The standard deviation of a curve's record-to-record noise, from the curve itself
+    (`autotune.detect.curve_noise`: the robust spread of its second differences)."""
+    return curve_noise(values)
 
 
 def median_noise(values: Sequence[float], window: int) -> float:

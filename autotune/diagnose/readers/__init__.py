@@ -23,7 +23,8 @@ from autotune.diagnose.readers.tensorboard import event_files, is_event_file, re
 from autotune.diagnose.readers.text import read_text_log
 from trainer.errors import ConfigError
 
-__all__ = ["ALIASES", "COLUMNS", "Log", "RunRecord", "is_run_dir", "read_log", "read_run"]
+__all__ = ["ALIASES", "COLUMNS", "Log", "RunRecord", "is_run_dir", "read_log", "read_run",
+           "separator"]
 
 
 def read_log(path: Path, columns: Mapping[str, str] | None = None) -> Log:
@@ -60,7 +61,7 @@ def read_log(path: Path, columns: Mapping[str, str] | None = None) -> Log:
         return read_jsonl(path, given)
     if stripped.startswith("["):
         return read_jsonl(path, given)
-    sep = _separator(head)
+    sep = separator(head)
     if sep is not None:
         header = [h.strip() for h in csv_rows(head.split("\n", 1)[0] + "\n", path, sep)[1]]
         if is_lightning(header):
@@ -122,7 +123,7 @@ def _checkpoint_step(path: Path) -> int:
         "-")[-1].isdigit() else -1
 
 
-def _separator(text: str) -> str | None:
+def separator(text: str) -> str | None:
     """`,`, tab or `;` when the first two lines split into the same number (>= 2) of fields
     and the header has a name we know; None for anything else (a text log)."""
     lines = [line for line in text.splitlines() if line.strip()][:2]
