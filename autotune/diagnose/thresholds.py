@@ -54,7 +54,6 @@ EXPLAINED_LR_TOO_HIGH = 0.6
 ASSUMED_MISMATCH = 0.55
 """A schedule mismatch against a schedule the flags did not fully give."""
 
-_MAD_TO_STD = 1.4826  # the median absolute deviation of a Gaussian is 0.6745 std
 
 
 def noise(values: Sequence[float]) -> float:
