@@ -4,7 +4,8 @@ A trainer that appends to a CSV, JSON Lines or text log is read where it left of
 the complete lines added since the last look (a line still being written waits for its
 newline), pooled in bounded memory as any log is (`readers.pool`). Other formats (a
 `trainer_state.json` rewritten at each save, TensorBoard event files, a Lightning
-`metrics.csv` whose rows are merged by step) are read again whenever they change. After
+`metrics.csv` whose rows are merged by step) are read again whenever they change; a run
+directory of ours is followed through its `metrics.jsonl`. After
 each growth the records so far are judged as `diagnose` judges a whole log, and every
 finding of warning or error severity is reported once (by its code), with the epoch or step
 it concerns, the moment it first appears.
@@ -28,6 +29,7 @@ from autotune.diagnose.readers import read_log, separator
 from autotune.diagnose.readers.columns import Log
 from autotune.diagnose.readers.keras import is_keras
 from autotune.diagnose.readers.lightning import is_lightning
+from autotune.diagnose.readers.rundir import is_run_dir
 from autotune.diagnose.readers.tabular import Remap, Table, csv_rows, json_lines
 from autotune.diagnose.readers.text import TextLines
 from autotune.diagnose.target import judge_log
@@ -85,7 +87,10 @@ def follow(path: Path, flags: Mapping[str, object], *, classes: int | None = Non
     if fail_on is not None and fail_on not in FAIL_ON:
         raise ConfigError(f"--fail-on must be one of {', '.join(FAIL_ON)} but got {fail_on!r}.")
     interval = min(idle / 4, 1.0) if poll is None else poll
-    reader = _Reader(Path(path), dict(columns or {}))
+    path = Path(path)
+    if path.is_dir() and is_run_dir(path):
+        path = path / "metrics.jsonl"  # a run directory of ours: its metrics as they come
+    reader = _Reader(path, dict(columns or {}))
     seen: set[FindingCode] = set()
     result = Result(Outcome.IDLE)
     last_growth = clock()

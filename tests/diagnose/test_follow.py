@@ -7,6 +7,7 @@ the writer appends the next part only once the follower has reported the previou
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -104,10 +105,11 @@ class Writer:
         return self.now
 
 
-def _run(path: Path, parts: list[str], **kwargs: object) -> tuple[object, list[str]]:
+def _run(path: Path, parts: list[str], target: Path | None = None, **kwargs: object
+         ) -> tuple[object, list[str]]:
     writer = Writer(path, parts)
     seen: list[str] = []
-    result = follow(path, NO_LR, idle=5.0, poll=1.0, report=lambda f: seen.append(
+    result = follow(target or path, NO_LR, idle=5.0, poll=1.0, report=lambda f: seen.append(
         f"{f.code.value}@{f.evidence.get('epoch')}"), clock=writer.clock, sleep=writer.sleep,
         **kwargs)  # type: ignore[arg-type]
     return result, seen
@@ -164,3 +166,18 @@ def test_a_target_that_never_appears_is_exit_2(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["diagnose", str(tmp_path / "none.csv"), "--follow", "--idle", "0.1"]) == 2
     assert "did not appear" in capsys.readouterr().err
+
+
+def test_a_run_directory_is_followed_through_its_metrics(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("learning_rate: 0.001\n")
+    metrics = run / "metrics.jsonl"
+    metrics.write_text("")
+    rows = [{"epoch": e, "global_epoch": e, "train_loss": _loss(e), "val_loss": _loss(e)}
+            for e in range(1, 6)]
+    rows.append({"epoch": 6, "global_epoch": 6, "train_loss": math.nan, "val_loss": math.nan})
+    result, seen = _run(metrics, [_lines("jsonl", rows)], target=run, fail_on="error")
+    assert result.outcome is Outcome.FAILED  # type: ignore[attr-defined]
+    assert seen == ["nonfinite_loss@6.0"]
+
