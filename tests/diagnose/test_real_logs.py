@@ -143,8 +143,8 @@ def test_lr_too_high_with_and_without_classes() -> None:
 # fixed on the tuning half, which these cases pin; the held-out half is reported in
 # BENCHMARKS.md, not tuned on.
 REAL = LOGS / "real"
-TUNING = [row for row in csv.DictReader((REAL / "MANIFEST.csv").open())
-          if row["half"] == "tuning"]
+MANIFEST = list(csv.DictReader((REAL / "MANIFEST.csv").read_text().splitlines()))
+TUNING = [row for row in MANIFEST if row["half"] == "tuning"]
 
 
 @pytest.mark.parametrize("row", TUNING, ids=[r["file"] for r in TUNING])
@@ -153,7 +153,7 @@ def test_real_tuning_half_first_cause(row: dict[str, str]) -> None:
 
 
 def test_real_logs_are_small_and_each_has_a_source() -> None:
-    rows = list(csv.DictReader((REAL / "MANIFEST.csv").open()))
+    rows = MANIFEST
     assert {r["half"] for r in rows} == {"tuning", "heldout"}
     for row in rows:
         assert (REAL / row["file"]).stat().st_size < 200_000
