@@ -30,7 +30,8 @@ from autotune.diagnose.readers.columns import Log
 from autotune.diagnose.readers.keras import is_keras
 from autotune.diagnose.readers.lightning import is_lightning
 from autotune.diagnose.readers.rundir import is_run_dir
-from autotune.diagnose.readers.tabular import Remap, Table, csv_rows, json_lines
+from autotune.diagnose.readers.table import Remap, Table, csv_rows
+from autotune.diagnose.readers.tabular import json_lines
 from autotune.diagnose.readers.text import TextLines
 from autotune.diagnose.target import judge_log
 from trainer.errors import ConfigError

@@ -99,18 +99,15 @@ def test_python_logging_lines_with_several_metrics(tmp_path: Path) -> None:
     assert read.records[1]["grad_norm"] == math.inf
 
 
-def test_a_column_first_seen_after_the_first_block_is_read(tmp_path: Path) -> None:
+def test_a_column_first_seen_after_the_first_block_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from autotune.diagnose.readers import tabular
 
     rows = [{"step": s, "loss": 1.0} for s in range(2000)] + [{"step": 2000, "loss": 0.9,
                                                                 "eval_loss": 1.2}]
     path = write_jsonl(tmp_path / "late.jsonl", rows)
-    old = tabular.BLOCK_BYTES
-    tabular.BLOCK_BYTES = 1024  # many blocks: eval_loss is first seen in a late one
-    try:
-        log = read_log(path)
-    finally:
-        tabular.BLOCK_BYTES = old
+    monkeypatch.setattr(tabular, "BLOCK_BYTES", 1024)  # eval_loss first seen in a late block
+    log = read_log(path)
     assert log.columns["val_loss"] == "eval_loss"
     assert log.records[-1]["val_loss"] == 1.2
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from autotune.diagnose.readers.columns import Log, normalise
-from autotune.diagnose.readers.tabular import Remap, Table, opened, read_block
+from autotune.diagnose.readers.table import Remap, Table
+from autotune.diagnose.readers.tabular import opened, read_block
 from trainer.errors import ConfigError
 
 __all__ = ["TextLines", "read_text_log"]
