@@ -19,7 +19,11 @@ from autotune.diagnose.losses import (
     find_oscillation,
     find_rise,
 )
-from autotune.diagnose.progress import check_not_learning, check_stalled_at_peak
+from autotune.diagnose.progress import (
+    check_at_chance,
+    check_not_learning,
+    check_stalled_at_peak,
+)
 from autotune.diagnose.prose import Terms
 from autotune.diagnose.readers.rundir import ARC_METRIC_KEYS
 from autotune.diagnose.recoveries import check_events, parse_events, told_epochs
@@ -89,6 +93,8 @@ def diagnose(history: Sequence[Mapping[str, Any]], intended: Intended | None,
     lines = segments(pts, raw_events)
     findings += _check_losses(ctx, lines, cfg, told_epochs(run_events), pooled, val_size)
     findings += [f for f in (check_collapse_points(history, lines, cfg, ctx),) if f]
+    if not arc and not any(f.code is FindingCode.COLLAPSED for f in findings):
+        findings += [f for f in (check_at_chance(ctx, lines, cfg),) if f]
     if not any(f.code in (*_EXPLAINS_FLAT, FindingCode.LR_TOO_HIGH) for f in findings):
         findings += [f for f in (check_stalled_at_peak(ctx, lines, cfg),) if f]
     if not any(f.code in _EXPLAINS_FLAT for f in findings):

@@ -9,15 +9,16 @@ both must be flat.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
-from autotune.detect import DetectorConfig, Flat, flat_start
+from autotune.detect import DetectorConfig, Flat, check_collapse, flat_start
 from autotune.diagnose.findings import Finding, FindingCode, Severity, finding
 from autotune.diagnose.prose import sci
 from autotune.diagnose.timeline import Context, Point, at, finite_prefix
 
-__all__ = ["check_not_learning", "check_stalled_at_peak"]
+__all__ = ["check_at_chance", "check_not_learning", "check_stalled_at_peak"]
 
 
 def check_not_learning(ctx: Context, lines: Sequence[list[Point]], cfg: DetectorConfig
@@ -113,3 +114,50 @@ def check_stalled_at_peak(ctx: Context, lines: Sequence[list[Point]], cfg: Detec
                 "lowered_at_epoch": cut.epoch, "lowered_lr": cut.lr, "lowest_after": lowest,
                 "suggested_learning_rate": ctx.peak_lr / 3}
     return finding(FindingCode.LR_TOO_HIGH, Severity.ERROR, message, evidence, fix)
+
+
+def check_at_chance(ctx: Context, lines: Sequence[list[Point]], cfg: DetectorConfig
+                    ) -> Finding | None:
+    """`collapsed` for a log of any trainer with a known number of classes: the loss sat at
+    the chance level ln K (a uniform guess), by the detectors' collapse rule
+    (`check_collapse`, with ln K as the trivial level) applied along each line of training;
+    the validation loss where the log has one, else the training loss."""
+    if not ctx.classes or ctx.classes < 2:
+        return None
+    chance = math.log(ctx.classes)
+    level_cfg = dataclasses.replace(cfg, marginal_loss=chance, train_marginal_loss=None)
+    for line in lines:
+        pts, _ = finite_prefix(line)
+        use_val = any(p.val_loss is not None for p in pts)
+        records = []
+        for p in pts:
+            loss = p.val_loss if use_val else p.train_loss
+            if loss is None:
+                continue
+            records.append({"epoch": p.epoch, "val_loss": loss, "train_loss": math.nan})
+            verdict = check_collapse(records, level_cfg)
+            if verdict:
+                return _at_chance(p, verdict.evidence, chance, use_val, records, ctx)
+    return None
+
+
+def _at_chance(point: Point, evidence: dict[str, float], chance: float, val: bool,
+               records: list[dict[str, float]], ctx: Context) -> Finding:
+    which = "validation" if val else "training"
+    learned = [r["epoch"] for r in records if r["val_loss"] < evidence["low"]]
+    since = evidence["since_epoch"]
+    message = (f"The {which} loss has sat at {evidence['val_loss']:.4g} since epoch "
+               f"{since:g}, the {chance:.4g} of a uniform guess over {ctx.classes} classes: "
+               f"the model predicts nothing about its inputs"
+               + (f", though it was below that level at epoch {learned[-1]:g}: it learned, "
+                  f"then fell back to the trivial answer." if learned else
+                  ", and never got below it."))
+    lr = ctx.base_lr(point) or point.lr
+    fix = ("train again from the start (a model at the trivial answer rarely comes back when "
+           "the rate is lowered) with the learning rate "
+           + (f"{sci(lr / 3, 2)} (1/3 of {sci(lr, 2)})" if lr else "x 1/3")
+           + f" and {ctx.terms.clip}; check that the labels match the inputs.")
+    ev = {**evidence, "epoch": point.epoch, "chance_loss": chance, "classes": ctx.classes,
+          "series": which, "last_learning_epoch": learned[-1] if learned else None,
+          "began_epoch": since, "suggested_learning_rate": lr / 3 if lr else None}
+    return finding(FindingCode.COLLAPSED, Severity.ERROR, message, ev, fix)

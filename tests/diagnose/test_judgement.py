@@ -190,3 +190,19 @@ def test_bounded_epoch_records_give_what_the_whole_history_gives(seed: int) -> N
         assert check_epoch(records.records, cfg) == check_epoch(history, cfg)
         records.settle()
         assert len(records.records) <= 2 * records.tail + 3
+
+
+@pytest.mark.parametrize(("rows", "classes", "code"), [
+    # Flat at ln 4 from the start: at a known chance level it is a collapse ...
+    (_rows([1.386 + 0.005 * (-1) ** e for e in range(12)]), 4, "collapsed"),
+    # ... and without the number of classes, a run that never learned.
+    (_rows([1.386 + 0.005 * (-1) ** e for e in range(12)]), None, "not_learning"),
+    # Learned (val below ln 4), then fell back onto it and stayed.
+    (_rows([1.0 - 0.05 * e for e in range(12)],
+           val=[1.2 - 0.08 * e if e < 6 else 1.39 for e in range(12)]), 4, "collapsed"),
+    # Well below chance all along: learning.
+    (_rows(FALLING), 4, "healthy"),
+])
+def test_collapsed_at_a_known_chance_level(rows: list[dict[str, float]], classes: int | None,
+                                           code: str) -> None:
+    assert diagnose(rows, None, classes=classes)[0].code == code
