@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -139,22 +140,25 @@ def test_lr_too_high_with_and_without_classes() -> None:
 
 
 # Real logs with trouble from public repositories (logs/real/MANIFEST.csv: source, commit,
-# and the expected first cause, written before diagnose was run on them). The rules were
-# fixed on the tuning half, which these cases pin; the held-out half is reported in
-# BENCHMARKS.md, not tuned on.
-REAL = LOGS / "real"
-MANIFEST = list(csv.DictReader((REAL / "MANIFEST.csv").read_text().splitlines()))
+# and the expected first cause, written before diagnose was run on them). The logs
+# themselves are other projects' files and are not committed here: put them (the MANIFEST's
+# `path` at its `source` commit, saved under the MANIFEST's `file` name) in the folder
+# AUTOTUNE_REAL_LOGS names to run these. The rules were fixed on the tuning half, which
+# these cases pin; the held-out half is reported in BENCHMARKS.md, not tuned on.
+MANIFEST_DIR = LOGS / "real"
+REAL = Path(os.environ.get("AUTOTUNE_REAL_LOGS", str(MANIFEST_DIR)))
+MANIFEST = list(csv.DictReader((MANIFEST_DIR / "MANIFEST.csv").read_text().splitlines()))
 TUNING = [row for row in MANIFEST if row["half"] == "tuning"]
 
 
 @pytest.mark.parametrize("row", TUNING, ids=[r["file"] for r in TUNING])
 def test_real_tuning_half_first_cause(row: dict[str, str]) -> None:
+    if not (REAL / row["file"]).is_file():
+        pytest.skip(f"{row['file']} is not here: {row['source']} {row['path']}")
     assert diagnose_target(REAL / row["file"])[0].code == row["expected"]
 
 
-def test_real_logs_are_small_and_each_has_a_source() -> None:
-    rows = MANIFEST
-    assert {r["half"] for r in rows} == {"tuning", "heldout"}
-    for row in rows:
-        assert (REAL / row["file"]).stat().st_size < 200_000
+def test_each_real_log_has_a_source_and_an_expected_cause() -> None:
+    assert {r["half"] for r in MANIFEST} == {"tuning", "heldout"}
+    for row in MANIFEST:
         assert "@" in row["source"] and row["path"] and row["expected"]
