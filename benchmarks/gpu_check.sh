@@ -98,7 +98,7 @@ import json, os, pathlib, tempfile, time
 os.environ["AUTOTUNE_INJECT"] = os.environ["GC_INJECT"]
 import torch
 from autotune.recovery.runs import start_run
-from autotune.search.packing import GIB, trial_memory
+from autotune.search.study.packing import GIB, trial_memory
 from trainer.config import resolve
 device, cuda = os.environ["GC_DEVICE"], os.environ["GC_DEVICE"] == "cuda"
 cfg = resolve(os.environ["GC_PROFILE"], json.loads(os.environ["GC_EXTRA"]), {"epochs": 2})
@@ -138,9 +138,9 @@ import json, os, pathlib, signal, subprocess, tempfile, threading, time
 import optuna, torch, yaml
 from optuna.trial import TrialState
 from autotune.search.outcome import run_search
-from autotune.search.packing import GIB, choose_jobs, trial_memory
-from autotune.search.plan import SearchSettings, prepare
-from autotune.search.workers import cores
+from autotune.search.study.packing import GIB, choose_jobs, trial_memory
+from autotune.search.study.plan import SearchSettings, prepare
+from autotune.search.study.packing import cores
 from trainer.config import resolve
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -20,7 +20,7 @@ from typer.exceptions import TyperException
 from autotune.cli import diagnose_command, run_commands
 from autotune.cli import search_commands as search_cli
 from autotune.errors import ConfigError, Interrupted
-from autotune.search.retry import StorageUnavailable
+from autotune.search.study.retry import StorageUnavailable
 
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
                  errno.EPERM}

@@ -30,9 +30,9 @@ from autotune.errors import ConfigError
 from autotune.events import describe_changes, fmt
 from autotune.search.objective import SearchEvent
 from autotune.search.outcome import SearchOutcome, resume, run_search, safe_sink
-from autotune.search.packing import Packing
-from autotune.search.plan import DEFAULT_STUDY, SearchSettings, StudyPlan, prepare
-from autotune.search.storage import load_study, mask_url, storage_url
+from autotune.search.study.packing import Packing
+from autotune.search.study.plan import DEFAULT_STUDY, SearchSettings, StudyPlan, prepare
+from autotune.search.study.storage import load_study, mask_url, storage_url
 
 __all__ = ["SearchProgress", "register", "render_outcome", "resume_study"]
 

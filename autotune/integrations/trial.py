@@ -18,7 +18,7 @@ import optuna
 
 from autotune.events import EventKind
 from autotune.recovery.supervisor import Hooks, RunResult
-from autotune.search import ownership
+from autotune.search.study import ownership
 from autotune.search.dashboard import TrialStory, store_dir
 from autotune.search.objective import record_story
 from autotune.search.recorder import SearchEvent, TrialRecorder

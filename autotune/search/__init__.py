@@ -16,7 +16,8 @@ from autotune.search.outcome import (
     safe_sink,
     winner_info,
 )
-from autotune.search.plan import (
+from autotune.search.pruner import TimelinePruner, default_pruner, timeline_values
+from autotune.search.study.plan import (
     DEFAULT_STUDY,
     DEFAULT_TRIALS,
     PLAN_ATTR,
@@ -25,8 +26,7 @@ from autotune.search.plan import (
     prepare,
     stored_plan,
 )
-from autotune.search.pruner import TimelinePruner, default_pruner, timeline_values
-from autotune.search.storage import (
+from autotune.search.study.storage import (
     DEFAULT_STORAGE,
     Heartbeat,
     load_study,
@@ -34,8 +34,8 @@ from autotune.search.storage import (
     open_storage,
     storage_url,
 )
+from autotune.search.study.workers import reap, work
 from autotune.search.tally import CONFIRM_ATTR, FINISHED, Tally, next_action, tally, winner_of
-from autotune.search.workers import reap, work
 
 __all__ = [
     "CONFIRM_ATTR",

@@ -24,10 +24,11 @@ from autotune.search.objective import (
     EventSink,
     SearchEvent,
 )
-from autotune.search.plan import StudyPlan, stored_plan
-from autotune.search.storage import load_study, open_storage
+from autotune.search.study.packing import cores
+from autotune.search.study.plan import StudyPlan, stored_plan
+from autotune.search.study.storage import load_study, open_storage
+from autotune.search.study.workers import open_study, run_workers, work
 from autotune.search.tally import CONFIRM_ATTR, Tally, tally, winner_of
-from autotune.search.workers import _open, _run_workers, cores, work
 from trainer.loop import set_threads
 
 # -- the search ---------------------------------------------------------------------------
@@ -72,12 +73,12 @@ def run_search(plan: StudyPlan, on_event: EventSink | None = None,
     emit = on_event or (lambda event: None)
     deadline = time.time() + timeout if timeout is not None else None
     storage = open_storage(plan.storage)
-    study = _open(plan, 0, storage)
+    study = open_study(plan, 0, storage)
     emit(SearchEvent("tally", None, asdict(tally(study.get_trials(deepcopy=False),
                                                  plan.trials))))
     codes: list[int] = []
     if plan.jobs > 1:
-        codes = _run_workers(plan, emit, deadline)
+        codes = run_workers(plan, emit, deadline)
     # In-process: the only worker, or the one that finishes what dead workers left.
     set_threads(cores())
     work(plan, 0, emit, deadline, storage)

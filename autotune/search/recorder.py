@@ -18,7 +18,7 @@ from autotune.events import Event, EventKind, surviving
 from autotune.jsonio import as_float, jsonable
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.supervisor import Hooks, PlannedRollback, Supervisor
-from autotune.search import ownership
+from autotune.search.study import ownership
 from autotune.search.timeline import TIMELINE
 from autotune.search.triage import peer_values, triage
 

@@ -30,7 +30,7 @@ class Tally:
     failed: int
 
 
-def _finished(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+def finished_trials(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state in FINISHED]
 
 
@@ -43,7 +43,7 @@ def winner_of(trials: Iterable[FrozenTrial]) -> FrozenTrial | None:
 
 def tally(trials: list[FrozenTrial], total: int) -> Tally:
     """Counts of a study's trials (a pure function of them)."""
-    finished = _finished(trials)
+    finished = finished_trials(trials)
     best = winner_of(trials)
     diverged = [t for t in finished if t.user_attrs.get("divergences", 0)]
     return Tally(

@@ -16,9 +16,9 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from autotune.errors import ConfigError
-from autotune.search import ownership
-from autotune.search.journal import BEAT_ATTR, HeartbeatJournalStorage, stale_trials
-from autotune.search.retry import (
+from autotune.search.study import ownership
+from autotune.search.study.journal import BEAT_ATTR, HeartbeatJournalStorage, stale_trials
+from autotune.search.study.retry import (
     DEFAULT_RETRY_S,
     RetryingRDBStorage,
     StorageUnavailable,
@@ -26,7 +26,7 @@ from autotune.search.retry import (
     retry_bound,
     unavailable_in,
 )
-from autotune.search.storage import Heartbeat, open_storage
+from autotune.search.study.storage import Heartbeat, open_storage
 
 
 def _operational(message: str) -> sqlalchemy.exc.OperationalError:

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from autotune import cli
-from autotune.search import packing
 from autotune.search.outcome import SearchOutcome
-from autotune.search.packing import GIB, Packing, choose_jobs, pack, trial_memory
-from autotune.search.plan import PLAN_ATTR, SearchSettings, prepare
+from autotune.search.study import packing
+from autotune.search.study.packing import GIB, Packing, choose_jobs, pack, trial_memory
+from autotune.search.study.plan import PLAN_ATTR, SearchSettings, prepare
 from autotune.search.tally import Tally
 from tests.search.common import stored_study
 from trainer.config import resolve
@@ -72,7 +72,7 @@ def cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "mem_get_info",
                         lambda device=None: (int(60.2 * GIB), 80 * GIB))
-    monkeypatch.setattr("autotune.search.workers.cores", lambda: 16)
+    monkeypatch.setattr("autotune.search.study.packing.cores", lambda: 16)
 
 
 def _never() -> int:

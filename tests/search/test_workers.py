@@ -70,7 +70,7 @@ def _release_once_both_held(holds: Path, done: threading.Event) -> None:
 @pytest.mark.slow
 def test_two_jobs_share_the_study_and_stop_at_the_count(
         workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Two worker processes on one device (as on one GPU: `autotune.search.packing`).
+    # Two worker processes on one device (as on one GPU: `autotune.search.study.packing`).
     monkeypatch.setenv("AUTOTUNE_INJECT", "hold@1")  # every run parks at its second step
     monkeypatch.setenv("AUTOTUNE_HOLD", str(workdir / "holds"))
     done = threading.Event()

@@ -20,9 +20,10 @@ from autotune.recovery.settings import RecoveryMode
 from autotune.search.objective import (
     ObjectiveSettings,
 )
-from autotune.search.packing import Packing, choose_jobs, trial_memory
 from autotune.search.space import Choice, Space, load_space, parse_space
-from autotune.search.storage import open_storage, storage_url
+from autotune.search.study import packing
+from autotune.search.study.packing import Packing, choose_jobs, trial_memory
+from autotune.search.study.storage import open_storage, storage_url
 from trainer.config import PROFILES, TrainConfig
 from trainer.inject import Injector
 from trainer.loop import default_profile
@@ -46,7 +47,7 @@ class SearchSettings:
     seed: int | None = None
     jobs: int | None = None
     """None: 1 on a CPU, on CUDA as many trials as fit in its free memory
-    (`autotune.search.packing`)."""
+    (`autotune.search.study.packing`)."""
     artifacts: str | None = None
     device: str = "auto"
     recovery: str | None = None
@@ -146,12 +147,10 @@ def _jobs(settings: SearchSettings, space: Space, profile: str,
           overrides: dict[str, Any]) -> Packing:
     """`--jobs`, or its default for the device: on CUDA by the free memory over the need of
     a trial at the space's corners."""
-    from autotune.search.workers import cores  # workers imports this module
-
     def need() -> int:
         return max(trial_memory(c).total for c in _corners(space, profile, overrides))
 
-    return choose_jobs(settings.jobs, settings.device, need, cores())
+    return choose_jobs(settings.jobs, settings.device, need, packing.cores())
 
 
 def prepare(settings: SearchSettings) -> StudyPlan:

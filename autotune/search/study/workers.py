@@ -18,8 +18,8 @@ The trial numbers decide a race for the last slot (`objective.is_surplus`), so t
 of finished trials is exactly the requested one across workers.
 
 Faults beyond a kill: a storage outage is ridden out by the storage itself
-(`autotune.search.retry`; past its bound `StorageUnavailable` ends the process, exit 1);
-a worker that hung and finds its trial taken over (`autotune.search.ownership.TrialTaken`)
+(`autotune.search.study.retry`; past its bound `StorageUnavailable` ends the process, exit 1);
+a worker that hung and finds its trial taken over (`autotune.search.study.ownership.TrialTaken`)
 leaves it and goes on with the loop; a write that fails for the machine (a full disk, a
 quota) marks the trial `interrupted` before it ends FAILED, so that `resume --study`
 continues it from its last checkpoint once there is room again.
@@ -44,19 +44,20 @@ from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.errors import ConfigError, Interrupted
-from autotune.search import ownership
 from autotune.search.objective import (
     EventSink,
     Objective,
     SearchEvent,
     SurplusTrial,
 )
-from autotune.search.plan import StudyPlan
 from autotune.search.pruner import default_pruner
-from autotune.search.retry import StorageUnavailable, unavailable_in
 from autotune.search.sampler import CreditTPESampler
-from autotune.search.storage import open_storage
-from autotune.search.tally import _finished, next_action, tally
+from autotune.search.study import ownership
+from autotune.search.study.packing import cores
+from autotune.search.study.plan import StudyPlan
+from autotune.search.study.retry import StorageUnavailable, unavailable_in
+from autotune.search.study.storage import open_storage
+from autotune.search.tally import finished_trials, next_action, tally
 from trainer.loop import set_threads
 
 POLL_S = 1.0
@@ -139,7 +140,7 @@ def reap(study: optuna.Study) -> list[int]:
     return reaped
 
 
-def _open(plan: StudyPlan, worker: int, storage: BaseStorage | None = None) -> optuna.Study:
+def open_study(plan: StudyPlan, worker: int, storage: BaseStorage | None = None) -> optuna.Study:
     storage = storage or open_storage(plan.storage)
     existing = storage.get_n_trials(storage.get_study_id_from_name(plan.study))
     return optuna.load_study(study_name=plan.study, storage=storage,
@@ -211,13 +212,13 @@ def work(plan: StudyPlan, worker: int = 0, on_event: EventSink | None = None,
     """One worker's loop (see the module docstring) until the study is done or the
     deadline (time.time()) passes; trials already running finish."""
     emit = on_event or (lambda event: None)
-    study = _open(plan, worker, storage)
+    study = open_study(plan, worker, storage)
     objective = _Guarded(Objective(plan.objective_settings(), emit))
     while deadline is None or time.time() < deadline:
         for number in reap(study):
             emit(SearchEvent("retry", number, {}))
         trials = study.get_trials(deepcopy=False)
-        finished = len(_finished(trials))
+        finished = len(finished_trials(trials))
         running = sum(t.state == TrialState.RUNNING for t in trials)
         action = next_action(plan.trials, finished, running)
         if action == "stop":
@@ -264,15 +265,7 @@ def worker_entry() -> None:
         raise
 
 
-def cores() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _run_workers(plan: StudyPlan, emit: EventSink, deadline: float | None) -> list[int]:
+def run_workers(plan: StudyPlan, emit: EventSink, deadline: float | None) -> list[int]:
     """Run `plan.jobs` worker processes to the end; returns their exit codes."""
     import selectors
     import subprocess
@@ -282,7 +275,7 @@ def _run_workers(plan: StudyPlan, emit: EventSink, deadline: float | None) -> li
     payload = json.dumps({"plan": asdict(plan), "deadline": deadline, "threads": threads})
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, "-c",
-               "from autotune.search.workers import worker_entry; worker_entry()",
+               "from autotune.search.study.workers import worker_entry; worker_entry()",
                payload]
     # Their own session: a Ctrl-C reaches the parent only, which passes it on once.
     procs = [subprocess.Popen([*command, str(i)], stdout=subprocess.PIPE, text=True, env=env,

@@ -12,7 +12,7 @@ and is continued from its checkpoint by `autotune resume --study` (its process i
 
 After one call gave up, the others of the same storage give up at once (a process does
 not wait the bound twice), except the heartbeat, which never raises: a missed heartbeat
-only makes the trial look stale, which `autotune.search.ownership` handles.
+only makes the trial look stale, which `autotune.search.study.ownership` handles.
 
 Only the errors of a lost or busy connection are retried (SQLAlchemy's OperationalError,
 InterfaceError or an invalidated connection; for SQLite only "database is locked" and

@@ -25,7 +25,7 @@ re-queues them to continue from their checkpoint.
   is re-queued once.
 
 Local deaths are found sooner, as for any storage, by the "process gone" check of
-`autotune.search.workers.reap`.
+`autotune.search.study.workers.reap`.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 SQLite by default (`sqlite:///studies/autotune.db` under the current folder), any
 SQLAlchemy URL Optuna accepts, PostgreSQL for many machines, or `journal:PATH` (Optuna's
-journal file, for many machines without a database server: `autotune.search.journal`).
-Database calls retry a lost connection (`autotune.search.retry`). Messages never show a
+journal file, for many machines without a database server: `autotune.search.study.journal`).
+Database calls retry a lost connection (`autotune.search.study.retry`). Messages never show a
 password.
 """
 
@@ -28,8 +28,8 @@ from tenacity import (
 )
 
 from autotune.errors import ConfigError
-from autotune.search.journal import HeartbeatJournalStorage, journal_path
-from autotune.search.retry import RetryingRDBStorage, retry_bound
+from autotune.search.study.journal import HeartbeatJournalStorage, journal_path
+from autotune.search.study.retry import RetryingRDBStorage, retry_bound
 
 DEFAULT_STORAGE = "sqlite:///studies/autotune.db"
 

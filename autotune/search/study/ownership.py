@@ -17,7 +17,7 @@ write nothing more into that trial or that run directory. Two checks see to it:
 `TrialTaken` is a BaseException like `Interrupted`: neither the supervisor (which writes an
 `interrupted` event) nor Optuna (which would tell the trial FAILED) catches it, so the
 trial, its attributes and its run directory are left to the new owner. The worker's loop
-(`autotune.search.workers.work`) catches it and moves on. A trial whose storage answer did
+(`autotune.search.study.workers.work`) catches it and moves on. A trial whose storage answer did
 not come is then still RUNNING under this process: `reap` fails and re-queues it at once
 (this process runs no trial while it reaps), and it is continued like any other.
 """

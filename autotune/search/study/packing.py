@@ -11,6 +11,7 @@ configuration; `choose_jobs` puts them together with the device's free memory.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -71,6 +72,14 @@ class TrialMemory:
     @property
     def total(self) -> int:
         return int((self.state + self.activations) * self.safety) + self.context
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def _gib(n: float) -> str:
