@@ -12,11 +12,9 @@ from rich.console import Console
 from autotune.cli import progress as render
 from autotune.cli import search_commands
 from autotune.errors import ConfigError
+from autotune.recovery.settings import RecoveryMode
 
 __all__ = ["register"]
-
-RECOVERY_MODES = ("on", "off", "watch")
-
 
 def _device(name: str) -> str:
     if name not in ("auto", "cpu", "cuda"):
@@ -67,7 +65,7 @@ def register(app: typer.Typer, console: Console) -> None:
         from trainer.config import load_yaml, parse_set
         from trainer.loop import default_profile
 
-        if recovery not in RECOVERY_MODES:
+        if recovery not in {m.value for m in RecoveryMode}:
             raise ConfigError(f"--recovery must be on, off or watch but got {recovery!r}.")
         device_name = _device(device)
         file_values = load_yaml(config) if config is not None else {}

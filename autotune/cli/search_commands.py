@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any
@@ -28,11 +29,11 @@ from rich.progress import (
 from autotune.cli.progress import describe_event
 from autotune.errors import ConfigError
 from autotune.events import describe_changes, fmt
-from autotune.search.objective import SearchEvent
 from autotune.search.outcome import SearchOutcome, resume, run_search, safe_sink
 from autotune.search.study.packing import Packing
 from autotune.search.study.plan import DEFAULT_STUDY, SearchSettings, StudyPlan, prepare
 from autotune.search.study.storage import load_study, mask_url, storage_url
+from autotune.search.vocabulary import SearchEvent, SearchEventKind, TriageChoice
 
 __all__ = ["SearchProgress", "register", "render_outcome", "resume_study"]
 
@@ -78,54 +79,100 @@ class SearchProgress:
         self.progress.stop()
 
     def __call__(self, event: SearchEvent) -> None:
-        d, n, log = event.data, event.trial, self.console.log
-        if event.kind == "tally":
-            self.progress.update(self.task, total=d["total"], completed=d["done"],
-                                 best=_f4(d["best_value"]), diverged=d["diverged"],
-                                 recovered=d["recovered"])
-        elif event.kind == "trial_start":
-            params = ", ".join(f"{k}={fmt(v)}"
-                               for k, v in d["params"].items())
-            how = "continues its run from the last checkpoint" if d.get("resumed") else "starts"
-            log(f"trial {n} {how}: {params or '(no searched parameters)'}")
-            self.progress.update(self.task, current=f"trial {n} starting")
-        elif event.kind == "epoch":
-            self.progress.update(self.task, current=f"trial {n} epoch {d['epoch']}/"
-                                 f"{d.get('epochs') or '?'} val {_f4(d['val_loss'])}")
-        elif event.kind == "recovery":
-            log(f"trial {n}: {describe_event(d)}")
-        elif event.kind == "triage":
-            verb = "recovers" if d["choice"] == "recover" else "is pruned instead of recovered"
-            log(f"trial {n} {verb} ({d['divergence']}, rollback to epoch {d['epoch']}): "
-                f"{d['why']}")
-        elif event.kind == "trial_end":
-            self._trial_end(n, d)
-        elif event.kind == "taken":  # this worker hung and its trial went to another
-            log(d.get("message") or f"trial {n} was taken over by another worker")
-        elif event.kind == "retry":
-            log(f"trial {n} was interrupted or its process is gone: re-queued to continue "
-                f"from its last checkpoint")
-        elif event.kind == "confirm_start":
-            log(f"re-checking trial {n} from scratch with seed {d['seed']} ...")
-            self.progress.update(self.task, current=f"re-check of trial {n}")
-        elif event.kind == "confirm_end":
-            verdict = "[green]confirmed[/]" if d["confirmed"] else "[red]NOT confirmed[/]"
-            log(f"re-check of trial {n}: {verdict} (best val_loss {_f4(d['value'])}, "
-                f"{d['divergences']} divergence(s))")
+        render = RENDERERS.get(event.kind)  # kinds without a renderer (error) show nothing
+        if render is not None:
+            render(self, event.trial, event.data)
 
-    def _trial_end(self, n: int | None, d: dict[str, Any]) -> None:
-        extra = ""
-        if d.get("recoveries"):
-            extra = f"; {d['recoveries']} recovery(ies): {describe_changes(d['changes'])}"
-            credit = d.get("credit") or {}
-            if credit.get("enqueued"):
-                extra += "; its effective parameters are queued as a new trial"
-            elif credit.get("stand_in"):
-                extra += "; the sampler sees its effective parameters with this value"
-        if d["state"] == "COMPLETE":
-            self.console.log(f"trial {n}: val_loss {_f4(d['value'])}{extra}")
-        else:
-            self.console.log(f"trial {n}: pruned ({d.get('reason')}){extra}")
+    def log(self, text: str) -> None:
+        self.console.log(text)
+
+    def show(self, **fields: Any) -> None:
+        self.progress.update(self.task, **fields)
+
+
+# -- one renderer per search event kind ----------------------------------------------------
+
+Renderer = Callable[[SearchProgress, int | None, dict[str, Any]], None]
+
+
+def _tally(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
+    p.show(total=d["total"], completed=d["done"], best=_f4(d["best_value"]),
+           diverged=d["diverged"], recovered=d["recovered"])
+
+
+def _trial_start(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
+    params = ", ".join(f"{k}={fmt(v)}" for k, v in d["params"].items())
+    how = "continues its run from the last checkpoint" if d.get("resumed") else "starts"
+    p.log(f"trial {n} {how}: {params or '(no searched parameters)'}")
+    p.show(current=f"trial {n} starting")
+
+
+def _epoch(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
+    p.show(current=f"trial {n} epoch {d['epoch']}/{d.get('epochs') or '?'} "
+                   f"val {_f4(d['val_loss'])}")
+
+
+def _recovery(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
+    p.log(f"trial {n}: {describe_event(d)}")
+
+
+def _triage(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
+    verb = ("recovers" if d["choice"] == TriageChoice.RECOVER
+            else "is pruned instead of recovered")
+    p.log(f"trial {n} {verb} ({d['divergence']}, rollback to epoch {d['epoch']}): "
+          f"{d['why']}")
+
+
+def _trial_end(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
+    extra = ""
+    if d.get("recoveries"):
+        extra = f"; {d['recoveries']} recovery(ies): {describe_changes(d['changes'])}"
+        credit = d.get("credit") or {}
+        if credit.get("enqueued"):
+            extra += "; its effective parameters are queued as a new trial"
+        elif credit.get("stand_in"):
+            extra += "; the sampler sees its effective parameters with this value"
+    if d["state"] == "COMPLETE":
+        p.log(f"trial {n}: val_loss {_f4(d['value'])}{extra}")
+    else:
+        p.log(f"trial {n}: pruned ({d.get('reason')}){extra}")
+
+
+def _taken(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
+    # This worker hung and its trial went to another.
+    p.log(d.get("message") or f"trial {n} was taken over by another worker")
+
+
+def _retry(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
+    p.log(f"trial {n} was interrupted or its process is gone: re-queued to continue "
+          f"from its last checkpoint")
+
+
+def _confirm_start(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
+    p.log(f"re-checking trial {n} from scratch with seed {d['seed']} ...")
+    p.show(current=f"re-check of trial {n}")
+
+
+def _confirm_end(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
+    verdict = "[green]confirmed[/]" if d["confirmed"] else "[red]NOT confirmed[/]"
+    p.log(f"re-check of trial {n}: {verdict} (best val_loss {_f4(d['value'])}, "
+          f"{d['divergences']} divergence(s))")
+
+
+RENDERERS: dict[SearchEventKind, Renderer] = {
+    SearchEventKind.TALLY: _tally,
+    SearchEventKind.TRIAL_START: _trial_start,
+    SearchEventKind.EPOCH: _epoch,
+    SearchEventKind.RECOVERY: _recovery,
+    SearchEventKind.TRIAGE: _triage,
+    SearchEventKind.TRIAL_END: _trial_end,
+    SearchEventKind.TAKEN: _taken,
+    SearchEventKind.RETRY: _retry,
+    SearchEventKind.CONFIRM_START: _confirm_start,
+    SearchEventKind.CONFIRM_END: _confirm_end,
+}
+"""How the progress display shows each kind; `error` events end a worker and are raised by
+`run_search` instead."""
 
 
 def render_outcome(console: Console, outcome: SearchOutcome) -> int:

@@ -17,7 +17,8 @@ import pandas as pd
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.search.tally import CONFIRM_ATTR, winner_of
+from autotune.search.tally import winner_of
+from autotune.search.vocabulary import StudyAttr, TrialAttr
 from autotune.events import changes_of, describe_changes, fmt
 from trainer.atomic import atomic_write_text
 from autotune.recovery.runs import RunConfig
@@ -60,22 +61,22 @@ def export_yaml(study: optuna.Study, storage: str = "") -> str:
     if best is None:
         raise NoWinner(f"no trial of study {study.study_name!r} ended stable; nothing to "
                        f"export (see `autotune report --study {study.study_name}`).")
-    config = RunConfig.from_dict(dict(best.user_attrs["effective_config"]))
+    config = RunConfig.from_dict(dict(best.user_attrs[TrialAttr.EFFECTIVE_CONFIG]))
     attrs = best.user_attrs
-    check = study.user_attrs.get(CONFIRM_ATTR) or {}
+    check = study.user_attrs.get(StudyAttr.CONFIRMATION) or {}
     if check.get("trial") == best.number:
         confirmed = (f"{'yes' if check.get('confirmed') else 'no'} (re-run from scratch with "
                      f"seed {check.get('seed')}: best val_loss {fmt(check.get('value'), '.6g')}, "
                      f"{check.get('divergences', 0)} divergence(s))")
     else:
         confirmed = "not checked"
-    changes = changes_of(attrs.get("events", []))
+    changes = changes_of(attrs.get(TrialAttr.EVENTS, []))
     lines = [
         f"autotune: winner of study {study.study_name!r}"
         + (f" ({storage})" if storage else ""),
         f"trial {best.number}: best val_loss {fmt(best.value, '.6g')} at epoch "
-        f"{attrs.get('best_epoch')}",
-        f"recoveries: {attrs.get('recoveries', 0)}; changes: "
+        f"{attrs.get(TrialAttr.BEST_EPOCH)}",
+        f"recoveries: {attrs.get(TrialAttr.RECOVERIES, 0)}; changes: "
         + describe_changes(changes),
         "sampled: " + ", ".join(f"{k}={fmt(v, '.6g')}" for k, v in best.params.items()),
         f"confirmed: {confirmed}",
@@ -96,18 +97,18 @@ def _cell(value: Any) -> Any:
 
 def _our_columns(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
     attrs = trial.user_attrs
-    effective = attrs.get("effective_config") or {}
+    effective = attrs.get(TrialAttr.EFFECTIVE_CONFIG) or {}
     row: dict[str, Any] = {f"effective_{k}": _cell(effective.get(k)) for k in names}
-    divergences = attrs.get("divergences")
+    divergences = attrs.get(TrialAttr.DIVERGENCES)
     row.update({
-        "recoveries": attrs.get("recoveries"),
+        "recoveries": attrs.get(TrialAttr.RECOVERIES),
         "diverged": None if divergences is None else bool(divergences),
-        "stable": attrs.get("stable"), "divergences": divergences,
-        "status": attrs.get("status"), "pruned_reason": attrs.get("pruned_reason"),
-        "retry_of": attrs.get("retry_of"), "credit_of": attrs.get("credit_of"),
+        "stable": attrs.get(TrialAttr.STABLE), "divergences": divergences,
+        "status": attrs.get(TrialAttr.STATUS), "pruned_reason": attrs.get(TrialAttr.PRUNED_REASON),
+        "retry_of": attrs.get(TrialAttr.RETRY_OF), "credit_of": attrs.get(TrialAttr.CREDIT_OF),
         "test_pass2": attrs.get("test_pass2"), "test_pass1": attrs.get("test_pass1"),
         "test_copy_pass": attrs.get("test_copy_pass"),
-        "run_dir": attrs.get("run_dir")})
+        "run_dir": attrs.get(TrialAttr.RUN_DIR)})
     return row
 
 
@@ -116,7 +117,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     value, duration_s, param_*, effective_*, recoveries, diverged, stable, ...). Surplus
     trials (never run: a race for the last slot) are left out."""
     trials = [t for t in study.get_trials(deepcopy=False)
-              if not (t.state == TrialState.FAIL and t.user_attrs.get("surplus"))]
+              if not (t.state == TrialState.FAIL and t.user_attrs.get(TrialAttr.SURPLUS))]
     keep = {t.number for t in trials}
     frame = study.trials_dataframe(attrs=("number", "value", "datetime_start",
                                           "datetime_complete", "duration", "params",
@@ -127,7 +128,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     frame = frame.rename(columns={c: "param_" + c[len("params_"):] for c in frame.columns
                                   if c.startswith("params_")})
     params = [c[len("param_"):] for c in frame.columns if c.startswith("param_")]
-    changed = sorted({k for t in trials for k in changes_of(t.user_attrs.get("events", []))}
+    changed = sorted({k for t in trials for k in changes_of(t.user_attrs.get(TrialAttr.EVENTS, []))}
                      - set(params))
     names = params + changed
     ours = pd.DataFrame([{"number": t.number, **_our_columns(t, names)} for t in trials],

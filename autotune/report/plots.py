@@ -25,8 +25,9 @@ from optuna.exceptions import ExperimentalWarning  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from autotune.events import changes_of, describe_changes, fmt  # noqa: E402
-from autotune.search.tally import CONFIRM_ATTR, winner_of  # noqa: E402
+from autotune.events import EventKind, changes_of, describe_changes, fmt  # noqa: E402
+from autotune.search.tally import winner_of
+from autotune.search.vocabulary import StudyAttr, TrialAttr  # noqa: E402
 from trainer.errors import ConfigError  # noqa: E402
 
 __all__ = ["Plots", "top_table", "top_trials", "write_plots"]
@@ -43,12 +44,12 @@ def top_table(study: optuna.Study, k: int = 10) -> Table:
     """A rich table of the top trials: value, stability, recoveries, effective changes."""
     trials = study.get_trials(deepcopy=False)
     best = winner_of(trials)
-    check = study.user_attrs.get(CONFIRM_ATTR) or {}
+    check = study.user_attrs.get(StudyAttr.CONFIRMATION) or {}
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    diverged = [t for t in finished if t.user_attrs.get("divergences")]
+    diverged = [t for t in finished if t.user_attrs.get(TrialAttr.DIVERGENCES)]
     table = Table(title=f"study {study.study_name}: {len(finished)} trials finished, "
                         f"{len(diverged)} diverged, "
-                        f"{sum(bool(t.user_attrs.get('stable')) for t in diverged)} salvaged")
+                        f"{sum(bool(t.user_attrs.get(TrialAttr.STABLE)) for t in diverged)} salvaged")
     for name, justify in (("trial", "right"), ("val_loss", "right"), ("pass@2", "right"),
                           ("stable", "center"),
                           ("recoveries", "right"), ("sampled", "left"),
@@ -62,11 +63,11 @@ def top_table(study: optuna.Study, k: int = 10) -> Table:
                 mark += " confirmed" if check.get("confirmed") else " NOT confirmed"
         table.add_row(f"{t.number}{mark}", f"{t.value:.4f}",
                       fmt(t.user_attrs.get("test_pass2"), ".3f"),
-                      "yes" if t.user_attrs.get("stable", True) else "no",
-                      str(t.user_attrs.get("recoveries", 0)),
+                      "yes" if t.user_attrs.get(TrialAttr.STABLE, True) else "no",
+                      str(t.user_attrs.get(TrialAttr.RECOVERIES, 0)),
                       ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                 for k, v in t.params.items()),
-                      describe_changes(changes_of(t.user_attrs.get("events", []))))
+                      describe_changes(changes_of(t.user_attrs.get(TrialAttr.EVENTS, []))))
     return table
 
 
@@ -89,7 +90,7 @@ def _save(ax: Any, path: Path, plots: Plots) -> None:
 
 def _curves(study: optuna.Study, path: Path, plots: Plots, limit: int = 40) -> None:
     trials = [t for t in study.get_trials(deepcopy=False) if t.intermediate_values
-              and not t.user_attrs.get("surplus")][-limit:]
+              and not t.user_attrs.get(TrialAttr.SURPLUS)][-limit:]
     if not trials:
         plots.skipped[path.name] = "no trial reported a validation loss yet"
         return
@@ -97,7 +98,7 @@ def _curves(study: optuna.Study, path: Path, plots: Plots, limit: int = 40) -> N
     for t in trials:
         steps = sorted(t.intermediate_values)
         values = [t.intermediate_values[s] for s in steps]
-        rollbacks = [e for e in t.user_attrs.get("events", []) if e.get("kind") == "recovered"]
+        rollbacks = [e for e in t.user_attrs.get(TrialAttr.EVENTS, []) if e.get("kind") == EventKind.RECOVERED]
         cuts = sorted({int(e.get("global_epoch") or 0) for e in rollbacks})
         style = "-" if t.state == TrialState.COMPLETE else ":"
         color = None

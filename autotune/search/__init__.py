@@ -20,7 +20,6 @@ from autotune.search.pruner import TimelinePruner, default_pruner, timeline_valu
 from autotune.search.study.plan import (
     DEFAULT_STUDY,
     DEFAULT_TRIALS,
-    PLAN_ATTR,
     SearchSettings,
     StudyPlan,
     prepare,
@@ -35,7 +34,20 @@ from autotune.search.study.storage import (
     storage_url,
 )
 from autotune.search.study.workers import reap, work
-from autotune.search.tally import CONFIRM_ATTR, FINISHED, Tally, next_action, tally, winner_of
+from autotune.search.tally import FINISHED, Tally, next_action, tally, winner_of
+from autotune.search.vocabulary import (
+    NextAction,
+    SearchEvent,
+    SearchEventKind,
+    StudyAttr,
+    SystemAttr,
+    TriageChoice,
+    TrialAttr,
+)
+
+# Public names kept from before the vocabulary module.
+CONFIRM_ATTR = StudyAttr.CONFIRMATION
+PLAN_ATTR = StudyAttr.PLAN
 
 __all__ = [
     "CONFIRM_ATTR",
@@ -45,6 +57,13 @@ __all__ = [
     "FINISHED",
     "PLAN_ATTR",
     "Heartbeat",
+    "NextAction",
+    "SearchEvent",
+    "SearchEventKind",
+    "StudyAttr",
+    "SystemAttr",
+    "TrialAttr",
+    "TriageChoice",
     "SearchOutcome",
     "SearchSettings",
     "StudyPlan",

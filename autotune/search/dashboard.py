@@ -36,6 +36,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from autotune.events import Event, EventCounts, EventKind, describe_changes, fmt
 from autotune.jsonio import jsonable
+from autotune.search.vocabulary import TrialAttr
 
 __all__ = ["MAX_ATTR_CHARS", "STORE_FOLDER", "TrialStory", "compact_event", "compact_events",
            "oversized", "publish", "rolled_back_steps", "store_dir"]
@@ -140,10 +141,12 @@ class TrialStory(EventCounts):
     def attrs(self) -> dict[str, Any]:
         """The trial's user attributes: each one's JSON within `MAX_ATTR_CHARS`."""
         return jsonable({
-            "effective_config": dict(self.effective), "events": compact_events(self.events),
-            "changes": self.changes, "reasons": self.reasons,
-            "divergences": self.divergences, "recoveries": self.recoveries,
-            "rolled_back_steps": list(self.rolled_back), "status": self.status})
+            TrialAttr.EFFECTIVE_CONFIG: dict(self.effective),
+            TrialAttr.EVENTS: compact_events(self.events),
+            TrialAttr.CHANGES: self.changes, TrialAttr.REASONS: self.reasons,
+            TrialAttr.DIVERGENCES: self.divergences, TrialAttr.RECOVERIES: self.recoveries,
+            TrialAttr.ROLLED_BACK_STEPS: list(self.rolled_back),
+            TrialAttr.STATUS: self.status})
 
     def history(self) -> dict[str, Any]:
         """The full recovery history (the artifact's content)."""

@@ -85,18 +85,22 @@ from autotune.recovery.settings import RecoveryMode, SupervisorConfig
 from autotune.recovery.supervisor import RunResult
 from autotune.search.credit import credit_params, deserves_credit, restarted_from_scratch
 from autotune.search.dashboard import TrialStory, publish, rolled_back_steps, store_dir
-from autotune.search.recorder import EventSink, SearchEvent, TrialRecorder
-from autotune.search.sampler import CONSTRAINT
+from autotune.search.recorder import TrialRecorder
 from autotune.search.space import Space
-from autotune.search.timeline import TIMELINE
+from autotune.search.vocabulary import (
+    ARC_SCORES,
+    CONSTRAINT,
+    EventSink,
+    SearchEvent,
+    SearchEventKind,
+    TrialAttr,
+)
 from trainer import checkpoint
 from trainer.config import TrainConfig
 from trainer.data import ArcData, build_data
 
-__all__ = ["ARC_SCORES", "TIMELINE", "EventSink", "Objective", "ObjectiveSettings", "SearchEvent",
-           "SurplusTrial", "is_surplus", "record_story"]
-
-ARC_SCORES = ("test_pass2", "test_pass1", "test_copy_pass")  # held-out, of a stable run
+__all__ = ["EventSink", "Objective", "ObjectiveSettings", "SearchEvent", "SurplusTrial",
+           "is_surplus", "record_story"]
 
 
 @dataclass(frozen=True)
@@ -172,17 +176,17 @@ class Objective:
         s = self.settings
         if s.target is not None and is_surplus(trial.study.get_trials(deepcopy=False),
                                                trial.number, s.target):
-            trial.set_user_attr("surplus", True)
+            trial.set_user_attr(TrialAttr.SURPLUS, True)
             raise SurplusTrial(f"trial {trial.number} is beyond the requested {s.target}")
-        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
-        if trial.user_attrs.get("interrupted"):  # a retry inherits the attributes it retries
-            trial.set_user_attr("interrupted", False)
+        trial.set_user_attr(TrialAttr.WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
+        if trial.user_attrs.get(TrialAttr.INTERRUPTED):  # a retry inherits its attributes
+            trial.set_user_attr(TrialAttr.INTERRUPTED, False)
         params = s.space.suggest(trial)
         config = s.space.config(params, s.profile, s.overrides)
         run_path, resuming = self._run_path(trial)
-        trial.set_user_attr("run_dir", str(run_path))
+        trial.set_user_attr(TrialAttr.RUN_DIR, str(run_path))
         recorder = TrialRecorder(trial, run_path, self.emit, s.triage)
-        self.emit(SearchEvent("trial_start", trial.number, {
+        self.emit(SearchEvent(SearchEventKind.TRIAL_START, trial.number, {
             "params": jsonable(params), "resumed": resuming, "run_dir": str(run_path),
             "epochs": config.epochs}))
         try:
@@ -191,7 +195,7 @@ class Objective:
             self._record_pruned(trial, recorder)
             raise
         except (KeyboardInterrupt, Interrupted):
-            trial.set_user_attr("interrupted", True)  # `resume --study` retries it
+            trial.set_user_attr(TrialAttr.INTERRUPTED, True)  # `resume --study` retries it
             raise
         return self._finish(trial, params, result, recorder)
 
@@ -204,8 +208,8 @@ class Objective:
             warnings.simplefilter("ignore", ExperimentalWarning)
             origin = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
         if origin is not None:
-            trial.set_user_attr("retry_of", origin)
-            inherited = frozen.user_attrs.get("run_dir")
+            trial.set_user_attr(TrialAttr.RETRY_OF, origin)
+            inherited = frozen.user_attrs.get(TrialAttr.RUN_DIR)
             if inherited and (Path(inherited) / CONFIG).is_file() and (
                     checkpoint.listing(Path(inherited) / "checkpoints")
                     or RunDir(Path(inherited)).summary() is not None):
@@ -216,7 +220,7 @@ class Objective:
              recorder: TrialRecorder) -> RunResult:
         hooks = recorder.hooks()
         # Trial n meets the rate faults of stream n (a retry those of the trial it retries).
-        stream = int(recorder.trial.user_attrs.get("retry_of", recorder.trial.number))
+        stream = int(recorder.trial.user_attrs.get(TrialAttr.RETRY_OF, recorder.trial.number))
         if not resuming:
             run_config = RunConfig(config, SupervisorConfig(recovery=self.settings.recovery))
             return start_run(run_config, run_path, self.settings.device, hooks,
@@ -238,11 +242,11 @@ class Objective:
         rolled_back = (rolled_back_steps(recorder.reported, recorder.timeline)
                        if recorder.synced else [])
         story = TrialStory(number=trial.number, status=status,
-                           stable=bool(extra.get("stable")), params=dict(trial.params),
+                           stable=bool(extra.get(TrialAttr.STABLE)), params=dict(trial.params),
                            effective=dict(config), events=list(events),
                            rolled_back=rolled_back,
                            timeline=recorder.timeline if recorder.synced else None,
-                           pruned_reason=extra.get("pruned_reason"))
+                           pruned_reason=extra.get(TrialAttr.PRUNED_REASON))
         record_story(trial, story, extra, store_dir(self.settings.artifacts))
         return story
 
@@ -252,8 +256,8 @@ class Objective:
                   else run.effective_config())
         events = run.events()
         self._record(trial, recorder, config, events, "pruned",
-                     {"stable": False, "pruned_reason": recorder.pruned_reason})
-        self.emit(SearchEvent("trial_end", trial.number, {
+                     {TrialAttr.STABLE: False, TrialAttr.PRUNED_REASON: recorder.pruned_reason})
+        self.emit(SearchEvent(SearchEventKind.TRIAL_END, trial.number, {
             "state": "PRUNED", "value": None, "stable": False,
             "reason": recorder.pruned_reason,
             "divergences": count(events, EventKind.DIVERGED),
@@ -262,8 +266,9 @@ class Objective:
     def _finish(self, trial: optuna.Trial, params: dict[str, Any], result: RunResult,
                 recorder: TrialRecorder) -> float:
         value = result.objective
-        extra: dict[str, Any] = {"stable": result.stable, "best_epoch": result.best_epoch,
-                                 "global_epochs": result.global_epochs,
+        extra: dict[str, Any] = {TrialAttr.STABLE: result.stable,
+                                 TrialAttr.BEST_EPOCH: result.best_epoch,
+                                 TrialAttr.GLOBAL_EPOCHS: result.global_epochs,
                                  **{k: result.scores[k] for k in ARC_SCORES
                                     if k in result.scores}}
         reason = None
@@ -278,14 +283,14 @@ class Objective:
         elif not math.isfinite(value):
             reason = "no finite validation loss"
         if reason is not None:
-            extra["pruned_reason"] = reason
+            extra[TrialAttr.PRUNED_REASON] = reason
         self._record(trial, recorder, result.config, result.events, result.status.value,
                      extra)
         credit = None
         if reason is None and result.recoveries:
             credit = self._credit(trial, params, result, value)
-            trial.set_user_attr("credit", credit)
-        self.emit(SearchEvent("trial_end", trial.number, {
+            trial.set_user_attr(TrialAttr.CREDIT, credit)
+        self.emit(SearchEvent(SearchEventKind.TRIAL_END, trial.number, {
             "state": "PRUNED" if reason else "COMPLETE",
             "value": None if reason else value, "stable": result.stable, "reason": reason,
             "divergences": result.divergences, "recoveries": result.recoveries,
@@ -311,7 +316,7 @@ class Objective:
                     "reason": f"{reason}, which the sampler sees with this trial's value"}
         trials = trial.study.get_trials(deepcopy=False)
         stable = [t.value for t in trials if t.state == TrialState.COMPLETE
-                  and t.user_attrs.get("stable") and t.value is not None]
+                  and t.user_attrs.get(TrialAttr.STABLE) and t.value is not None]
         if not deserves_credit(value, stable):
             return {"enqueued": False, "reason": "worse than the median stable trial"}
         taken = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
@@ -321,7 +326,7 @@ class Objective:
         credited, why = credit_params(s.space, params, effective)
         if credited is None:
             return {"enqueued": False, "reason": why}
-        trial.study.enqueue_trial(credited, user_attrs={"credit_of": trial.number},
+        trial.study.enqueue_trial(credited, user_attrs={TrialAttr.CREDIT_OF: trial.number},
                                   skip_if_exists=True)
         return {"enqueued": True, "reason": why, "params": jsonable(credited)}
 

@@ -19,16 +19,19 @@ from optuna.trial import FrozenTrial
 from autotune.events import changes_of
 from autotune.jsonio import jsonable
 from autotune.recovery.runs import RunConfig, start_run
-from autotune.search.objective import (
-    ARC_SCORES,
-    EventSink,
-    SearchEvent,
-)
 from autotune.search.study.packing import cores
 from autotune.search.study.plan import StudyPlan, stored_plan
 from autotune.search.study.storage import load_study, open_storage
 from autotune.search.study.workers import open_study, run_workers, work
-from autotune.search.tally import CONFIRM_ATTR, Tally, tally, winner_of
+from autotune.search.tally import Tally, tally, winner_of
+from autotune.search.vocabulary import (
+    ARC_SCORES,
+    EventSink,
+    SearchEvent,
+    SearchEventKind,
+    StudyAttr,
+    TrialAttr,
+)
 from trainer.loop import set_threads
 
 # -- the search ---------------------------------------------------------------------------
@@ -74,7 +77,7 @@ def run_search(plan: StudyPlan, on_event: EventSink | None = None,
     deadline = time.time() + timeout if timeout is not None else None
     storage = open_storage(plan.storage)
     study = open_study(plan, 0, storage)
-    emit(SearchEvent("tally", None, asdict(tally(study.get_trials(deepcopy=False),
+    emit(SearchEvent(SearchEventKind.TALLY, None, asdict(tally(study.get_trials(deepcopy=False),
                                                  plan.trials))))
     codes: list[int] = []
     if plan.jobs > 1:
@@ -107,14 +110,15 @@ def resume(name: str, url: str | None, on_event: EventSink | None = None,
 def winner_info(study: optuna.Study, trial: FrozenTrial) -> Winner:
     """The Winner record of `trial`, with the stored confirmation when it is this trial's."""
     attrs = trial.user_attrs
-    effective = attrs.get("effective_config") or {}
-    check = study.user_attrs.get(CONFIRM_ATTR) or {}
+    effective = attrs.get(TrialAttr.EFFECTIVE_CONFIG) or {}
+    check = study.user_attrs.get(StudyAttr.CONFIRMATION) or {}
     mine = check.get("trial") == trial.number
     return Winner(number=trial.number, value=float(trial.value or math.nan),
                   params=dict(trial.params), effective=dict(effective),
-                  changes=changes_of(attrs.get("events", [])),
-                  divergences=int(attrs.get("divergences", 0)),
-                  recoveries=int(attrs.get("recoveries", 0)), run_dir=attrs.get("run_dir"),
+                  changes=changes_of(attrs.get(TrialAttr.EVENTS, [])),
+                  divergences=int(attrs.get(TrialAttr.DIVERGENCES, 0)),
+                  recoveries=int(attrs.get(TrialAttr.RECOVERIES, 0)),
+                  run_dir=attrs.get(TrialAttr.RUN_DIR),
                   confirmed=check.get("confirmed") if mine else None,
                   confirm_value=check.get("value") if mine else None,
                   confirm_run_dir=check.get("run_dir") if mine else None,
@@ -130,10 +134,10 @@ def confirm(study: optuna.Study, plan: StudyPlan, trial: FrozenTrial,
     is not checked again.
     """
     emit = on_event or (lambda event: None)
-    done = study.user_attrs.get(CONFIRM_ATTR) or {}
+    done = study.user_attrs.get(StudyAttr.CONFIRMATION) or {}
     if done.get("trial") == trial.number:
         return winner_info(study, trial)
-    effective = RunConfig.from_dict(trial.user_attrs["effective_config"])
+    effective = RunConfig.from_dict(trial.user_attrs[TrialAttr.EFFECTIVE_CONFIG])
     train = effective.train.replace(seed=(effective.train.seed + 1) % (2**31 - 1))
     config = RunConfig(train, effective.supervisor)
     path = Path(plan.artifacts) / f"confirm-trial-{trial.number:04d}"
@@ -145,7 +149,7 @@ def confirm(study: optuna.Study, plan: StudyPlan, trial: FrozenTrial,
         path = path.with_name(f"{path.name}-{socket.gethostname()}-{os.getpid()}")
         if path.exists():
             shutil.rmtree(path)
-    emit(SearchEvent("confirm_start", trial.number, {"seed": train.seed,
+    emit(SearchEvent(SearchEventKind.CONFIRM_START, trial.number, {"seed": train.seed,
                                                      "run_dir": str(path)}))
     result = start_run(config, path, plan.device)
     confirmed = result.stable and result.divergences == 0
@@ -153,9 +157,9 @@ def confirm(study: optuna.Study, plan: StudyPlan, trial: FrozenTrial,
               "test_pass2": result.scores.get("test_pass2"),
               "seed": train.seed, "divergences": result.divergences,
               "status": result.status, "run_dir": str(path)}
-    study.set_user_attr(CONFIRM_ATTR, jsonable(record))
-    study.set_user_attr("confirmed", confirmed)
-    emit(SearchEvent("confirm_end", trial.number, jsonable(record)))
+    study.set_user_attr(StudyAttr.CONFIRMATION, jsonable(record))
+    study.set_user_attr(StudyAttr.CONFIRMED, confirmed)
+    emit(SearchEvent(SearchEventKind.CONFIRM_END, trial.number, jsonable(record)))
     return winner_info(study, trial)
 
 

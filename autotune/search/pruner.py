@@ -11,6 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune.search.timeline import has_rollback, timeline_values
 from autotune.search.views import StudyView
+from autotune.search.vocabulary import PRUNER_STARTUP_TRIALS, PRUNER_WARMUP_EPOCHS
 
 __all__ = ["TimelinePruner", "default_pruner", "has_rollback", "timeline_values"]
 
@@ -55,5 +56,7 @@ class TimelinePruner(BasePruner):
 
 
 def default_pruner() -> BasePruner:
-    """The median pruner after 5 finished trials and 2 epochs, on timelines."""
-    return TimelinePruner(MedianPruner(n_startup_trials=5, n_warmup_steps=2))
+    """The median pruner after `PRUNER_STARTUP_TRIALS` finished trials and
+    `PRUNER_WARMUP_EPOCHS` epochs, on timelines."""
+    return TimelinePruner(MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
+                                       n_warmup_steps=PRUNER_WARMUP_EPOCHS))

@@ -7,8 +7,7 @@ holds them so that the objective is about running a trial and recording what sur
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +18,10 @@ from autotune.jsonio import as_float, jsonable
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.supervisor import Hooks, PlannedRollback, Supervisor
 from autotune.search.study import ownership
-from autotune.search.timeline import TIMELINE
 from autotune.search.triage import peer_values, triage
+from autotune.search.vocabulary import EventSink, SearchEvent, SearchEventKind, TrialAttr
 
 __all__ = ["EventSink", "SearchEvent", "TrialRecorder"]
-
-
-@dataclass(frozen=True)
-class SearchEvent:
-    """Something a search did, for a progress display (picklable: workers send them)."""
-
-    kind: str  # trial_start, epoch, recovery, triage, trial_end, tally, confirm_*
-    trial: int | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-EventSink = Callable[[SearchEvent], None]
 
 
 class TrialRecorder:
@@ -46,10 +33,10 @@ class TrialRecorder:
         self.run_path = run_path
         self.emit = emit
         self.triage = triage
-        self.triaged: list[dict[str, Any]] = list(trial.user_attrs.get("triage") or [])
+        self.triaged: list[dict[str, Any]] = list(trial.user_attrs.get(TrialAttr.TRIAGE) or [])
         self.timeline: list[list[int]] = []
         self.reported: set[int] = set()
-        self.synced = TIMELINE in trial.user_attrs  # a retry inherits the killed trial's
+        self.synced = TrialAttr.TIMELINE in trial.user_attrs  # a retry inherits the killed trial's
         self.supervisor: Supervisor | None = None
         self.pruned_reason: str | None = None
         self.claim = ownership.claim(trial)  # a hung worker notices a takeover
@@ -75,7 +62,7 @@ class TrialRecorder:
         then every report is on it, which is what the pruner assumes without the attribute
         (one storage write an epoch saved)."""
         if self.synced or any(g != e for g, e in self.timeline):
-            self.trial.set_user_attr(TIMELINE, self.timeline)
+            self.trial.set_user_attr(TrialAttr.TIMELINE, self.timeline)
             self.synced = True
 
     def _report(self, record: Mapping[str, Any]) -> float:
@@ -93,7 +80,7 @@ class TrialRecorder:
         self.timeline = [p for p in self.timeline if p[1] < epoch]
         self.timeline.append([int(record["global_epoch"]), epoch])
         self._sync()
-        self.emit(SearchEvent("epoch", self.trial.number, {
+        self.emit(SearchEvent(SearchEventKind.EPOCH, self.trial.number, {
             "epoch": epoch, "global_epoch": int(record["global_epoch"]), "val_loss": value,
             "train_loss": as_float(record.get("train_loss")),
             "epochs": self.supervisor.epochs if self.supervisor else None}))
@@ -109,8 +96,8 @@ class TrialRecorder:
                             planned.epoch)
         decision = triage(planned.epoch, planned.best_val_loss, peers)
         self.triaged.append({"divergence": planned.reason, **decision.to_dict()})
-        self.trial.set_user_attr("triage", jsonable(self.triaged))
-        self.emit(SearchEvent("triage", self.trial.number, {
+        self.trial.set_user_attr(TrialAttr.TRIAGE, jsonable(self.triaged))
+        self.emit(SearchEvent(SearchEventKind.TRIAGE, self.trial.number, {
             "choice": decision.choice, "why": decision.reason, "divergence": planned.reason,
             "epoch": planned.epoch}))
         if not decision.recover:
@@ -125,6 +112,6 @@ class TrialRecorder:
             self.synced = True  # from now on the reports hold undone values
             self._sync()
         record = event.to_dict()
-        self.emit(SearchEvent("recovery", self.trial.number, jsonable(
+        self.emit(SearchEvent(SearchEventKind.RECOVERY, self.trial.number, jsonable(
             {k: record.get(k) for k in ("kind", "reason", "epoch", "global_epoch", "message",
                                         "rolled_back_to", "changes", "explanation")})))

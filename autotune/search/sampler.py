@@ -48,30 +48,29 @@ from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.search.views import StudyView
+from autotune.search.vocabulary import SystemAttr, TrialAttr
 
-__all__ = ["CONSTRAINT", "CreditTPESampler", "sampled_view", "stand_in", "stand_ins"]
+__all__ = ["CreditTPESampler", "sampled_view", "stand_in", "stand_ins"]
 
-CONSTRAINT = "diverged"
-_CONSTRAINT_ATTR = f"constraints:{CONSTRAINT}"  # where Optuna 5 stores set_constraint
 
 
 def sampled_view(trial: FrozenTrial) -> FrozenTrial:
     """The trial as TPE sees it: a finished trial that diverged carries the constraint
     `diverged` = its number of divergences (the sampled configuration's failure), whatever
     the stored constraint says; any other trial is shown as it is."""
-    divergences = trial.user_attrs.get("divergences")
+    divergences = trial.user_attrs.get(TrialAttr.DIVERGENCES)
     if (trial.state not in (TrialState.COMPLETE, TrialState.PRUNED)
             or not isinstance(divergences, (int, float)) or divergences <= 0):
         return trial
     seen = copy.copy(trial)
-    seen.system_attrs = {**trial.system_attrs, _CONSTRAINT_ATTR: float(divergences)}
+    seen.system_attrs = {**trial.system_attrs, SystemAttr.CONSTRAINT: float(divergences)}
     return seen
 
 
 def stand_in(trial: FrozenTrial) -> FrozenTrial | None:
     """The trial TPE should also see for `trial`: its effective parameters and its value, or
     None when its `credit` attribute asks for none (or they do not fit its distributions)."""
-    credit = trial.user_attrs.get("credit")
+    credit = trial.user_attrs.get(TrialAttr.CREDIT)
     if (trial.state != TrialState.COMPLETE or trial.value is None
             or not isinstance(credit, dict) or not credit.get("stand_in")):
         return None
@@ -81,7 +80,7 @@ def stand_in(trial: FrozenTrial) -> FrozenTrial | None:
     try:
         seen = optuna.trial.create_trial(params=params, distributions=trial.distributions,
                                          value=trial.value,
-                                         user_attrs={"stand_in_for": trial.number})
+                                         user_attrs={TrialAttr.STAND_IN_FOR: trial.number})
     except ValueError:  # a value outside its distribution: the space changed under it
         return None
     seen.number = trial.number

@@ -8,7 +8,11 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial, TrialState
 
-CONFIRM_ATTR = "confirmation"
+from autotune.events import RunStatus
+from autotune.search.vocabulary import NextAction, TrialAttr
+
+__all__ = ["FINISHED", "Tally", "finished_trials", "next_action", "tally", "winner_of"]
+
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -31,13 +35,14 @@ class Tally:
 
 
 def finished_trials(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that count towards the requested number: complete or pruned."""
     return [t for t in trials if t.state in FINISHED]
 
 
 def winner_of(trials: Iterable[FrozenTrial]) -> FrozenTrial | None:
     """The best stable trial: complete, ended with no unrecovered divergence."""
     stable = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
-              and t.user_attrs.get("stable", True) and math.isfinite(t.value)]
+              and t.user_attrs.get(TrialAttr.STABLE, True) and math.isfinite(t.value)]
     return min(stable, key=lambda t: (t.value, t.number)) if stable else None
 
 
@@ -45,24 +50,24 @@ def tally(trials: list[FrozenTrial], total: int) -> Tally:
     """Counts of a study's trials (a pure function of them)."""
     finished = finished_trials(trials)
     best = winner_of(trials)
-    diverged = [t for t in finished if t.user_attrs.get("divergences", 0)]
+    diverged = [t for t in finished if t.user_attrs.get(TrialAttr.DIVERGENCES, 0)]
     return Tally(
         done=len(finished), total=total,
         running=sum(t.state == TrialState.RUNNING for t in trials),
         best_value=best.value if best else None, best_trial=best.number if best else None,
         diverged=len(diverged),
-        recovered=sum(bool(t.user_attrs.get("stable")) for t in diverged),
-        gave_up=sum(t.user_attrs.get("status") == "gave_up" for t in finished),
+        recovered=sum(bool(t.user_attrs.get(TrialAttr.STABLE)) for t in diverged),
+        gave_up=sum(t.user_attrs.get(TrialAttr.STATUS) == RunStatus.GAVE_UP for t in finished),
         pruned=sum(t.state == TrialState.PRUNED for t in finished),
-        failed=sum(t.state == TrialState.FAIL and not t.user_attrs.get("surplus")
+        failed=sum(t.state == TrialState.FAIL and not t.user_attrs.get(TrialAttr.SURPLUS)
                    for t in trials))
 
 
-def next_action(target: int, finished: int, running: int) -> str:
+def next_action(target: int, finished: int, running: int) -> NextAction:
     """`run` a trial, `wait` (the rest are running elsewhere and may need taking over), or
     `stop` (the requested number finished)."""
     if finished >= target:
-        return "stop"
+        return NextAction.STOP
     if finished + running < target:
-        return "run"
-    return "wait"
+        return NextAction.RUN
+    return NextAction.WAIT

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from optuna.trial import FrozenTrial
 
-__all__ = ["TIMELINE", "has_rollback", "timeline_values"]
+from autotune.search.vocabulary import TrialAttr
 
-TIMELINE = "timeline"  # user attr: [[global_epoch, epoch], ...] of the surviving reports
+__all__ = ["has_rollback", "timeline_values"]
 
 
 def has_rollback(trial: FrozenTrial) -> bool:
     """Whether a rollback undid some of the trial's reports: its `timeline` attribute (the
     objective writes it once a rollback happened) maps a report to another logical epoch,
     or leaves a report out. A trial without the attribute (not ours) has none."""
-    pairs = trial.user_attrs.get(TIMELINE)
+    pairs = trial.user_attrs.get(TrialAttr.TIMELINE)
     if not isinstance(pairs, list):
         return False
     kept = {int(g) for g, _ in pairs}
@@ -37,7 +37,7 @@ def timeline_values(trial: FrozenTrial) -> dict[int, float]:
     if not has_rollback(trial):
         return dict(values)
     out: dict[int, float] = {}
-    for global_epoch, epoch in trial.user_attrs[TIMELINE]:
+    for global_epoch, epoch in trial.user_attrs[TrialAttr.TIMELINE]:
         value = values.get(int(global_epoch))
         if value is not None:
             out[int(epoch)] = value

@@ -30,19 +30,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune.events import fmt
 from autotune.search.timeline import timeline_values
+from autotune.search.vocabulary import PRUNER_STARTUP_TRIALS, PRUNER_WARMUP_EPOCHS, TriageChoice
 
-__all__ = ["RECOVER", "PRUNE", "Triage", "peer_values", "triage"]
-
-RECOVER, PRUNE = "recover", "prune"
-# The study's median pruner (`autotune.search.pruner.default_pruner`) judges from here.
-STARTUP_TRIALS, WARMUP_EPOCHS = 5, 2
+__all__ = ["Triage", "peer_values", "triage"]
 
 
 @dataclass(frozen=True)
 class Triage:
     """A recover-or-prune decision and why (stored as the trial's `triage` entries)."""
 
-    choice: str  # RECOVER or PRUNE
+    choice: TriageChoice
     reason: str
     epoch: int
     """The logical epoch the recovery would roll back to."""
@@ -54,37 +51,38 @@ class Triage:
 
     @property
     def recover(self) -> bool:
-        return self.choice == RECOVER
+        return self.choice is TriageChoice.RECOVER
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def triage(epoch: int, best: float, peers: Sequence[float], *,
-           startup: int = STARTUP_TRIALS, warmup: int = WARMUP_EPOCHS) -> Triage:
+           startup: int = PRUNER_STARTUP_TRIALS,
+           warmup: int = PRUNER_WARMUP_EPOCHS) -> Triage:
     """Recover or prune a trial whose recovery would roll back to logical `epoch`, where its
     best validation loss so far is `best`, given the other finished trials' values at that
     epoch (`peers`)."""
     finite = [float(v) for v in peers if math.isfinite(v)]
     shown_best = float(best) if math.isfinite(best) else None
+    n = len(finite)
     if epoch < warmup:
-        return Triage(RECOVER, f"too early to judge: it rolls back to epoch {epoch}, before "
-                      f"the pruner's {warmup} warmup epochs", epoch, shown_best, None,
-                      len(finite))
-    if len(finite) < startup:
-        return Triage(RECOVER, f"too early to judge: {len(finite)} other finished trial(s) "
-                      f"reached epoch {epoch}, fewer than the pruner's {startup}", epoch,
-                      shown_best, None, len(finite))
+        why = (f"too early to judge: it rolls back to epoch {epoch}, before the pruner's "
+               f"{warmup} warmup epochs")
+        return Triage(TriageChoice.RECOVER, why, epoch, shown_best, None, n)
+    if n < startup:
+        why = (f"too early to judge: {n} other finished trial(s) reached epoch {epoch}, "
+               f"fewer than the pruner's {startup}")
+        return Triage(TriageChoice.RECOVER, why, epoch, shown_best, None, n)
     median = statistics.median(finite)
     if shown_best is not None and shown_best <= median:
-        return Triage(RECOVER, f"competitive: its best val_loss {fmt(best, '.4f')} up to epoch "
-                      f"{epoch} is at least as good as the median {fmt(median, '.4f')} of "
-                      f"{len(finite)} other trials there", epoch, shown_best, median,
-                      len(finite))
-    return Triage(PRUNE, f"not competitive: its best val_loss {fmt(best, '.4f')} up to epoch "
-                  f"{epoch} is worse than the median {fmt(median, '.4f')} of {len(finite)} "
-                  f"other trials there, so a fresh trial is the better use of the budget",
-                  epoch, shown_best, median, len(finite))
+        why = (f"competitive: its best val_loss {fmt(best, '.4f')} up to epoch {epoch} is at "
+               f"least as good as the median {fmt(median, '.4f')} of {n} other trials there")
+        return Triage(TriageChoice.RECOVER, why, epoch, shown_best, median, n)
+    why = (f"not competitive: its best val_loss {fmt(best, '.4f')} up to epoch {epoch} is "
+           f"worse than the median {fmt(median, '.4f')} of {n} other trials there, so a "
+           f"fresh trial is the better use of the budget")
+    return Triage(TriageChoice.PRUNE, why, epoch, shown_best, median, n)
 
 
 def peer_values(trials: Iterable[FrozenTrial], number: int, epoch: int) -> list[float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.search.objective import TIMELINE
+from autotune.search.vocabulary import TrialAttr
 
 STORAGE = "sqlite:///studies/autotune.db"  # the default, under the test's working folder
 SPACE = {"learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
@@ -22,7 +22,7 @@ def add_trial(study: optuna.Study, values: dict[int, float], *, value: float | N
               timeline: list[list[int]] | None = None,
               state: TrialState = TrialState.COMPLETE) -> FrozenTrial:
     """Add a finished trial with these intermediate values (and `timeline` attribute)."""
-    attrs = {TIMELINE: timeline} if timeline is not None else {}
+    attrs = {TrialAttr.TIMELINE: timeline} if timeline is not None else {}
     trial = optuna.create_trial(state=state, value=value if state == TrialState.COMPLETE
                                 else None, intermediate_values=values, user_attrs=attrs)
     study.add_trial(trial)

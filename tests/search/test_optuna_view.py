@@ -18,7 +18,8 @@ from optuna.artifacts import FileSystemArtifactStore
 
 from autotune.events import Event, EventKind
 from autotune.search.dashboard import TrialStory, store_dir
-from autotune.search.objective import TIMELINE, record_story
+from autotune.search.objective import record_story
+from autotune.search.vocabulary import TrialAttr
 
 dashboard = pytest.importorskip("optuna_dashboard")
 
@@ -55,7 +56,7 @@ def _study(tmp_path: Path) -> tuple[str, Path, TrialStory]:
     trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
     for step, value in ((1, 1.9), (2, 2.6), (3, 1.7)):
         trial.report(value, step)
-    trial.set_user_attr(TIMELINE, [[1, 1], [3, 2]])
+    trial.set_user_attr(TrialAttr.TIMELINE, [[1, 1], [3, 2]])
     story = TrialStory(trial.number, "completed", True, dict(trial.params),
                        {"learning_rate": 6.6e-4, "label_smoothing": 0.0, "epochs": 2},
                        events=EVENTS, rolled_back=[2], timeline=[[1, 1], [3, 2]])
@@ -114,7 +115,8 @@ def test_the_served_attributes_are_whole_json(served: tuple[str, TrialStory]) ->
     base, story = served
     _, trial = _recovered(base)
     shown = {a["key"]: a["value"] for a in trial["user_attrs"]}
-    expected = {**story.attrs(), "stable": True, "best_epoch": 2, TIMELINE: [[1, 1], [3, 2]]}
+    expected = {**story.attrs(), "stable": True, "best_epoch": 2,
+                TrialAttr.TIMELINE: [[1, 1], [3, 2]]}
     assert shown == {k: _as_shown(v) for k, v in expected.items()}  # none cut
 
 

@@ -15,9 +15,7 @@ from autotune import cli
 from autotune.search import (
     winner_of,
 )
-from autotune.search.objective import (
-    TIMELINE,
-)
+from autotune.search.vocabulary import TrialAttr
 from tests.search.common import stored_study
 
 
@@ -48,7 +46,7 @@ def test_search_recovers_a_nan_trial_exports_and_reports(
     assert all(t.constraints == {"diverged": 0.0} for t in trials[1:])
     # Reports at epochs of compute: the partial epoch that diverged counts, nothing lost.
     assert sorted(first.intermediate_values) == [1, 3]
-    assert attrs[TIMELINE] == [[1, 1], [3, 2]]  # written once the rollback happened
+    assert attrs[TrialAttr.TIMELINE] == [[1, 1], [3, 2]]  # written once the rollback happened
     assert Path(attrs["run_dir"], "metrics.jsonl").is_file()
     summary = json.loads(Path(attrs["run_dir"], "summary.json").read_text())
     assert attrs["test_pass2"] == summary["test"]["test_pass2"]  # ARC's metric, held out

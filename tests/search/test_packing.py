@@ -12,8 +12,9 @@ from autotune import cli
 from autotune.search.outcome import SearchOutcome
 from autotune.search.study import packing
 from autotune.search.study.packing import GIB, Packing, choose_jobs, pack, trial_memory
-from autotune.search.study.plan import PLAN_ATTR, SearchSettings, prepare
+from autotune.search.study.plan import SearchSettings, prepare
 from autotune.search.tally import Tally
+from autotune.search.vocabulary import StudyAttr
 from tests.search.common import stored_study
 from trainer.config import resolve
 from trainer.model import GridTransformer, ModelConfig, count_parameters
@@ -99,7 +100,7 @@ def test_prepare_on_cuda_packs_the_default_profile() -> None:
     assert plan.profile == "default"
     assert plan.jobs == min(8, int(60.2 * GIB) // need) == 7
     assert plan.jobs_reason == f"60.2 GiB free / {need / GIB:.1f} GiB a trial, cap 8"
-    stored = stored_study("g").user_attrs[PLAN_ATTR]
+    stored = stored_study("g").user_attrs[StudyAttr.PLAN]
     assert stored["jobs"] == 7 and "jobs_reason" not in stored
     again = prepare(SearchSettings(study="g", jobs=2))  # joining: --jobs wins
     assert (again.jobs, again.jobs_reason) == (2, "as given by --jobs")

@@ -141,7 +141,7 @@ def test_the_progress_says_what_the_sampler_was_told() -> None:
     from rich.console import Console
 
     from autotune.cli.search_commands import SearchProgress
-    from autotune.search.objective import SearchEvent
+    from autotune.search.vocabulary import SearchEvent
 
     console = Console(record=True, width=200)
     progress = SearchProgress(console)

@@ -11,9 +11,10 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from autotune.cli.search_commands import SearchProgress
-from autotune.search.objective import Objective, ObjectiveSettings, SearchEvent
+from autotune.search.objective import Objective, ObjectiveSettings
 from autotune.search.space import parse_space
-from autotune.search.triage import PRUNE, RECOVER, peer_values, triage
+from autotune.search.triage import peer_values, triage
+from autotune.search.vocabulary import SearchEvent, TriageChoice
 from tests.search.common import SPACE, add_trial
 
 # Five finished trials (the pruner's startup) with these values at epochs 1-3.
@@ -30,17 +31,18 @@ def _study(peers: list[dict[int, float]]) -> optuna.Study:
 
 @pytest.mark.parametrize(("peers", "epoch", "best", "choice", "why"), [
     # before the pruner's warmup: a restart from the initial weights, or after one epoch
-    (GOOD, 0, math.inf, RECOVER, "before the pruner's 2 warmup epochs"),
-    (GOOD, 1, 9.0, RECOVER, "before the pruner's 2 warmup epochs"),
+    (GOOD, 0, math.inf, TriageChoice.RECOVER, "before the pruner's 2 warmup epochs"),
+    (GOOD, 1, 9.0, TriageChoice.RECOVER, "before the pruner's 2 warmup epochs"),
     # too few peers reached the epoch
-    (GOOD[:4], 2, 9.0, RECOVER, "4 other finished trial(s) reached epoch 2, fewer than"),
+    (GOOD[:4], 2, 9.0, TriageChoice.RECOVER,
+     "4 other finished trial(s) reached epoch 2, fewer than"),
     # competitive: at or below the median of the peers there
-    (GOOD, 2, 1.45, RECOVER, "competitive"),
-    (GOOD, 2, 1.2, RECOVER, "competitive"),
-    (GOOD, 3, 1.35, RECOVER, "competitive"),
+    (GOOD, 2, 1.45, TriageChoice.RECOVER, "competitive"),
+    (GOOD, 2, 1.2, TriageChoice.RECOVER, "competitive"),
+    (GOOD, 3, 1.35, TriageChoice.RECOVER, "competitive"),
     # not competitive
-    (GOOD, 2, 1.46, PRUNE, "worse than the median 1.4500 of 5 other trials"),
-    (GOOD, 3, 1.5, PRUNE, "worse than the median 1.3500 of 5"),
+    (GOOD, 2, 1.46, TriageChoice.PRUNE, "worse than the median 1.4500 of 5 other trials"),
+    (GOOD, 3, 1.5, TriageChoice.PRUNE, "worse than the median 1.3500 of 5"),
 ])
 def test_recover_or_prune(peers: list[dict[int, float]], epoch: int, best: float,
                           choice: str, why: str) -> None:
@@ -91,11 +93,11 @@ def test_a_search_trial_is_pruned_or_recovered_by_how_it_compares(
     if state == TrialState.PRUNED:
         assert "trial 5 is pruned instead of recovered (nonfinite_loss, rollback to epoch 2)"\
             ": not competitive" in text
-        assert entry["choice"] == PRUNE
+        assert entry["choice"] == TriageChoice.PRUNE
         assert trial.user_attrs["pruned_reason"].startswith(
             "diverged (nonfinite_loss) and pruned instead of recovered: not competitive")
         assert trial.user_attrs["recoveries"] == 0 and trial.user_attrs["divergences"] == 1
     else:
         assert "trial 5 recovers (nonfinite_loss, rollback to epoch 2): competitive" in text
-        assert entry["choice"] == RECOVER and "competitive" in entry["reason"]
+        assert entry["choice"] == TriageChoice.RECOVER and "competitive" in entry["reason"]
         assert trial.user_attrs["recoveries"] == 1 and trial.user_attrs["stable"]

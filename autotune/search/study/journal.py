@@ -41,10 +41,12 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.search.vocabulary import SystemAttr
+
 __all__ = ["BEAT_ATTR", "PREFIX", "HeartbeatJournalStorage", "journal_path", "stale_trials"]
 
 PREFIX = "journal:"
-BEAT_ATTR = "autotune:heartbeat"
+BEAT_ATTR = SystemAttr.HEARTBEAT
 
 Seen = dict[int, tuple[Any, float]]  # trial id -> (beat, monotonic time first seen)
 

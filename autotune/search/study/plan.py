@@ -24,13 +24,13 @@ from autotune.search.space import Choice, Space, load_space, parse_space
 from autotune.search.study import packing
 from autotune.search.study.packing import Packing, choose_jobs, trial_memory
 from autotune.search.study.storage import open_storage, storage_url
+from autotune.search.vocabulary import StudyAttr
 from trainer.config import PROFILES, TrainConfig
 from trainer.inject import Injector
 from trainer.loop import default_profile
 
 DEFAULT_STUDY = "arc"
 DEFAULT_TRIALS = 30
-PLAN_ATTR = "autotune_plan"
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class SearchSettings:
         if self.profile is not None and self.profile not in PROFILES:
             raise ConfigError(f"--profile must be one of {', '.join(PROFILES)} but got "
                               f"{self.profile!r}.")
-        if self.recovery is not None and self.recovery not in ("on", "off"):
+        if self.recovery is not None and self.recovery not in (RecoveryMode.ON, RecoveryMode.OFF):
             raise ConfigError(f"--recovery must be on or off but got {self.recovery!r}.")
         if not self.study or not self.study.strip():
             raise ConfigError("--study must be a non-empty name.")
@@ -79,7 +79,7 @@ class SearchSettings:
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """What a study was asked to do; stored with it (`PLAN_ATTR`) for workers and resume."""
+    """What a study was asked to do; stored with it (`StudyAttr.PLAN`) for workers and resume."""
 
     study: str
     storage: str
@@ -91,7 +91,7 @@ class StudyPlan:
     seed: int | None = None
     jobs: int = 1
     device: str = "auto"
-    recovery: str = "on"
+    recovery: str = RecoveryMode.ON.value
     version: int = 1
     jobs_reason: str = field(default="", compare=False)
     """Why `jobs` is what it is (for the startup line); not stored with the study."""
@@ -120,7 +120,7 @@ class StudyPlan:
 
 
 def stored_plan(study: optuna.Study, url: str | None) -> StudyPlan:
-    attrs = study.user_attrs.get(PLAN_ATTR)
+    attrs = study.user_attrs.get(StudyAttr.PLAN)
     if not isinstance(attrs, dict):
         raise ConfigError(f"study {study.study_name!r} was not created by `autotune search` "
                           f"(it has no stored plan), so it cannot be resumed.")
@@ -185,7 +185,7 @@ def prepare(settings: SearchSettings) -> StudyPlan:
         plan = replace(plan, storage=url, trials=max(plan.trials, settings.trials or 0),
                        jobs=packing.jobs, jobs_reason=packing.reason, device=settings.device,
                        seed=settings.seed if settings.seed is not None else plan.seed)
-        study.set_user_attr(PLAN_ATTR, plan.stored())
+        study.set_user_attr(StudyAttr.PLAN, plan.stored())
         return plan
     artifacts = Path(settings.artifacts or Path("studies") / "artifacts" / settings.study)
     packing = _jobs(settings, space, profile, overrides)
@@ -194,11 +194,12 @@ def prepare(settings: SearchSettings) -> StudyPlan:
                      profile=profile, epochs=settings.epochs,
                      artifacts=str(artifacts.resolve()), seed=settings.seed,
                      jobs=packing.jobs, device=settings.device,
-                     recovery=settings.recovery or "on", jobs_reason=packing.reason)
+                     recovery=settings.recovery or RecoveryMode.ON.value,
+                     jobs_reason=packing.reason)
     study = optuna.create_study(study_name=settings.study, storage=storage,
                                 direction="minimize", load_if_exists=True)
-    if PLAN_ATTR not in study.user_attrs:
-        study.set_user_attr(PLAN_ATTR, plan.stored())
+    if StudyAttr.PLAN not in study.user_attrs:
+        study.set_user_attr(StudyAttr.PLAN, plan.stored())
         return plan
     # Another worker created it a moment ago: its plan is the study's.
     return replace(stored_plan(study, url), jobs=packing.jobs, jobs_reason=packing.reason,

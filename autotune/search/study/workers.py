@@ -44,12 +44,7 @@ from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.errors import ConfigError, Interrupted
-from autotune.search.objective import (
-    EventSink,
-    Objective,
-    SearchEvent,
-    SurplusTrial,
-)
+from autotune.search.objective import Objective, SurplusTrial
 from autotune.search.pruner import default_pruner
 from autotune.search.sampler import CreditTPESampler
 from autotune.search.study import ownership
@@ -58,6 +53,13 @@ from autotune.search.study.plan import StudyPlan
 from autotune.search.study.retry import StorageUnavailable, unavailable_in
 from autotune.search.study.storage import open_storage
 from autotune.search.tally import finished_trials, next_action, tally
+from autotune.search.vocabulary import (
+    EventSink,
+    NextAction,
+    SearchEvent,
+    SearchEventKind,
+    TrialAttr,
+)
 from trainer.loop import set_threads
 
 POLL_S = 1.0
@@ -95,7 +97,7 @@ def _fail_own(study: optuna.Study) -> None:
     not for the CLI's `Interrupted` (SIGINT/SIGTERM), and `resume --study` retries it."""
     me = {"host": socket.gethostname(), "pid": os.getpid()}
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get("worker") == me:
+        if t.user_attrs.get(TrialAttr.WORKER) == me:
             try:
                 study.tell(t.number, state=TrialState.FAIL)
             except (ValueError, RuntimeError):
@@ -107,7 +109,7 @@ def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
     without the attributes that described its dead process."""
     queued = copy.copy(trial)
     queued.user_attrs = {k: v for k, v in trial.user_attrs.items()
-                         if k not in ("worker", "interrupted", "fault")}
+                         if k not in (TrialAttr.WORKER, TrialAttr.INTERRUPTED, TrialAttr.FAULT)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         RetryHeartbeatStaleTrialCallback()(study, queued)
@@ -123,7 +125,7 @@ def reap(study: optuna.Study) -> list[int]:
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     for t in trials:
-        worker = t.user_attrs.get("worker") or {}
+        worker = t.user_attrs.get(TrialAttr.WORKER) or {}
         if (t.state == TrialState.RUNNING and worker.get("host") == host
                 and isinstance(worker.get("pid"), int) and _process_gone(worker["pid"])):
             try:
@@ -133,7 +135,7 @@ def reap(study: optuna.Study) -> list[int]:
             frozen = next(x for x in study.get_trials(deepcopy=False) if x.number == t.number)
             _retry(study, frozen)
             reaped.append(t.number)
-        elif (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")
+        elif (t.state == TrialState.FAIL and t.user_attrs.get(TrialAttr.INTERRUPTED)
               and t.number not in retried):
             _retry(study, t)
             reaped.append(t.number)
@@ -161,8 +163,8 @@ class _Guarded:
         except OSError as exc:
             if exc.errno in MACHINE_WRITE_ERRORS:
                 try:
-                    trial.set_user_attr("interrupted", True)
-                    trial.set_user_attr("fault", f"cannot write {exc.filename or ''}: "
+                    trial.set_user_attr(TrialAttr.INTERRUPTED, True)
+                    trial.set_user_attr(TrialAttr.FAULT, f"cannot write {exc.filename or ''}: "
                                                  f"{exc.strerror}")
                 except Exception:  # noqa: BLE001 - the storage may be on the full disk
                     pass
@@ -192,7 +194,7 @@ def _optimize_one(study: optuna.Study, objective: _Guarded, emit: EventSink) -> 
         _fail_own(study)
         raise
     except ownership.TrialTaken as exc:
-        emit(SearchEvent("taken", exc.number, {"message": str(exc)}))
+        emit(SearchEvent(SearchEventKind.TAKEN, exc.number, {"message": str(exc)}))
     except Exception as exc:
         unavailable = unavailable_in(exc)
         if unavailable is not None:  # Optuna's clean-up met it and raised its own error
@@ -201,8 +203,8 @@ def _optimize_one(study: optuna.Study, objective: _Guarded, emit: EventSink) -> 
         if not _taken(exc, claim):
             raise
         assert claim is not None
-        emit(SearchEvent("taken", claim.number, {"message": f"trial {claim.number} was "
-                                                 f"taken over by another worker"}))
+        emit(SearchEvent(SearchEventKind.TAKEN, claim.number, {
+            "message": f"trial {claim.number} was taken over by another worker"}))
     finally:
         ownership.release()
 
@@ -216,19 +218,19 @@ def work(plan: StudyPlan, worker: int = 0, on_event: EventSink | None = None,
     objective = _Guarded(Objective(plan.objective_settings(), emit))
     while deadline is None or time.time() < deadline:
         for number in reap(study):
-            emit(SearchEvent("retry", number, {}))
+            emit(SearchEvent(SearchEventKind.RETRY, number, {}))
         trials = study.get_trials(deepcopy=False)
         finished = len(finished_trials(trials))
         running = sum(t.state == TrialState.RUNNING for t in trials)
         action = next_action(plan.trials, finished, running)
-        if action == "stop":
+        if action is NextAction.STOP:
             break
-        if action == "wait":
+        if action is NextAction.WAIT:
             time.sleep(POLL_S)
             continue
         _optimize_one(study, objective, emit)
-        emit(SearchEvent("tally", None, asdict(tally(study.get_trials(deepcopy=False),
-                                                     plan.trials))))
+        counts = tally(study.get_trials(deepcopy=False), plan.trials)
+        emit(SearchEvent(SearchEventKind.TALLY, None, asdict(counts)))
 
 
 def worker_entry() -> None:
@@ -254,13 +256,14 @@ def worker_entry() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except ConfigError as exc:
-        send(SearchEvent("error", None, {"code": 2, "message": str(exc)}))
+        send(SearchEvent(SearchEventKind.ERROR, None, {"code": 2, "message": str(exc)}))
         sys.exit(2)
     except StorageUnavailable as exc:
-        send(SearchEvent("error", None, {"code": 1, "storage": True, "message": str(exc)}))
+        send(SearchEvent(SearchEventKind.ERROR, None,
+                         {"code": 1, "storage": True, "message": str(exc)}))
         sys.exit(1)
     except Exception as exc:
-        send(SearchEvent("error", None, {"code": 1, "message": f"worker {worker}: "
+        send(SearchEvent(SearchEventKind.ERROR, None, {"code": 1, "message": f"worker {worker}: "
                                          f"{type(exc).__name__}: {exc}"}))
         raise
 
@@ -298,7 +301,7 @@ def run_workers(plan: StudyPlan, emit: EventSink, deadline: float | None) -> lis
                     event = SearchEvent(**json.loads(line))
                 except (ValueError, TypeError):
                     continue  # not ours (a library printed something)
-                (errors.append if event.kind == "error" else emit)(event)
+                (errors.append if event.kind is SearchEventKind.ERROR else emit)(event)
         codes = [proc.wait() for proc in procs]
     except (KeyboardInterrupt, Interrupted):
         for proc in procs:
