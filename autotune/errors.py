@@ -1,4 +1,9 @@
-"""autotune's errors: bad input (`ConfigError`, exit 2) and an interruption (exit 130)."""
+"""autotune's errors: bad input (`ConfigError`, exit 2) and an interruption (exit 130).
+
+`ConfigError` is defined once, in `trainer.errors` (the trainer knows nothing of autotune,
+and raises it for a bad configuration or data path); autotune re-exports it here, and its
+own modules import it from here only.
+"""
 
 from __future__ import annotations
 

@@ -49,10 +49,10 @@ import yaml
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.errors import ConfigError
+from autotune.recovery import checkpoint
 from autotune.recovery.rundir import RunDir
 from autotune.search import open_storage
-from trainer import checkpoint
-from trainer.errors import ConfigError
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.diagnose import diagnose_target, read_log
-from trainer.errors import ConfigError
+from autotune.errors import ConfigError
 
 # The committed set (tests/diagnose/logs, see SOURCES.md): the first finding each was made
 # to show, and the flags it is diagnosed with.

@@ -43,7 +43,7 @@ from typing import Any
 
 from autotune.detect.collapse import check_collapse, strictly_falling, value_of
 from autotune.detect.thresholds import DetectorConfig
-from autotune.detect.verdict import OK, Reason, Verdict
+from autotune.detect.verdict import OK, Reason, Verdict, nonfinite_loss
 
 __all__ = ["check_epoch"]
 
@@ -68,9 +68,8 @@ def check_epoch(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> Ve
     if not (math.isfinite(train) and math.isfinite(val)):
         which = "validation" if not math.isfinite(val) else "training"
         bad = val if not math.isfinite(val) else train
-        return Verdict(True, Reason.NONFINITE_LOSS,
-                       f"The {which} loss is {bad} at epoch {epoch}.",
-                       {"train_loss": train, "val_loss": val}, epoch=epoch)
+        return nonfinite_loss(which, bad, f"epoch {epoch}",
+                              {"train_loss": train, "val_loss": val}, epoch=epoch)
     if len(history) < cfg.min_epochs:
         return OK
     verdict = _check_reference(last, cfg)

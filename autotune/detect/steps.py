@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from itertools import islice
 
 from autotune.detect.thresholds import DetectorConfig
-from autotune.detect.verdict import OK, Reason, Verdict
+from autotune.detect.verdict import OK, Reason, Verdict, nonfinite_loss
 
 __all__ = ["check_nonfinite", "check_step"]
 
@@ -19,9 +19,7 @@ __all__ = ["check_nonfinite", "check_step"]
 def check_nonfinite(loss: float, grad_norm: float | None, step: int) -> Verdict:
     """A NaN or infinite training loss or gradient norm at optimizer step `step`."""
     if not math.isfinite(loss):
-        return Verdict(True, Reason.NONFINITE_LOSS,
-                       f"The training loss is {loss} at step {step}.",
-                       {"loss": loss}, step=step)
+        return nonfinite_loss("training", loss, f"step {step}", {"loss": loss}, step=step)
     if grad_norm is not None and not math.isfinite(grad_norm):
         return Verdict(True, Reason.NONFINITE_GRAD,
                        f"The gradient norm is {grad_norm} at step {step} "

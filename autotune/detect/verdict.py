@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-__all__ = ["OK", "Reason", "Verdict"]
+__all__ = ["OK", "Reason", "Verdict", "nonfinite_loss"]
 
 
 class Reason(str, Enum):
@@ -72,5 +72,13 @@ class Verdict:
 
 
 OK = Verdict(False)
+
+
+def nonfinite_loss(which: str, value: float, where: str, evidence: Mapping[str, float], *,
+                   step: int | None = None, epoch: int | None = None) -> Verdict:
+    """A NaN or infinite `which` ("training", "validation") loss at `where` ("step 7",
+    "epoch 3"): the one wording the step and the epoch checks share."""
+    return Verdict(True, Reason.NONFINITE_LOSS, f"The {which} loss is {value} at {where}.",
+                   dict(evidence), step=step, epoch=epoch)
 
 

@@ -34,7 +34,7 @@ from autotune.diagnose.readers.table import Remap, Table, csv_rows
 from autotune.diagnose.readers.tabular import json_lines
 from autotune.diagnose.readers.text import TextLines
 from autotune.diagnose.target import judge_log
-from trainer.errors import ConfigError
+from autotune.errors import ConfigError
 
 __all__ = ["FAIL_ON", "Outcome", "Result", "follow", "position"]
 

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from autotune.errors import ConfigError
 from trainer.config import TrainConfig
-from trainer.errors import ConfigError
 from trainer.schedule import lr_at_epoch
 
 __all__ = ["INTENDED_KEYS", "RUN_CLASSES", "Intended", "new_value", "smoothing_floor"]

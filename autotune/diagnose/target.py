@@ -23,7 +23,7 @@ from autotune.diagnose.readers.columns import COLUMNS
 from autotune.diagnose.readers.rundir import is_run_dir
 from autotune.diagnose.schedule import warmup_fit
 from autotune.diagnose.timeline import points
-from trainer.errors import ConfigError
+from autotune.errors import ConfigError
 
 __all__ = ["Report", "diagnose_report", "diagnose_target", "judge_log", "parse_columns"]
 

@@ -16,7 +16,7 @@ from autotune.diagnose.intended import Intended
 from autotune.diagnose.prose import Terms
 from autotune.diagnose.readers.columns import number
 from autotune.diagnose.thresholds import NEAR_PEAK
-from trainer.errors import ConfigError
+from autotune.errors import ConfigError
 
 __all__ = ["Context", "Point", "at", "ep", "finite_prefix", "intents", "points", "segments"]
 

@@ -215,17 +215,28 @@ def _stretch(series: Sequence[tuple[Point, float, float]]) -> dict[str, Any]:
             "train_loss_at_last": last[2], "_best": best[0], "_last": last[0]}
 
 
-def _overfitting(series: Sequence[tuple[Point, float, float]], verdict: Verdict,
-                 ctx: Context, cfg: DetectorConfig) -> Finding:
+def _rise(series: Sequence[tuple[Point, float, float]], verdict: Verdict, *,
+          train_kept_falling: bool, meaning: str) -> tuple[str, dict[str, Any], Point]:
+    """The message of a validation loss that rose from its best, its evidence and the best
+    point: the one wording the overfitting and the instability findings share."""
     evidence = _stretch(series)
     best, last = evidence.pop("_best"), evidence.pop("_last")
     evidence["detector"] = verdict.evidence
+    train = (f" ({evidence['records_rising']} records) while the training loss kept falling"
+             if train_kept_falling else " while the training loss did not keep falling")
     message = (f"The validation loss rose from {evidence['best_val_loss']:.3g} at epoch "
-               f"{ep(best)} to {evidence['last_val_loss']:.3g} at epoch {ep(last)} "
-               f"({evidence['records_rising']} records) while the training loss kept falling "
+               f"{ep(best)} to {evidence['last_val_loss']:.3g} at epoch {ep(last)}{train} "
                f"({evidence['train_loss_at_best']:.3g} to {evidence['train_loss_at_last']:.3g}): "
-               f"{ctx.terms.memorising}, which is overfitting, not an unstable optimizer; "
-               f"lowering the learning rate will not cure it.")
+               f"{meaning}")
+    return message, evidence, best
+
+
+def _overfitting(series: Sequence[tuple[Point, float, float]], verdict: Verdict,
+                 ctx: Context, cfg: DetectorConfig) -> Finding:
+    message, evidence, best = _rise(
+        series, verdict, train_kept_falling=True,
+        meaning=f"{ctx.terms.memorising}, which is overfitting, not an unstable optimizer; "
+                f"lowering the learning rate will not cure it.")
     fix = ctx.terms.overfit_fix(best.epoch, evidence["best_val_loss"])
     # Below the divergence threshold it is the supervisor's early warning (MILD_OVERFITTING).
     mild = evidence["last_val_loss"] - evidence["best_val_loss"] <= cfg.max_loss_increase
@@ -234,14 +245,10 @@ def _overfitting(series: Sequence[tuple[Point, float, float]], verdict: Verdict,
 
 
 def _val_increase(series: Sequence[tuple[Point, float, float]], verdict: Verdict) -> Finding:
-    evidence = _stretch(series)
-    best, last = evidence.pop("_best"), evidence.pop("_last")
-    evidence["detector"] = verdict.evidence
-    message = (f"The validation loss rose from {evidence['best_val_loss']:.3g} at epoch "
-               f"{ep(best)} to {evidence['last_val_loss']:.3g} at epoch {ep(last)} while the "
-               f"training loss did not keep falling ({evidence['train_loss_at_best']:.3g} to "
-               f"{evidence['train_loss_at_last']:.3g}): the model is getting worse on both, "
-               f"which points at instability rather than overfitting.")
+    message, evidence, best = _rise(
+        series, verdict, train_kept_falling=False,
+        meaning="the model is getting worse on both, which points at instability rather than "
+                "overfitting.")
     fix = (f"roll back to epoch {best.epoch:g} (val_loss {evidence['best_val_loss']:.3g}) and "
            f"lower the learning rate to 1/3, or lengthen the warmup.")
     return finding(FindingCode.LOSS_INCREASE, Severity.WARNING, message, evidence, fix)

@@ -18,10 +18,10 @@ import optuna
 
 from autotune.events import EventKind
 from autotune.recovery.supervisor import Hooks, RunResult
-from autotune.search.study import ownership
 from autotune.search.dashboard import TrialStory, store_dir
 from autotune.search.objective import record_story
 from autotune.search.recorder import SearchEvent, TrialRecorder
+from autotune.search.study import ownership
 
 __all__ = ["TrialLink", "unstable_reason"]
 

@@ -1,7 +1,7 @@
 """Where a supervised run keeps its rollback targets: on disk, or in memory.
 
 `DiskCheckpoints` is a run directory's `checkpoints/` folder (atomic, checksummed files,
-`trainer.checkpoint`): `autotune train`, `resume` and every search trial use it, so a
+`autotune.recovery.checkpoint`): `autotune train`, `resume` and every search trial use it, so a
 killed run continues from its last one. `MemoryCheckpoints` holds CPU copies of the states
 in the process: the framework callbacks (`autotune.integrations`) roll back in place
 inside the framework's own `fit`, where nothing outlives the process anyway.
@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 import torch
 
-from trainer import checkpoint
-from trainer.checkpoint import CheckpointInfo
+from autotune.recovery import checkpoint
+from autotune.recovery.checkpoint import CheckpointInfo
 
 __all__ = ["CheckpointStore", "DiskCheckpoints", "MemoryCheckpoints", "cpu_copy"]
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
+from autotune.atomic import atomic_write_text
+from autotune.errors import ConfigError
 from autotune.events import Event
 from autotune.jsonio import append_jsonl, dumps_jsonl, jsonable, read_jsonl
-from trainer.atomic import atomic_write_text
 from trainer.config import load_yaml
-from trainer.errors import ConfigError
 
 __all__ = ["CHECKPOINTS", "CONFIG", "EFFECTIVE", "EVENTS", "METRICS", "SUMMARY", "RunDir"]
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autotune.errors import ConfigError
 from autotune.events import Event, EventKind
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import SUPERVISOR_KEYS, SupervisorConfig, split
@@ -21,7 +22,6 @@ from autotune.recovery.supervise import continue_run, finish
 from autotune.recovery.supervisor import Hooks, RunResult, Supervisor
 from trainer.config import TrainConfig, check_keys, from_dict, resolve
 from trainer.data import ArcData, build_data
-from trainer.errors import ConfigError
 from trainer.inject import Injector
 from trainer.loop import Trainer, pick_device
 from trainer.schedule import audit

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from trainer.errors import ConfigError
+from autotune.errors import ConfigError
 
 __all__ = ["SUPERVISOR_KEYS", "RecoveryMode", "SupervisorConfig", "split"]
 

@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from autotune.detect import Reason, Verdict
+from autotune.errors import ConfigError
 from autotune.events import Event, EventKind
 from autotune.jsonio import as_float, jsonable
+from autotune.recovery import checkpoint
 from autotune.recovery.ladders import RecoveryConfig
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
 from autotune.recovery.supervisor import Hooks, RunResult, Supervisor
 from autotune.recovery.trainable import Trainable
-from trainer import checkpoint
-from trainer.errors import ConfigError
 
 __all__ = ["continue_run", "finish", "pending_verdict", "supervise"]
 
@@ -114,10 +114,7 @@ def continue_run(trainer: Trainable, run: RunDir, epochs: int | None,
     supervisor.restore(state, rollback=False)
     supervisor.apply({k: v for k, v in effective.items() if k in trainer.hparams})
     run.write_effective(supervisor.effective_config)
-    supervisor.pending = pending
-    supervisor.record_event(supervisor._event(
-        EventKind.RESUMED, pending.reason.value if pending and pending.reason else "interrupted",
-        changes=changes))
+    supervisor.resumed(pending, changes)
     return (finisher or finish)(supervisor, supervisor.fit())
 
 

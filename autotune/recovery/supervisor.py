@@ -38,13 +38,12 @@ from autotune.detect import (
 from autotune.errors import Interrupted
 from autotune.events import Event, EventCounts, EventKind, RunStatus, surviving
 from autotune.jsonio import as_float, jsonable
-from autotune.recovery import lr_check
+from autotune.recovery import checkpoint, lr_check
 from autotune.recovery.checkpoints import CheckpointStore, DiskCheckpoints
 from autotune.recovery.policy import RecoveryConfig, decide
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
 from autotune.recovery.trainable import Trainable
-from trainer import checkpoint
 
 __all__ = ["Hooks", "PlannedRollback", "RunResult", "StepDiverged", "Supervisor"]
 
@@ -158,7 +157,7 @@ class Supervisor:
         self.base_config = dict(config) if config is not None else run.effective_config()
         self.history = surviving(run.metrics())
         self.events = run.events()
-        self.pending: Verdict | None = None
+        self._pending: Verdict | None = None
         self.epoch = 0
         self.global_epoch = 0
         self.step = 0
@@ -206,6 +205,14 @@ class Supervisor:
         self.events.append(event)
         if self.hooks.on_event:
             self.hooks.on_event(event)
+
+    def resumed(self, pending: Verdict | None, changes: Mapping[str, list[Any]]) -> None:
+        """Record that the run continues from a checkpoint (a `resumed` event with the
+        `changes` of the resume); `pending` is the divergence it stopped on, which `fit`
+        recovers first."""
+        self._pending = pending
+        reason = pending.reason.value if pending and pending.reason else "interrupted"
+        self.record_event(self._event(EventKind.RESUMED, reason, changes=dict(changes)))
 
     def _event(self, kind: EventKind, reason: str, **fields: Any) -> Event:
         return Event(kind=kind, reason=reason, epoch=fields.pop("epoch", self.epoch),
@@ -352,8 +359,8 @@ class Supervisor:
         status: RunStatus | None = None
         if self.hooks.on_start:
             self.hooks.on_start(self)
-        if self.pending is not None:
-            verdict, self.pending = self.pending, None
+        if self._pending is not None:
+            verdict, self._pending = self._pending, None
             status = self.recover(verdict)
         try:
             while status is None and self.epoch < self.epochs:

@@ -20,9 +20,9 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune.search.tally import winner_of
 from autotune.search.vocabulary import StudyAttr, TrialAttr
 from autotune.events import changes_of, describe_changes, fmt
-from trainer.atomic import atomic_write_text
+from autotune.atomic import atomic_write_text
 from autotune.recovery.runs import RunConfig
-from trainer.errors import ConfigError
+from autotune.errors import ConfigError
 
 __all__ = ["FORMATS", "NoWinner", "check_output", "export", "export_csv", "export_yaml",
            "trials_frame", "write_output"]

@@ -28,7 +28,7 @@ from rich.table import Table  # noqa: E402
 from autotune.events import EventKind, changes_of, describe_changes, fmt  # noqa: E402
 from autotune.search.tally import winner_of
 from autotune.search.vocabulary import StudyAttr, TrialAttr  # noqa: E402
-from trainer.errors import ConfigError  # noqa: E402
+from autotune.errors import ConfigError  # noqa: E402
 
 __all__ = ["Plots", "top_table", "top_trials", "write_plots"]
 

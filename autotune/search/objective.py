@@ -79,6 +79,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune.errors import Interrupted
 from autotune.events import Event, EventKind, RunStatus, changes_of, count
 from autotune.jsonio import as_float, jsonable
+from autotune.recovery import checkpoint
 from autotune.recovery.rundir import CONFIG, RunDir
 from autotune.recovery.runs import RunConfig, resume_run, start_run
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
@@ -95,7 +96,6 @@ from autotune.search.vocabulary import (
     SearchEventKind,
     TrialAttr,
 )
-from trainer import checkpoint
 from trainer.config import TrainConfig
 from trainer.data import ArcData, build_data
 

@@ -19,8 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
+from autotune.errors import ConfigError
 from trainer.config import KEYS, TrainConfig, check_keys, from_dict, load_yaml, resolve
-from trainer.errors import ConfigError
 
 __all__ = ["Choice", "Param", "Range", "Space", "load_space", "parse_space", "shipped",
            "space_path"]

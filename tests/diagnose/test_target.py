@@ -17,6 +17,7 @@ from autotune.diagnose import (
     read_run,
     smoothing_floor,
 )
+from autotune.errors import ConfigError
 from tests.diagnose.scenarios import (
     Rows,
     codes,
@@ -26,7 +27,6 @@ from tests.diagnose.scenarios import (
     write_jsonl,
 )
 from trainer.config import TrainConfig
-from trainer.errors import ConfigError
 from trainer.schedule import lr_at_epoch
 
 # ------------------------------------------------------------------ run directories

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from autotune.diagnose import FindingCode, diagnose_target
+from autotune.errors import ConfigError
 from autotune.events import EventKind, RunStatus
 from autotune.integrations.lightning import RecoveryCallback
 from autotune.search.pruner import default_pruner
@@ -27,7 +28,6 @@ from tests.integrations.common import (
     regression,
     warmup_then_decay,
 )
-from trainer.errors import ConfigError
 
 EPOCHS = 6
 

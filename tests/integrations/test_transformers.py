@@ -13,11 +13,11 @@ import torch
 import transformers
 
 from autotune.diagnose import FindingCode, diagnose_target
+from autotune.errors import ConfigError
 from autotune.events import EventKind, RunStatus
 from autotune.integrations.transformers import RecoveryCallback
 from autotune.search.pruner import default_pruner
 from tests.integrations.common import DIVERGING_LR, STABLE_LR, lines, network, regression
-from trainer.errors import ConfigError
 
 EPOCHS = 6
 VOCAB, LENGTH = 32, 16

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from autotune.cli.app import main
+from autotune.recovery import checkpoint
 from tests.conftest import small_set_args
-from trainer import checkpoint
 
 KEYS = {"epoch", "global_epoch", "step", "train_loss", "val_loss", "val_cell_acc", "val_exact",
         "lr", "grad_norm", "time_s"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from autotune.errors import ConfigError
 from autotune.recovery.runs import RunConfig, resolve_run
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig, split
-from trainer.errors import ConfigError
 
 
 @pytest.mark.parametrize(("value", "mode"), [

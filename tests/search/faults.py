@@ -15,8 +15,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.recovery import checkpoint
 from autotune.search import FINISHED, open_storage
-from trainer import checkpoint
 from trainer.inject import ENV, HOLD_ENV
 
 STUDY = "faults"

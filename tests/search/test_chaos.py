@@ -22,9 +22,9 @@ import sqlalchemy.exc
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.recovery import checkpoint
 from autotune.search import FINISHED
 from tests.search.faults import TIMEOUT, Holds, saved_all, spawn
-from trainer import checkpoint
 
 EPOCHS = 4
 SPACE = {"learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
@@ -148,7 +148,7 @@ def test_two_kills_at_random_moments_lose_nothing(tmp_path: Path) -> None:
 OPEN_AT = """
 import sys, time
 from autotune.search import open_storage
-from trainer.errors import ConfigError
+from autotune.errors import ConfigError
 time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
 try:
     open_storage(None)

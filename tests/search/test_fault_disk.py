@@ -21,6 +21,7 @@ import yaml
 from optuna.trial import TrialState
 
 from autotune.cli.app import main
+from autotune.recovery import checkpoint
 from tests.search.faults import (
     STUDY,
     TIMEOUT,
@@ -35,7 +36,6 @@ from tests.search.faults import (
     spawn,
     trials,
 )
-from trainer import checkpoint
 
 EPOCHS = 3
 SPACE = {"learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True},

@@ -24,9 +24,9 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.cli.app import main
+from autotune.errors import ConfigError
+from autotune.recovery import checkpoint
 from autotune.search import mask_url, open_storage
-from trainer import checkpoint
-from trainer.errors import ConfigError
 
 pytestmark = pytest.mark.postgres
 

@@ -7,8 +7,8 @@ import optuna
 import pytest
 import yaml
 
+from autotune.errors import ConfigError
 from autotune.search.space import Choice, Range, load_space, parse_space, shipped, space_path
-from trainer.errors import ConfigError
 
 GOOD: dict[str, Any] = {
     "learning_rate": {"low": "1e-4", "high": 3.0e-3, "log": True},

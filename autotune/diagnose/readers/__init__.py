@@ -21,7 +21,7 @@ from autotune.diagnose.readers.rundir import RunRecord, is_run_dir, read_run
 from autotune.diagnose.readers.tabular import csv_rows, read_csv, read_jsonl, read_text
 from autotune.diagnose.readers.tensorboard import event_files, is_event_file, read_tensorboard
 from autotune.diagnose.readers.text import read_text_log
-from trainer.errors import ConfigError
+from autotune.errors import ConfigError
 
 __all__ = ["ALIASES", "COLUMNS", "Log", "RunRecord", "is_run_dir", "read_log", "read_run",
            "separator"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import ConfigError
+from autotune.errors import ConfigError
 
 __all__ = ["ALIASES", "COLUMNS", "Log", "classify", "merge_rows", "normalise", "number",
            "records_of", "resolve", "words"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.diagnose.readers.columns import Log, merge_rows, number
-from trainer.errors import ConfigError
+from autotune.errors import ConfigError
 
 __all__ = ["is_trainer_state", "read_trainer_state"]
 

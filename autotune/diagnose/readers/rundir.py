@@ -18,9 +18,11 @@ import yaml
 
 from autotune.diagnose.readers.columns import records_of, require
 from autotune.diagnose.readers.tabular import json_rows, read_text
+from autotune.errors import ConfigError
 from autotune.jsonio import read_jsonl
+from autotune.recovery.rundir import CONFIG, EVENTS, METRICS
+from autotune.recovery.settings import SUPERVISOR_KEYS
 from trainer.config import TrainConfig, check_keys
-from trainer.errors import ConfigError
 
 __all__ = ["ARC_CONFIG_KEYS", "ARC_METRIC_KEYS", "RunRecord", "is_run_dir", "read_run"]
 
@@ -45,13 +47,13 @@ class RunRecord:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and (path / "metrics.jsonl").is_file()
+    return (path / CONFIG).is_file() and (path / METRICS).is_file()
 
 
 def read_run(run_dir: Path) -> RunRecord:
     """The config.yaml, metrics.jsonl and events.jsonl of a run directory."""
     run_dir = Path(run_dir)
-    config_path, metrics_path = run_dir / "config.yaml", run_dir / "metrics.jsonl"
+    config_path, metrics_path = run_dir / CONFIG, run_dir / METRICS
     missing = [p.name for p in (config_path, metrics_path) if not p.is_file()]
     if not run_dir.is_dir() or missing:
         what = "it is not a folder" if not run_dir.is_dir() else "it has no " + " and no ".join(
@@ -68,7 +70,7 @@ def read_run(run_dir: Path) -> RunRecord:
     arc = any(k in config for k in ARC_CONFIG_KEYS) or any(
         k in r for r in records for k in ARC_METRIC_KEYS)
     train_config = _train_config(config, config_path) if arc else None
-    events = read_jsonl(run_dir / "events.jsonl")
+    events = read_jsonl(run_dir / EVENTS)
     return RunRecord(run_dir, config, records, events, _steps_per_epoch(records), arc,
                      train_config)
 
@@ -87,8 +89,6 @@ def _load_config(path: Path) -> dict[str, Any]:
 
 def _train_config(config: Mapping[str, Any], path: Path) -> TrainConfig:
     """An ARC run's TrainConfig; the supervisor's settings beside it are not its keys."""
-    from autotune.recovery.settings import SUPERVISOR_KEYS
-
     try:
         check_keys(config, also=tuple(SUPERVISOR_KEYS))
         fields = TrainConfig.__dataclass_fields__

@@ -20,7 +20,7 @@ import pandas as pd
 
 from autotune.diagnose.readers.columns import Log, merge_rows, number, require, resolve
 from autotune.diagnose.readers.pool import KEYS, ROW_KEYS, Pool
-from trainer.errors import ConfigError
+from autotune.errors import ConfigError
 
 __all__ = ["Remap", "Rows", "Table", "csv_rows"]
 

@@ -17,7 +17,7 @@ from typing import TextIO
 
 from autotune.diagnose.readers.columns import Log
 from autotune.diagnose.readers.table import Remap, Rows, Table, csv_rows
-from trainer.errors import ConfigError
+from autotune.errors import ConfigError
 
 __all__ = ["Remap", "Table", "csv_rows", "json_lines", "json_rows", "opened", "read_block",
            "read_csv", "read_jsonl", "read_text"]

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from autotune.diagnose.readers.columns import Log, records_of
-from trainer.errors import ConfigError
+from autotune.errors import ConfigError
 
 __all__ = ["event_files", "is_event_file", "read_tensorboard"]
 

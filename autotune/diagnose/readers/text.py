@@ -19,7 +19,7 @@ from typing import Any
 from autotune.diagnose.readers.columns import Log, normalise
 from autotune.diagnose.readers.table import Remap, Table
 from autotune.diagnose.readers.tabular import opened, read_block
-from trainer.errors import ConfigError
+from autotune.errors import ConfigError
 
 __all__ = ["TextLines", "read_text_log"]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from trainer.atomic import atomic_write, atomic_write_text
+from autotune.atomic import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
