@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call `write(f)` on a temporary file, fsync it, and rename it to `path`.
 
     A reader sees the old file or the whole new one, never a half-written one; a crash

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def dumps_jsonl(records: list[Mapping[str, Any]]) -> str:
+def dumps_jsonl(records: Sequence[Mapping[str, Any]]) -> str:
     """Records as JSON Lines text."""
     return "".join(json.dumps(jsonable(r)) + "\n" for r in records)
 

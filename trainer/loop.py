@@ -219,7 +219,10 @@ class Trainer:
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         stats = torch.stack([loss.detach().float(), norm.float()])
-        self.optimizer.found_inf = (~torch.isfinite(stats)).any().float()
+        # torch's AdamW reads `found_inf` with getattr (GradScaler sets it the same way); its
+        # type stub does not declare the attribute.
+        self.optimizer.found_inf = (  # type: ignore[attr-defined]
+            ~torch.isfinite(stats)).any().float()
         applied = float(self.optimizer.param_groups[0]["lr"])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -387,7 +390,9 @@ class Trainer:
 
 
 def _numpy_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = np.random.get_state()  # the legacy tuple (numpy's default)
+    assert isinstance(state, tuple)
+    name, keys, pos, has_gauss, gauss = state
     return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
             "has_gauss": int(has_gauss), "gauss": float(gauss), "name": str(name)}
 

@@ -80,7 +80,7 @@ def crop(canvas: torch.Tensor) -> Grid | None:
 def top_votes(grids: Sequence[Grid | None], k: int = 2) -> list[Grid]:
     """The `k` most voted grids, ties broken by the earliest view (the identity first)."""
     counts = Counter(g for g in grids if g is not None)
-    first = {}
+    first: dict[Grid, int] = {}
     for i, g in enumerate(grids):
         if g is not None:
             first.setdefault(g, i)

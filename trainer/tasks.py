@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -279,7 +279,7 @@ def _check_side(height: int, width: int, where: str) -> None:
         )
 
 
-def _raise_bad_colour(where: str, grid: list, is_bad: Callable[[object], bool]) -> NoReturn:
+def _raise_bad_colour(where: str, grid: list[Any], is_bad: Callable[[Any], bool]) -> NoReturn:
     """Raise for the first cell of `grid` (row-major) that `is_bad`."""
     r, c, value = next(
         (r, c, v) for r, row in enumerate(grid) for c, v in enumerate(row) if is_bad(v)

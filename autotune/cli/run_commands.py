@@ -99,6 +99,7 @@ def register(app: typer.Typer, console: Console) -> None:
             raise typer.Exit(search_commands.resume_study(console, study, storage))
         from autotune.recovery.runs import resume_run
 
+        assert run_dir is not None  # one of the two, and not --study
         if epochs is not None and epochs < 1:
             raise ConfigError(f"--epochs must be >= 1 but got {epochs}.")
         device_name = _device(device)

@@ -53,6 +53,7 @@ def check_collapse(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) ->
     if int(window[0]["epoch"]) <= max(cfg.warmup_epochs, 1.0):
         return OK  # every run's first epoch ends near the level; warmup runs below the peak
     (low, high), marginal = band, cfg.marginal_loss
+    assert marginal is not None  # a band exists only around a known level
     vals = [value_of(r, "val_loss") for r in window]
     if not all(at_collapse_level(r, cfg) for r in window) or strictly_falling(vals):
         return OK  # below the level (learning), or still descending onto it (a slow start)

@@ -121,9 +121,11 @@ class RecoveryCallback(transformers.TrainerCallback):
     # -- set-up --------------------------------------------------------------------------
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState,
-                       control: TrainerControl, *, model: nn.Module,
-                       optimizer: torch.optim.Optimizer, lr_scheduler: Any = None,
-                       **kwargs: Any) -> None:
+                       control: TrainerControl, **kwargs: Any) -> None:
+        # The Trainer passes its model, optimizer and scheduler as keyword arguments.
+        model: nn.Module = kwargs["model"]
+        optimizer: torch.optim.Optimizer = kwargs["optimizer"]
+        lr_scheduler: Any = kwargs.get("lr_scheduler")
         check_single_process(args.world_size, "Hugging Face Trainer")
 
         def set_clip(value: float) -> None:
@@ -153,8 +155,8 @@ class RecoveryCallback(transformers.TrainerCallback):
     # -- steps ---------------------------------------------------------------------------
 
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState,
-                              control: TrainerControl, *, model: nn.Module,
-                              **kwargs: Any) -> None:
+                              control: TrainerControl, **kwargs: Any) -> None:
+        model: nn.Module = kwargs["model"]
         if self.session is None or self.session.stopped:
             return
         losses, self._losses = self._losses, []

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import math
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,7 @@ def load_latest(directory: Path, *, max_global_epoch: int | None = None,
     return None
 
 
-def prune(directory: Path, keep_last: int, keep: set[int] = frozenset()) -> None:
+def prune(directory: Path, keep_last: int, keep: AbstractSet[int] = frozenset()) -> None:
     """Delete all but the last `keep_last` checkpoints and those of global epochs in `keep`."""
     infos = listing(directory)
     for info in infos[:-keep_last] if keep_last else infos:

@@ -167,6 +167,7 @@ def _rollback_target(verdict: Verdict, checkpoint_epochs: Sequence[int],
     up to `step // steps_per_epoch` was saved before it. A collapse names the last epoch
     whose weights had still learned something (`last_learning_epoch`, 0 = none did).
     """
+    limit: float
     if verdict.epoch is not None:
         limit = verdict.epoch - 1
     elif verdict.step is not None:

@@ -49,7 +49,8 @@ def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
         policy: the recovery policy's knobs (ladders, factors); default from max_recoveries.
         hooks: optional observers.
     """
-    settings = SupervisorConfig(recovery=recovery, max_recoveries=max_recoveries,
+    settings = SupervisorConfig(recovery=RecoveryMode.parse(recovery),
+                                max_recoveries=max_recoveries,
                                 max_loss_increase=max_loss_increase,
                                 keep_checkpoints=keep_checkpoints)
     path = Path(run_dir)

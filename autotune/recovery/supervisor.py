@@ -326,7 +326,8 @@ class Supervisor:
         if decision.give_up:
             self.record_event(self._event(EventKind.GAVE_UP, decision.reason.value, **fields))
             return RunStatus.GAVE_UP
-        if self.hooks.before_rollback and decision.rollback_to is not None:
+        assert decision.rollback_to is not None  # a decision that does not give up rolls back
+        if self.hooks.before_rollback:
             kept = [as_float(r.get("val_loss")) for r in self.history
                     if r["epoch"] <= decision.rollback_to]
             self.hooks.before_rollback(PlannedRollback(
@@ -408,6 +409,7 @@ class Supervisor:
         self.run.append_metrics(record)
         self.history.append(record)
         self._check_lr(record)
+        assert self._thresholds is not None  # set by begin_epoch
         verdict = check_epoch(self.history, self._thresholds)
         if verdict.diverged:
             status = self.diverged(verdict)
@@ -428,12 +430,13 @@ class Supervisor:
             return
         self._lr_expectation = None
         lr = record.get("lr")
-        message = lr_check.judge(expectation, None if lr is None else float(lr))
-        if message is not None:
+        applied = None if lr is None else float(lr)
+        message = lr_check.judge(expectation, applied)
+        if message is not None and applied is not None:  # judged only a rate it was told
             log.warning("%s", message)
             self.record_event(self._event(EventKind.ALARM, "lr_change_not_applied",
                                           message=message,
-                                          evidence={"applied": float(lr),
+                                          evidence={"applied": applied,
                                                     "expected": expectation.expected,
                                                     "before": expectation.before,
                                                     "factor": expectation.factor}))

@@ -57,7 +57,8 @@ class Trainable(Protocol):
         """Restore a state saved by `state_dict`."""
         ...
 
-    def apply_changes(self, changes: Mapping[str, Any]) -> None:
+    def apply_changes(self, changes: Mapping[str, Any]) -> object:
         """Set `{key: new_value}` from the next step on; it must survive the trainer's own
-        scheduler and a later `load_state_dict` of an older state."""
+        scheduler and a later `load_state_dict` of an older state. What it returns is
+        ignored (the ARC trainer returns its new TrainConfig)."""
         ...

@@ -98,13 +98,14 @@ def _curves(study: optuna.Study, path: Path, plots: Plots, limit: int = 40) -> N
     for t in trials:
         steps = sorted(t.intermediate_values)
         values = [t.intermediate_values[s] for s in steps]
-        rollbacks = [e for e in t.user_attrs.get(TrialAttr.EVENTS, []) if e.get("kind") == EventKind.RECOVERED]
+        rollbacks = [e for e in t.user_attrs.get(TrialAttr.EVENTS, [])
+                     if e.get("kind") == EventKind.RECOVERED]
         cuts = sorted({int(e.get("global_epoch") or 0) for e in rollbacks})
         style = "-" if t.state == TrialState.COMPLETE else ":"
         color = None
         # One line per timeline: a rollback starts a new one.
-        for i, (low, high) in enumerate(zip([-1, *cuts], [*cuts, math.inf])):
-            seg = [(s, v) for s, v in zip(steps, values) if low < s <= high]
+        for start, end in zip([-1, *cuts], [*cuts, math.inf]):
+            seg = [(s, v) for s, v in zip(steps, values) if start < s <= end]
             if not seg:
                 continue
             (line,) = ax.plot([p[0] for p in seg], [p[1] for p in seg], style, marker=".",

@@ -48,9 +48,9 @@ def read_trainer_state(path: Path, state: Mapping[str, Any], given: Mapping[str,
         raise ConfigError(f"{path}: missing column 'train_loss'; the log_history has no "
                           f"training or evaluation loss (found: {', '.join(keys) or 'none'}); "
                           f"name yours with --column train_loss=THEIR_NAME.")
-    for record in records:
-        if "step" not in record:
-            record["step"] = math.nan
+    for kept in records:
+        if "step" not in kept:
+            kept["step"] = math.nan
     planned = number(state.get("num_train_epochs"))
     columns = {"epoch": "epoch", "step": "step", "train_loss": train_key, "lr": "learning_rate",
                "grad_norm": "grad_norm", **({"val_loss": val_key} if val_key else {})}

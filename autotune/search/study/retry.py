@@ -152,12 +152,16 @@ class RetryingRDBStorage(RDBStorage):
             retry=retry_if_exception(lambda e: is_transient(e, self._sqlite)),
             stop=stop_after_delay(self._bound) | stop_when_event_set(self._down),
             wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.2),
-            sleep=self._down.wait)
+            sleep=self._sleep)
         try:
             return retrying(method, *args, **kwargs)
         except RetryError as exc:
             self._down.set()
             raise StorageUnavailable(self._message(exc.last_attempt.exception())) from None
+
+    def _sleep(self, seconds: float) -> None:
+        """Tenacity's sleep between tries: cut short when the storage is declared down."""
+        self._down.wait(seconds)
 
     def _message(self, last: BaseException | None) -> str:
         cause = ""
