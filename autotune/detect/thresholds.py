@@ -49,10 +49,8 @@ class DetectorConfig:
     train_marginal_loss: float | None = None
     """The same on the training pairs; a training loss below it is not a collapse."""
     collapse_patience: int = 2
-    """Epochs in a row at that level (after warmup, not falling) that make a collapse. 2:
-    no run that learned was called in 74 measured curves (`benchmarks/collapse_curves.py`,
-    `benchmarks/collapse_fixes.py`), and each epoch less is an epoch of a collapsed run
-    saved."""
+    """Epochs in a row at that level (after warmup, not falling) that make a collapse
+    (why 2: docs/decisions.md, "Collapse patience")."""
     collapse_below: float = 0.01
     """The level's band: from marginal_loss * (1 - collapse_below) ..."""
     collapse_above: float = 0.05

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autotune.detect import detector_config
+from autotune.detect import DetectorConfig, detector_config
 from autotune.diagnose.findings import Finding, FindingCode, Severity, finding, ordered
 from autotune.diagnose.intended import RUN_CLASSES, Intended, check_classes
 from autotune.diagnose.judge import diagnose
@@ -63,9 +63,8 @@ def diagnose_report(target: Path | str, lr: float | None = None,
     """`diagnose_target`'s findings with what was read: the format and the column mapping."""
     target = Path(target)
     check_classes(classes)
-    flags = {"learning_rate": lr, "warmup_epochs": warmup_epochs, "schedule": schedule,
-             "epochs": epochs}
-    overrides = {k: v for k, v in flags.items() if v is not None}
+    flags = _Flags(lr, warmup_epochs, schedule, epochs)
+    overrides = {k: v for k, v in dataclasses.asdict(flags).items() if v is not None}
     if target.is_dir() and is_run_dir(target):
         run = read_run(target)
         source = {"path": str(target), "format": "run", "unit": "epoch",
@@ -84,11 +83,13 @@ def diagnose_report(target: Path | str, lr: float | None = None,
     return Report(judge_log(log, flags, classes), log.describe())
 
 
-def judge_log(log: Log, flags: Mapping[str, object], classes: int | None) -> list[Finding]:
+def judge_log(log: Log, flags: Mapping[str, Any] | _Flags,
+              classes: int | None) -> list[Finding]:
     """The findings for a log read by `read_log` (`--follow` judges what it has read so far
     this way); `flags` as `diagnose_target`'s (learning_rate, warmup_epochs, schedule,
     epochs)."""
-    return _judged(log.records, (), None, flags, classes, log.per_step, log.unit,
+    given = flags if isinstance(flags, _Flags) else _Flags(**flags)
+    return _judged(log.records, (), None, given, classes, log.per_step, log.unit,
                    log.planned_epochs, None, has_lr=_has_lr(log.records), pooled=log.pooled,
                    val_size=log.val_size)
 
@@ -97,20 +98,34 @@ def _has_lr(records: Sequence[Mapping[str, float]]) -> bool:
     return any("lr" in r for r in records)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Flags:
+    """The intended schedule as `autotune diagnose` was told it (None: not given)."""
+
+    learning_rate: float | None
+    warmup_epochs: float | None
+    schedule: str | None
+    epochs: int | None
+
+
 def _judged(history: Sequence[Mapping[str, float]], events: Sequence[Mapping[str, object]],
-            steps_per_epoch: int | None, flags: Mapping[str, object], classes: int | None,
-            per_step: bool, unit: str, planned: int | None, cfg: object, *,
+            steps_per_epoch: int | None, flags: _Flags, classes: int | None,
+            per_step: bool, unit: str, planned: int | None, cfg: DetectorConfig | None, *,
             has_lr: bool, pooled: bool = False, val_size: int | None = None) -> list[Finding]:
-    lr = flags["learning_rate"]
-    epochs = flags["epochs"] if flags["epochs"] is not None else planned
+    lr = flags.learning_rate
+    epochs = flags.epochs if flags.epochs is not None else planned
     # Built even without `lr`, so that bad flags are refused either way.
-    intended = _log_intended(history, lr, flags["warmup_epochs"], flags["schedule"],
-                             epochs, classes, assumed_epochs=flags["epochs"] is None
+    intended = _log_intended(history, lr, flags.warmup_epochs, flags.schedule,
+                             epochs, classes, assumed_epochs=flags.epochs is None
                              and planned is None)
-    kwargs = {"classes": classes, "arc": False, "per_step": per_step, "unit": unit,
-              "detector": cfg, "pooled": pooled, "val_size": val_size}
+
+    def judge(given: Intended | None) -> list[Finding]:
+        return diagnose(history, given, events, steps_per_epoch, classes=classes, arc=False,
+                        per_step=per_step, unit=unit, detector=cfg, pooled=pooled,
+                        val_size=val_size)
+
     if lr is not None and has_lr:
-        return diagnose(history, intended, events, steps_per_epoch, **kwargs)  # type: ignore[arg-type]
+        return judge(intended)
     if lr is None:
         message = ("No intended learning rate was given (--lr), so the learning-rate "
                    "schedule checks were skipped; the loss checks ran.")
@@ -123,12 +138,13 @@ def _judged(history: Sequence[Mapping[str, float]], events: Sequence[Mapping[str
                "the column that holds it with --column lr=THEIR_NAME.")
     skipped = finding(FindingCode.LR_CHECK_SKIPPED, Severity.INFO, message,
                       {"lr_logged": has_lr}, fix)
-    found = diagnose(history, None, events, steps_per_epoch, **kwargs)  # type: ignore[arg-type]
+    found = judge(None)
     return ordered([*found, skipped])
 
 
-def _log_intended(history: Sequence[Mapping[str, float]], lr: object, warmup_epochs: object,
-                  schedule: object, epochs: object, classes: int | None, *,
+def _log_intended(history: Sequence[Mapping[str, float]], lr: float | None,
+                  warmup_epochs: float | None, schedule: str | None, epochs: int | None,
+                  classes: int | None, *,
                   assumed_epochs: bool) -> Intended:
     """A log's intended schedule from the flags; what they leave out is marked assumed.
 
@@ -139,10 +155,10 @@ def _log_intended(history: Sequence[Mapping[str, float]], lr: object, warmup_epo
     given = {"epochs": None if assumed_epochs else epochs, "schedule": schedule,
              "warmup_epochs": warmup_epochs}
     assumed = tuple(key for key, value in given.items() if value is None)
-    intended = Intended(1e-3 if lr is None else lr,  # type: ignore[arg-type]
-                        0.0 if warmup_epochs is None else warmup_epochs,  # type: ignore[arg-type]
-                        "cosine" if schedule is None else schedule,  # type: ignore[arg-type]
-                        _planned_epochs(history) if epochs is None else epochs,  # type: ignore[arg-type]
+    intended = Intended(1e-3 if lr is None else lr,
+                        0.0 if warmup_epochs is None else warmup_epochs,
+                        "cosine" if schedule is None else schedule,
+                        _planned_epochs(history) if epochs is None else epochs,
                         num_classes=classes, assumed=assumed)
     if lr is not None and warmup_epochs is None:
         intended = _fit_warmup(history, intended)

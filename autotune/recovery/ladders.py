@@ -63,11 +63,8 @@ DEFAULT_LADDERS: Mapping[Reason, Ladder] = MappingProxyType({
         (Action.SKIP_BATCHES, Action.LOWER_LR, Action.TIGHTER_CLIP),
     ),
     # Stuck at the colour frequencies: restart from the last weights that still learned with
-    # a third of the rate, and with clipping when it was off (measured on the tiny profile,
-    # 8 collapsed configurations restarted from scratch, benchmarks/collapse_fixes.py:
-    # x1/3 + clipping beat x1/10 by 0.05-0.16 where the peak was within ~3x of the edge,
-    # 0.005-0.02; x1/10 was 0.03 better at 0.04-0.05, and neither was enough above 0.07).
-    # A second collapse means a rate far above the edge: a tenth.
+    # a third of the rate and clipping; a second collapse means a rate far above the edge: a
+    # tenth (measured: docs/decisions.md, "The collapse ladder").
     Reason.COLLAPSED: (
         (Action.CLIP_ON, Action.LOWER_LR),
         (Action.CUT_LR,),

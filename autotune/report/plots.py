@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from optuna.exceptions import ExperimentalWarning  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+from rich.console import JustifyMethod  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from autotune.events import EventKind, changes_of, describe_changes, fmt  # noqa: E402
@@ -50,11 +51,11 @@ def top_table(study: optuna.Study, k: int = 10) -> Table:
     table = Table(title=f"study {study.study_name}: {len(finished)} trials finished, "
                         f"{len(diverged)} diverged, "
                         f"{sum(bool(t.user_attrs.get(TrialAttr.STABLE)) for t in diverged)} salvaged")
-    for name, justify in (("trial", "right"), ("val_loss", "right"), ("pass@2", "right"),
-                          ("stable", "center"),
-                          ("recoveries", "right"), ("sampled", "left"),
-                          ("what recovery changed", "left")):
-        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("trial", "right"), ("val_loss", "right"), ("pass@2", "right"), ("stable", "center"),
+        ("recoveries", "right"), ("sampled", "left"), ("what recovery changed", "left"))
+    for name, justify in columns:
+        table.add_column(name, justify=justify, overflow="fold")
     for t in top_trials(study, k):
         mark = ""
         if best is not None and t.number == best.number:

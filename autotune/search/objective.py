@@ -1,63 +1,12 @@
-"""The Optuna objective: sample, train under the supervisor, report, record what survived.
+"""The Optuna objective: one trial is one supervised run; what survived is recorded.
 
-One trial is one supervised run in its own run directory under the study's artifacts
-folder. What Optuna sees, and why:
-
-- Reports: the validation loss (no smoothing, invariant 3) after every epoch that passed
-  detection, at step = `global_epoch` (epochs of compute, never goes back, invariant 4), so
-  the values after a rollback are not dropped as "already reported". The logical epoch of
-  every report still on the run's timeline is kept in the `timeline` user attribute; the
-  study's pruner (`autotune.search.pruner.TimelinePruner`) judges a trial on those only, never on
-  values of epochs a rollback undid (the attribute is written once a rollback happened;
-  without it, every report is on the timeline).
-- Pruning and recovery: the pruner is asked after every epoch, also when a trial's
-  validation loss sits at the level of predicting the colour frequencies, where a collapse
-  would later be called. Holding the pruner back for those (an earlier version did) cost
-  more than it saved: in `benchmarks/search_vs_optuna.py` (aggressive space, seed 1, 240 s)
-  five trials that the median pruner would have stopped at epoch 2 ran to epoch 4 and were
-  pruned all the same, and the trials restarted after a collapse spent 8-10 epochs to end
-  pruned or at the level, where a fresh trial from the sampler costs 2-6. So the pruner
-  stops a trial stuck at the level (TPE learns from its pruned value, as it would in plain
-  Optuna), and recovery salvages what the pruner does not judge: trials before the
-  pruner's startup and divergences it cannot see (a NaN, a blow-up of a trial that was
-  better than the median).
-- Parameters: the sampled ones stay as sampled (Optuna forbids rewriting them, invariant
-  5). What the run ended with is `effective_config`, with a compact recovery summary
-  (`events` with the fields exports read, `changes`, `reasons`, `rolled_back_steps`),
-  `divergences`, `recoveries`, `stable`, `status` and `run_dir`: user attributes that
-  `optuna.load_study` and optuna-dashboard show, each small enough for the dashboard not
-  to cut it. The full history goes into an Optuna artifact and a trial note
-  (`autotune.search.dashboard`).
-- The constraint `diverged` (`Trial.set_constraint`, Optuna 5's core API) says whether the
-  trial *ended* diverged: 0 for a trial that ended stable (a salvaged one included), its
-  number of divergences otherwise, so Optuna's own `best_trial` names autotune's winner
-  (the best stable trial). The sampler still learns that the *sampled* configuration
-  diverged: `autotune.search.sampler.CreditTPESampler` shows TPE every trial that diverged
-  with the constraint = its divergences (infeasible, ranked below every feasible trial),
-  from the `divergences` attribute. A FAILED trial would teach it nothing, so a spent
-  recovery budget is a PRUNED trial (reason in `pruned_reason`).
-- The effective configuration's credit: a recovered trial that did well (at least as good
-  as the median stable trial so far) has its effective parameters enqueued as a new trial
-  (`enqueue_trial`, `credit_of` = its number) when they lie inside the space and a trial
-  slot is free. Trained from scratch, that trial gives the sampler a feasible point where
-  the tamed configuration lives; its outcome, not the recovered trial's, is what TPE learns
-  from. Not when the trial's last recovery restarted it from its initial weights and
-  changed only searched parameters (a collapse): its surviving timeline already is that
-  from-scratch run (same seed, same data order: the enqueued trial reproduced its value to
-  the last digit), so a second one would spend a trial slot to learn nothing; the trial
-  itself stands for its effective configuration (it can win, and exports it), and its
-  effective parameters go into the `credit` attribute (`stand_in`), from which the
-  study's sampler (`autotune.search.sampler.CreditTPESampler`) shows TPE that configuration with
-  the trial's value. Otherwise too the reason is recorded in the `credit` user attribute.
-- Recover or prune: when a trial diverges and the policy would roll it back, the recovery
-  competes with a fresh trial. `autotune.search.triage` decides from the study: recover
-  while the pruner could not judge yet, or when the rolled-back state is competitive (its
-  best so far at least the median of the other finished trials at that epoch); otherwise
-  the trial is pruned (TPE learns from its last reported value). Each choice and its
-  reason go into the `triage` user attribute and the progress line.
-- A retried trial (its process was killed; `RetryHeartbeatStaleTrialCallback` re-queued
-  it) continues the killed trial's run directory from its last checkpoint, re-reporting the
-  epochs done before the kill.
+A trial samples its configuration (`space`), trains it under the supervisor in its own run
+directory with `recorder`'s hooks (report, prune, recover or prune), and records what
+survived: the effective configuration and a compact recovery summary as user attributes
+(`vocabulary.TrialAttr`), the constraint `diverged` (0 when it ended stable), the full
+history as an artifact and a note (`dashboard`), and credit for a tamed configuration
+(`credit`). It keeps invariants 3, 4 and 5 (docs/ARCHITECTURE.md); why each choice is as
+it is, with the measurements behind it: docs/decisions.md, "One trial in Optuna".
 """
 
 from __future__ import annotations
@@ -117,7 +66,7 @@ class ObjectiveSettings:
     """The study's requested number of trials: no trial beyond it runs."""
     credit: bool = True
     """Give a recovered trial's effective configuration credit: a queued trial, or a
-    stand-in the sampler sees (see the module docstring)."""
+    stand-in the sampler sees (docs/decisions.md)."""
     recovery: RecoveryMode = RecoveryMode.ON
     """`off`: a diverged trial is stopped and pruned with its reason, nothing recovered
     (`autotune search --recovery off`, the baseline users compare with)."""
@@ -158,7 +107,7 @@ def _frozen(trial: optuna.Trial) -> FrozenTrial:
 
 # -- one trial ----------------------------------------------------------------------------
 class Objective:
-    """Callable objective for `study.optimize`; see the module docstring."""
+    """Callable objective for `study.optimize`: one trial, as the module docstring says."""
 
     def __init__(self, settings: ObjectiveSettings, on_event: EventSink | None = None) -> None:
         self.settings = settings

@@ -52,6 +52,7 @@ class TimelinePruner(BasePruner):
         self._wrapped = wrapped
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        # A StudyView answers what a pruner reads of a Study; Optuna types it as a Study.
         return self._wrapped.prune(_TimelineView(study), _view(trial))  # type: ignore[arg-type]
 
 

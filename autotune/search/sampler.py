@@ -106,7 +106,8 @@ class _CreditView(StudyView):
 
 class CreditTPESampler(TPESampler):
     """TPE that also learns from the stand-ins of the trials recovery restarted (module
-    docstring); everything else is TPESampler's."""
+    docstring); everything else is TPESampler's. (The `type: ignore[arg-type]`s: a
+    StudyView answers what TPE reads of a Study; Optuna types the argument as a Study.)"""
 
     def infer_relative_search_space(self, study: optuna.Study,
                                     trial: FrozenTrial) -> dict[str, BaseDistribution]:

@@ -118,7 +118,7 @@ def _retried(method: F) -> F:
     @functools.wraps(method)
     def call(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
         return self._call(getattr(RDBStorage, name), self, *args, **kwargs)
-    return call  # type: ignore[return-value]
+    return call  # type: ignore[return-value]  # same signature as `method` (wraps)
 
 
 class RetryingRDBStorage(RDBStorage):

@@ -292,6 +292,7 @@ def run_workers(plan: StudyPlan, emit: EventSink, deadline: float | None) -> lis
         open_pipes = len(procs)
         while open_pipes:
             for key, _ in selector.select(timeout=1.0):
+                # Registered above: the pipes' text streams (typed as any file-like).
                 line = key.fileobj.readline()  # type: ignore[union-attr]
                 if not line:
                     selector.unregister(key.fileobj)
