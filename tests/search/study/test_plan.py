@@ -1,4 +1,4 @@
-"""A study's plan: bad flags and spaces are exit 2, nothing written (autotune/search/plan.py)."""
+"""A study's plan: bad flags and spaces are exit 2, nothing written (autotune/search/study/plan.py)."""
 
 from __future__ import annotations
 

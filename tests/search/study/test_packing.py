@@ -1,4 +1,4 @@
-"""Trials at once on one device: the --jobs default (autotune/search/packing.py), its
+"""Trials at once on one device: the --jobs default (autotune/search/study/packing.py), its
 flow into the plan and the startup line, and several workers sharing one device."""
 
 from __future__ import annotations

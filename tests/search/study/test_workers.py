@@ -1,4 +1,4 @@
-"""Workers: exact trial counts across kills, jobs, timeouts (autotune/search/workers.py)."""
+"""Workers: exact trial counts across kills, jobs, timeouts (autotune/search/study/workers.py)."""
 
 from __future__ import annotations
 
