@@ -50,7 +50,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.errors import ConfigError
-from autotune.recovery import checkpoint
+from autotune.recovery import checkpoint_files as checkpoint
 from autotune.recovery.rundir import RunDir
 from autotune.search import open_storage
 

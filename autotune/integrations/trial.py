@@ -20,8 +20,9 @@ from autotune.events import EventKind
 from autotune.recovery.supervisor import Hooks, RunResult
 from autotune.search.dashboard import TrialStory, store_dir
 from autotune.search.objective import record_story
-from autotune.search.recorder import SearchEvent, TrialRecorder
+from autotune.search.recorder import TrialRecorder
 from autotune.search.study import ownership
+from autotune.search.vocabulary import SearchEvent, TrialAttr
 
 __all__ = ["TrialLink", "unstable_reason"]
 
@@ -66,9 +67,10 @@ class TrialLink:
                            events=list(result.events),
                            timeline=recorder.timeline if recorder.synced else None,
                            pruned_reason=reason)
-        extra: dict[str, Any] = {"stable": story.stable, "run_dir": str(self.run_path),
-                                 "best_epoch": result.best_epoch,
-                                 "global_epochs": result.global_epochs}
+        extra: dict[str, Any] = {TrialAttr.STABLE: story.stable,
+                                 TrialAttr.RUN_DIR: str(self.run_path),
+                                 TrialAttr.BEST_EPOCH: result.best_epoch,
+                                 TrialAttr.GLOBAL_EPOCHS: result.global_epochs}
         if reason is not None:
-            extra["pruned_reason"] = reason
+            extra[TrialAttr.PRUNED_REASON] = reason
         record_story(self.trial, story, extra, store_dir(self.run_path))

@@ -1,10 +1,10 @@
 """Where a supervised run keeps its rollback targets: on disk, or in memory.
 
 `DiskCheckpoints` is a run directory's `checkpoints/` folder (atomic, checksummed files,
-`autotune.recovery.checkpoint`): `autotune train`, `resume` and every search trial use it, so a
-killed run continues from its last one. `MemoryCheckpoints` holds CPU copies of the states
-in the process: the framework callbacks (`autotune.integrations`) roll back in place
-inside the framework's own `fit`, where nothing outlives the process anyway.
+`autotune.recovery.checkpoint_files`): `autotune train`, `resume` and every search trial
+use it, so a killed run continues from its last one. `MemoryCheckpoints` holds CPU copies
+of the states in the process: the framework callbacks (`autotune.integrations`) roll back
+in place inside the framework's own `fit`, where nothing outlives the process anyway.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 import torch
 
-from autotune.recovery import checkpoint
-from autotune.recovery.checkpoint import CheckpointInfo
+from autotune.recovery import checkpoint_files
+from autotune.recovery.checkpoint_files import CheckpointInfo
 
 __all__ = ["CheckpointStore", "DiskCheckpoints", "MemoryCheckpoints", "cpu_copy"]
 
@@ -57,21 +57,21 @@ class DiskCheckpoints:
 
     def save(self, state: dict[str, Any], *, global_epoch: int, epoch: int, step: int,
              val_loss: float) -> None:
-        checkpoint.save(self.directory, state, global_epoch=global_epoch, epoch=epoch,
-                        step=step, val_loss=val_loss)
+        checkpoint_files.save(self.directory, state, global_epoch=global_epoch, epoch=epoch,
+                              step=step, val_loss=val_loss)
 
     def listing(self) -> list[CheckpointInfo]:
-        return checkpoint.listing(self.directory)
+        return checkpoint_files.listing(self.directory)
 
     def load(self, epoch: int, map_location: str | torch.device = "cpu"
              ) -> tuple[CheckpointInfo, dict[str, Any]] | None:
-        return checkpoint.load_latest(self.directory, epoch=epoch, map_location=map_location)
+        return checkpoint_files.load_latest(self.directory, epoch=epoch, map_location=map_location)
 
     def prune(self, keep_last: int, keep: set[int]) -> None:
-        checkpoint.prune(self.directory, keep_last, keep=keep)
+        checkpoint_files.prune(self.directory, keep_last, keep=keep)
 
     def discard_after(self, global_epoch: int) -> None:
-        checkpoint.discard_after(self.directory, global_epoch)
+        checkpoint_files.discard_after(self.directory, global_epoch)
 
 
 def cpu_copy(state: Any) -> Any:

@@ -15,7 +15,7 @@ from autotune.detect import Reason, Verdict
 from autotune.errors import ConfigError
 from autotune.events import Event, EventKind
 from autotune.jsonio import as_float, jsonable
-from autotune.recovery import checkpoint
+from autotune.recovery import checkpoint_files
 from autotune.recovery.ladders import RecoveryConfig
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
@@ -86,8 +86,8 @@ def continue_run(trainer: Trainable, run: RunDir, epochs: int | None,
     effective = run.effective_config()
     planned = int(effective.get("epochs", 0) or 0)
     epochs = planned if epochs is None else int(epochs)
-    loaded = checkpoint.load_latest(run.checkpoints,
-                                    map_location=getattr(trainer, "device", "cpu"))
+    loaded = checkpoint_files.load_latest(run.checkpoints,
+                                          map_location=getattr(trainer, "device", "cpu"))
     if loaded is None:
         raise ConfigError(f"run directory {str(run.path)!r} has no valid checkpoint to "
                           f"resume from.")

@@ -38,7 +38,7 @@ from autotune.detect import (
 from autotune.errors import Interrupted
 from autotune.events import Event, EventCounts, EventKind, RunStatus, surviving
 from autotune.jsonio import as_float, jsonable
-from autotune.recovery import checkpoint, lr_check
+from autotune.recovery import checkpoint_files, lr_check
 from autotune.recovery.checkpoints import CheckpointStore, DiskCheckpoints
 from autotune.recovery.policy import RecoveryConfig, decide
 from autotune.recovery.rundir import RunDir
@@ -117,7 +117,7 @@ class RunResult(EventCounts):
         return self.best_val_loss if math.isfinite(self.best_val_loss) else math.inf
 
 
-def _best(infos: list[checkpoint.CheckpointInfo]) -> checkpoint.CheckpointInfo | None:
+def _best(infos: list[checkpoint_files.CheckpointInfo]) -> checkpoint_files.CheckpointInfo | None:
     finite = [i for i in infos if math.isfinite(i.val_loss)]
     return min(finite, key=lambda i: i.val_loss) if finite else None
 

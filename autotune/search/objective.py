@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune.errors import Interrupted
 from autotune.events import Event, EventKind, RunStatus, changes_of, count
 from autotune.jsonio import as_float, jsonable
-from autotune.recovery import checkpoint
+from autotune.recovery import checkpoint_files
 from autotune.recovery.rundir import CONFIG, RunDir
 from autotune.recovery.runs import RunConfig, resume_run, start_run
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
@@ -160,7 +160,7 @@ class Objective:
             trial.set_user_attr(TrialAttr.RETRY_OF, origin)
             inherited = frozen.user_attrs.get(TrialAttr.RUN_DIR)
             if inherited and (Path(inherited) / CONFIG).is_file() and (
-                    checkpoint.listing(Path(inherited) / "checkpoints")
+                    checkpoint_files.listing(Path(inherited) / "checkpoints")
                     or RunDir(Path(inherited)).summary() is not None):
                 return Path(inherited), True
         return Path(self.settings.artifacts) / f"trial-{trial.number:04d}", False

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from autotune.cli.app import main
-from autotune.recovery import checkpoint
+from autotune.recovery import checkpoint_files as checkpoint
 from tests.conftest import small_set_args
 
 KEYS = {"epoch", "global_epoch", "step", "train_loss", "val_loss", "val_cell_acc", "val_exact",

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.recovery import checkpoint
+from autotune.recovery import checkpoint_files as checkpoint
 from autotune.search import FINISHED, open_storage
 from trainer.inject import ENV, HOLD_ENV
 

@@ -22,7 +22,7 @@ import sqlalchemy.exc
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.recovery import checkpoint
+from autotune.recovery import checkpoint_files as checkpoint
 from autotune.search import FINISHED
 from tests.search.faults import TIMEOUT, Holds, saved_all, spawn
 

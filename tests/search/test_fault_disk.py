@@ -21,7 +21,7 @@ import yaml
 from optuna.trial import TrialState
 
 from autotune.cli.app import main
-from autotune.recovery import checkpoint
+from autotune.recovery import checkpoint_files as checkpoint
 from tests.search.faults import (
     STUDY,
     TIMEOUT,

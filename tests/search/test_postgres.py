@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune.cli.app import main
 from autotune.errors import ConfigError
-from autotune.recovery import checkpoint
+from autotune.recovery import checkpoint_files as checkpoint
 from autotune.search import mask_url, open_storage
 
 pytestmark = pytest.mark.postgres

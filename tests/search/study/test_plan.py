@@ -1,4 +1,5 @@
-"""A study's plan: bad flags and spaces are exit 2, nothing written (autotune/search/study/plan.py)."""
+"""A study's plan: bad flags and spaces are exit 2, nothing written
+(autotune/search/study/plan.py)."""
 
 from __future__ import annotations
 

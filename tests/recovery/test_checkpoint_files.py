@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from autotune.recovery import checkpoint
-from autotune.recovery.checkpoint import CheckpointError
+from autotune.recovery import checkpoint_files as checkpoint
+from autotune.recovery.checkpoint_files import CheckpointError
 
 
 def _state(value: float) -> dict[str, object]:
