@@ -87,7 +87,7 @@ def _fit(windows: np.ndarray, sigmas: float
     its slope (of the log: a rate, or of the value), the robust noise of the residuals (in
     the same space), the row's mean, and the level + `sigmas` x noise back in values.
     """
-    positive = (windows > 0).all(axis=1)
+    positive = np.asarray((windows > 0).all(axis=1))
     space = np.where(positive[:, None], np.log(np.where(windows > 0, windows, 1.0)), windows)
     w = windows.shape[1]
     x = np.arange(w, dtype=float) - (w - 1) / 2.0

@@ -35,6 +35,7 @@ from autotune.diagnose.readers.tabular import json_lines
 from autotune.diagnose.readers.text import TextLines
 from autotune.diagnose.target import judge_log
 from autotune.errors import ConfigError
+from autotune.recovery.rundir import METRICS
 
 __all__ = ["FAIL_ON", "Outcome", "Result", "follow", "position"]
 
@@ -90,7 +91,7 @@ def follow(path: Path, flags: Mapping[str, object], *, classes: int | None = Non
     interval = min(idle / 4, 1.0) if poll is None else poll
     path = Path(path)
     if path.is_dir() and is_run_dir(path):
-        path = path / "metrics.jsonl"  # a run directory of ours: its metrics as they come
+        path = path / METRICS  # a run directory of ours: its metrics as they come
     reader = _Reader(path, dict(columns or {}))
     seen: set[FindingCode] = set()
     result = Result(Outcome.IDLE)

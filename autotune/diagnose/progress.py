@@ -95,7 +95,8 @@ def check_stalled_at_peak(ctx: Context, lines: Sequence[list[Point]], cfg: Detec
     during = flat_start([p.train_loss for p in peak if p.train_loss is not None], cfg)
     if during.fell:
         return None
-    later = flat_start([peak[-1].train_loss, *(p.train_loss for p in after)], cfg)
+    later = flat_start([loss for loss in (peak[-1].train_loss, *(p.train_loss for p in after))
+                        if loss is not None], cfg)  # none is None: `series` has them all
     lowest = min(p.train_loss for p in after if p.train_loss is not None)
     if not (later.fell or lowest < during.end * (1.0 - cfg.flat_max_drop)) or (
             lowest >= during.start):

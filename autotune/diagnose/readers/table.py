@@ -246,7 +246,8 @@ def _json_numbers(raw: list[Any], lines: np.ndarray, path: Path, ours: str
     except (TypeError, ValueError):
         pass  # text that is not a number, or "" / "none": one at a time, to name it
     else:
-        return values, np.not_equal(cells, None).astype(bool)
+        # numpy's stubs reject None, which an object array compares with element by element.
+        return values, np.not_equal(cells, None).astype(bool)  # type: ignore[call-overload]
     values, has = np.full(len(raw), np.nan), np.zeros(len(raw), bool)
     for i, value in enumerate(raw):
         try:

@@ -98,9 +98,9 @@ def _read_jsonl(path: Path, given: Mapping[str, str], names: list[str]) -> Log:
             head = f.read(1)
         if head == "[":
             rows = json_rows(head + f.read(), path)
-            table = Table.for_json(path, [r for _, r in rows], given)
-            table.add_json_rows(rows)
-            return table.log()
+            whole = Table.for_json(path, [r for _, r in rows], given)
+            whole.add_json_rows(rows)
+            return whole.log()
         f.seek(0)
         table: Table | None = None
         line = 1
