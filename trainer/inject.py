@@ -76,7 +76,8 @@ class Injector:
         rates: dict[str, float] = {}
         for item in filter(None, (p.strip() for p in spec.split(","))):
             if "~" in item:
-                kind, p = _rate(*item.split("~", 1), item)
+                name, _, text = item.partition("~")
+                kind, p = _rate(name, text, item)
                 rates[kind] = p
                 continue
             kind, sep, step = item.partition("@")
@@ -123,8 +124,8 @@ class Injector:
 
     def on_grad(self, step: int, model: torch.nn.Module) -> None:
         if self._has(step, "inf_grad"):
-            first = next(p for p in model.parameters() if p.grad is not None)
-            first.grad.view(-1)[0] = float("inf")
+            grad = next(p.grad for p in model.parameters() if p.grad is not None)
+            grad.view(-1)[0] = float("inf")
 
 
 def hold(folder: Path, step: int) -> None:
