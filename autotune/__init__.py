@@ -6,7 +6,9 @@ The public API, for your own trainer:
     result = autotune.supervise(trainer, "runs/mine", epochs=20, recovery="on")
     result.status, result.hparams, result.best_val_loss, result.recoveries, result.events
 
-`trainer` is any object that follows `autotune.Trainable`. The detectors
+`trainer` is any object that follows `autotune.Trainable`. To search one,
+`autotune.create_study(...)` and `study.optimize(autotune.objective(build, epochs=...,
+run_root=...), n_trials=...)` (`autotune.search.api`). The detectors
 (`check_step`, `check_epoch`) and the recovery policy (`decide`) are pure functions you can
 call on their own; `autotune.diagnose.diagnose_target(path)` explains a run directory or a
 training log. See docs/CONTRACT.md ("Python API").
@@ -49,7 +51,9 @@ __all__ = [
     "check_step",
     "decide",
     "detector_config",
+    "create_study",
     "diagnose",
+    "objective",
     "supervise",
 ]
 
@@ -57,8 +61,10 @@ __all__ = [
 def __getattr__(name: str) -> object:
     # PEP 562: `autotune.diagnose` (the log readers and findings) loads pandas, so it is
     # imported when first used, not with the package.
-    if name == "diagnose":
-        import importlib
+    import importlib
 
+    if name == "diagnose":
         return importlib.import_module("autotune.diagnose")
+    if name in ("objective", "create_study"):  # the search loads Optuna and the trainer
+        return getattr(importlib.import_module("autotune.search.api"), name)
     raise AttributeError(f"module 'autotune' has no attribute {name!r}")

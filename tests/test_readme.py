@@ -62,3 +62,35 @@ def test_the_transformers_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert [(e.kind, e.rolled_back_to) for e in result.events][:2] == [
         ("diverged", None), ("recovered", 0)]
     assert scope["trainer"].evaluate()["eval_loss"] < math.log(32)
+
+
+@pytest.mark.slow
+def test_the_own_trainer_search_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    from autotune import cli
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    trainer = next(b for b in blocks if "autotune.supervise(MLPTrainer" in b)
+    search = next(b for b in blocks if "autotune.objective(build" in b)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AUTOTUNE_INJECT", raising=False)
+    scope: dict = {}
+    exec(compile(trainer, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    exec(compile(search, "README.md", "exec"), scope)  # noqa: S102
+    study = optuna.load_study(study_name="mlp", storage="sqlite:///mlp.db")
+    trials = study.get_trials()
+    assert len([t for t in trials if t.state in (TrialState.COMPLETE,
+                                                 TrialState.PRUNED)]) == 6
+    first = trials[0]  # 0.3 diverges, is salvaged with the rate cut to 0.1
+    assert first.params == {"learning_rate": 0.3} and first.user_attrs["stable"]
+    assert first.user_attrs["divergences"] == 1
+    assert first.user_attrs["effective_config"]["learning_rate"] == pytest.approx(0.1)
+    assert first.constraints == {"diverged": 0.0}
+    assert study.user_attrs["confirmation"]["trial"] == study.best_trial.number
+    capsys.readouterr()
+    assert cli.main(["export", "--study", "mlp", "--storage", "sqlite:///mlp.db",
+                     "--format", "yaml"]) == 0
+    assert "learning_rate:" in capsys.readouterr().out

@@ -104,26 +104,27 @@ class Injector:
             self._drawn[key] = frozenset(int(h) + block * BLOCK for h in hits)
         return self._drawn[key]
 
-    def _has(self, step: int, kind: str) -> bool:
+    def fires(self, step: int, kind: str) -> bool:
+        """Whether the fault `kind` fires at global step `step`."""
         if kind in self.faults.get(step, ()):
             return True
         return kind in self.rates and step in self.drawn_steps(kind, step // BLOCK)
 
     def on_step_start(self, step: int) -> None:
-        if self._has(step, "kill"):
+        if self.fires(step, "kill"):
             os._exit(137)  # as if the machine died: no cleanup, no flush
-        if self._has(step, "hold"):
+        if self.fires(step, "hold"):
             hold(Path(os.environ[HOLD_ENV]), step)
 
     def on_loss(self, step: int, loss: torch.Tensor) -> torch.Tensor:
-        if self._has(step, "nan_loss"):
+        if self.fires(step, "nan_loss"):
             return loss * float("nan")
-        if self._has(step, "spike"):
+        if self.fires(step, "spike"):
             return loss * SPIKE_FACTOR
         return loss
 
     def on_grad(self, step: int, model: torch.nn.Module) -> None:
-        if self._has(step, "inf_grad"):
+        if self.fires(step, "inf_grad"):
             grad = next(p.grad for p in model.parameters() if p.grad is not None)
             grad.view(-1)[0] = float("inf")
 

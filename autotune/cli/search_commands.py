@@ -149,7 +149,9 @@ def _retry(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
 
 
 def _confirm_start(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
-    p.log(f"re-checking trial {n} from scratch with seed {d['seed']} ...")
+    seed = (f"with seed {d['seed']}" if d.get("seed") is not None
+            else "(its configuration has no seed)")
+    p.log(f"re-checking trial {n} from scratch {seed} ...")
     p.show(current=f"re-check of trial {n}")
 
 
@@ -252,14 +254,20 @@ def register(app: typer.Typer, console: Console) -> None:
         recovery: Annotated[str | None, typer.Option(
             help="on (recover diverging trials; the default) or off (prune them with the "
                  "reason, recover nothing)")] = None,
+        trainer: Annotated[str | None, typer.Option(
+            help="MODULE:FACTORY: search your own trainer; FACTORY(hparams: dict) returns an "
+                 "autotune.Trainable, the --space keys are its hyperparameters (MODULE from "
+                 "the current folder or PYTHONPATH)")] = None,
     ) -> None:
         """Search hyperparameters; diverging trials are recovered, not thrown away."""
         _quiet_optuna()
         settings = SearchSettings(study=study, storage=storage, trials=trials, space=space,
                                   profile=profile, epochs=epochs, timeout=timeout, seed=seed,
-                                  jobs=jobs, artifacts=artifacts, recovery=recovery)
+                                  jobs=jobs, artifacts=artifacts, recovery=recovery,
+                                  trainer=trainer)
         plan = prepare(settings)
-        console.print(f"study {plan.study!r}: {plan.trials} trials, profile {plan.profile}, "
+        what = f"trainer {plan.trainer}" if plan.kind != "arc" else f"profile {plan.profile}"
+        console.print(f"study {plan.study!r}: {plan.trials} trials, {what}, "
                       f"{_jobs_text(plan)}, recovery {plan.recovery}; storage "
                       f"{mask_url(plan.storage)}; runs in {plan.artifacts}")
         with SearchProgress(console) as progress:

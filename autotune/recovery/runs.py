@@ -4,7 +4,9 @@ An ARC run's configuration is one flat mapping (config.yaml, `--config`, `--set`
 trainer's keys (`trainer.config.TrainConfig`) and the supervisor's (`max_loss_increase`,
 `max_recoveries`, `recovery`, `keep_checkpoints`). `RunConfig` holds the two halves. A
 completed ARC run is also scored on the held-out test pairs, and its applied learning rate
-is audited against `lr_at`.
+is audited against `lr_at`: `ArcTrainer` is the ARC trainer with the Trainable's optional
+members `held_out_scores` and `schedule_audit`, which `autotune.recovery.supervise.finish`
+calls for any trainer that has them.
 """
 
 from __future__ import annotations
@@ -15,18 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import ConfigError
-from autotune.events import Event, EventKind
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import SUPERVISOR_KEYS, SupervisorConfig, split
-from autotune.recovery.supervise import continue_run, finish
-from autotune.recovery.supervisor import Hooks, RunResult, Supervisor
+from autotune.recovery.supervise import continue_run, start
+from autotune.recovery.supervisor import Hooks, RunResult
 from trainer.config import TrainConfig, check_keys, from_dict, resolve
 from trainer.data import ArcData, build_data
 from trainer.inject import Injector
 from trainer.loop import Trainer, pick_device
 from trainer.schedule import audit
 
-__all__ = ["RunConfig", "resolve_run", "resume_run", "start_run"]
+__all__ = ["ArcTrainer", "RunConfig", "arc_trainer", "resolve_run", "resume_run", "start_run"]
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,31 @@ def resolve_run(profile: str, file_values: Mapping[str, Any] | None = None,
     return RunConfig(resolve(profile, {}, rest), supervisor)
 
 
-def _trainer(config: TrainConfig, device: str, data: ArcData | None,
-             fault_stream: int = 0) -> Trainer:
+class ArcTrainer(Trainer):
+    """The ARC trainer with the Trainable's optional ARC members."""
+
+    injects_faults = True  # `trainer.inject`, at the steps of compute it keeps in its state
+
+    def held_out_scores(self) -> dict[str, Any]:
+        """The held-out test pairs: loss, cells, exact, and ARC's pass@2 with the copy
+        baseline."""
+        return {**self.evaluate("test"), **self.arc_scores("test")}
+
+    def schedule_audit(self, since_step: int) -> dict[str, Any]:
+        """The applied learning rate checked against `lr_at` from `since_step` on."""
+        trace = [(s, lr) for s, lr in self.lr_trace if s >= since_step]
+        result = audit([s for s, _ in trace], [lr for _, lr in trace], self.config,
+                       self.steps_per_epoch)
+        return {"ok": result.ok, "checked_steps": result.checked, "message": result.message,
+                "since_step": since_step}
+
+
+def arc_trainer(config: TrainConfig, device: str, data: ArcData | None = None,
+                fault_stream: int = 0) -> ArcTrainer:
+    """An ARC trainer for `config` (its data loaded unless given) with the run's faults."""
     data = data if data is not None else build_data(config)  # bad data: nothing written yet
-    return Trainer(config, data, pick_device(device),
-                   Injector.from_env(config.seed, stream=fault_stream))
+    return ArcTrainer(config, data, pick_device(device),
+                      Injector.from_env(config.seed, stream=fault_stream))
 
 
 def start_run(config: RunConfig | TrainConfig, run_path: Path, device: str = "auto",
@@ -76,13 +97,9 @@ def start_run(config: RunConfig | TrainConfig, run_path: Path, device: str = "au
     trial's number; `trainer.inject`)."""
     if isinstance(config, TrainConfig):
         config = RunConfig(config)
-    trainer = _trainer(config.train, device, data, fault_stream)
-    run = RunDir.create(run_path, config.to_dict())
-    supervisor = Supervisor(trainer, run, epochs=config.train.epochs,
-                            settings=config.supervisor, hooks=hooks, config=config.to_dict())
-    supervisor.start()
-    result = supervisor.fit()
-    return finish(supervisor, result, _scores(trainer, result))
+    trainer = arc_trainer(config.train, device, data, fault_stream)
+    return start(trainer, run_path, config.train.epochs, config.train.to_dict(),
+                 config.supervisor, hooks=hooks)
 
 
 def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
@@ -94,30 +111,5 @@ def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
     config = RunConfig.from_dict(run.effective_config())
     if epochs is not None:
         config = RunConfig(config.train.replace(epochs=epochs), config.supervisor)
-    trainer = _trainer(config.train, device, None, fault_stream)
-
-    def scored(supervisor: Supervisor, result: RunResult) -> RunResult:
-        return finish(supervisor, result, _scores(trainer, result))
-
-    return continue_run(trainer, run, config.train.epochs, config.supervisor, hooks=hooks,
-                        finisher=scored)
-
-
-def _scores(trainer: Trainer, result: RunResult) -> dict[str, Any]:
-    """A completed run's held-out test scores (loss, cells, exact, and ARC's pass@2 with
-    the copy baseline) and its schedule audit; also kept on `result.scores`."""
-    if not result.stable:
-        return {}
-    result.scores = {**trainer.evaluate("test"), **trainer.arc_scores("test")}
-    return {"test": result.scores, "schedule_audit": schedule_audit(trainer, result.events)}
-
-
-def schedule_audit(trainer: Trainer, events: list[Event]) -> dict[str, Any]:
-    """Check the applied learning rate against lr_at since the configuration last changed."""
-    since = max((int(e.step or 0) for e in events if e.kind is EventKind.RECOVERED),
-                default=0)
-    trace = [(s, lr) for s, lr in trainer.lr_trace if s >= since]
-    result = audit([s for s, _ in trace], [lr for _, lr in trace], trainer.config,
-                   trainer.steps_per_epoch)
-    return {"ok": result.ok, "checked_steps": result.checked, "message": result.message,
-            "since_step": since}
+    trainer = arc_trainer(config.train, device, None, fault_stream)
+    return continue_run(trainer, run, config.train.epochs, config.supervisor, hooks=hooks)

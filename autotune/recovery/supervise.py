@@ -2,7 +2,9 @@
 
 `supervise` is the public entry point for any `Trainable`; `continue_run` resumes a run
 directory with a freshly built trainer (what `autotune resume` does for ARC runs, through
-`autotune.recovery.runs`), and `finish` writes its summary.json.
+`autotune.recovery.runs`), and `finish` writes its summary.json, with what a trainer's
+optional members add for a run that ended stable (`held_out`: the ARC trainer's held-out
+test scores and its schedule audit; see `autotune.recovery.trainable`).
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from autotune.errors import ConfigError
 from autotune.events import Event, EventKind
 from autotune.jsonio import as_float, jsonable
 from autotune.recovery import checkpoint_files
+from autotune.recovery.faults import with_faults
 from autotune.recovery.ladders import RecoveryConfig
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
 from autotune.recovery.supervisor import Hooks, RunResult, Supervisor
 from autotune.recovery.trainable import Trainable
 
-__all__ = ["continue_run", "finish", "pending_verdict", "supervise"]
+__all__ = ["continue_run", "finish", "held_out", "pending_verdict", "start", "supervise"]
 
 
 def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
@@ -48,7 +51,10 @@ def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
         keep_checkpoints: the latest checkpoints kept (besides the best and the initial).
         policy: the recovery policy's knobs (ladders, factors); default from max_recoveries.
         hooks: optional observers.
+
+    With `AUTOTUNE_INJECT` set, the trainer meets its faults (`autotune.recovery.faults`).
     """
+    trainer = with_faults(trainer)
     settings = SupervisorConfig(recovery=RecoveryMode.parse(recovery),
                                 max_recoveries=max_recoveries,
                                 max_loss_increase=max_loss_increase,
@@ -56,7 +62,16 @@ def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
     path = Path(run_dir)
     if RunDir(path).exists():
         return continue_run(trainer, RunDir.open(path), epochs, settings, policy, hooks)
-    config = {**jsonable(dict(trainer.hparams)), **settings.to_dict(), "epochs": int(epochs)}
+    config = {**jsonable(dict(trainer.hparams)), "epochs": int(epochs)}
+    return start(trainer, path, epochs, config, settings, policy, hooks)
+
+
+def start(trainer: Trainable, path: Path, epochs: int, config: Mapping[str, Any],
+          settings: SupervisorConfig, policy: RecoveryConfig | None = None,
+          hooks: Hooks | None = None) -> RunResult:
+    """Train a fresh `trainer` for `epochs` in a new run directory `path`, whose
+    config.yaml holds `config` and the supervisor's settings; summary.json at the end."""
+    config = {**config, **settings.to_dict()}
     run = RunDir.create(path, config)
     supervisor = Supervisor(trainer, run, epochs=epochs, settings=settings, policy=policy,
                             hooks=hooks, config=config)
@@ -119,9 +134,32 @@ def continue_run(trainer: Trainable, run: RunDir, epochs: int | None,
     return (finisher or finish)(supervisor, supervisor.fit())
 
 
+def held_out(trainer: Trainable, result: RunResult) -> dict[str, Any]:
+    """What a stable run's trainer adds to its summary through its optional members:
+    `held_out_scores()` under `test` (also kept on `result.scores`), and
+    `schedule_audit(since_step)` under `schedule_audit`, checked since the configuration
+    last changed. A run that did not end stable, or a trainer without them, adds nothing."""
+    if not result.stable:
+        return {}
+    extra: dict[str, Any] = {}
+    scores = getattr(trainer, "held_out_scores", None)
+    if callable(scores):
+        result.scores = dict(scores())
+        extra["test"] = result.scores
+    audit = getattr(trainer, "schedule_audit", None)
+    if callable(audit):
+        since = max((int(e.step or 0) for e in result.events if e.kind is EventKind.RECOVERED),
+                    default=0)
+        extra["schedule_audit"] = dict(audit(since))
+    return extra
+
+
 def finish(supervisor: Supervisor, result: RunResult,
            extra: Mapping[str, Any] | None = None) -> RunResult:
-    """Write summary.json (with `extra`, e.g. an ARC run's held-out test scores)."""
+    """Write summary.json, with `extra` or else what the trainer's optional members add
+    (`held_out`)."""
+    if extra is None:
+        extra = held_out(supervisor.trainer, result)
     summary: dict[str, Any] = {
         "status": result.status.value, "stable": result.stable,
         "best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,

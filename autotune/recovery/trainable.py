@@ -31,6 +31,19 @@ class Trainable(Protocol):
     nothing, e.g. ln(classes)), `marginal_loss` and `train_marginal_loss` (the loss of a
     model that learned only the class frequencies, for the collapse check) and `device`
     (where checkpoints are loaded to; the CPU when absent).
+
+    Optional members for a run that ended stable (the ARC trainer has them,
+    `autotune.recovery.runs.ArcTrainer`; a search works without them):
+
+    - `held_out_scores() -> Mapping[str, float]`: scores on data the search never saw
+      (ARC: `test_pass2`, `test_pass1`, `test_copy_pass`, ...). They go into summary.json
+      under `test`; a search stores `test_pass2`, `test_pass1` and `test_copy_pass` as
+      trial attributes, shows them for the winner and exports them.
+    - `schedule_audit(since_step) -> Mapping[str, Any]`: the trainer's check that the
+      learning rate it applied from `since_step` on (the last recovery) is the one its
+      schedule intends (`ok`, `message`, ...); into summary.json under `schedule_audit`.
+    - `injects_faults: bool`: True when the trainer applies `AUTOTUNE_INJECT` itself; a
+      trainer without it meets the faults at `on_step` (`autotune.recovery.faults`).
     """
 
     @property

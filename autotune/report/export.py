@@ -17,12 +17,12 @@ import pandas as pd
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.atomic import atomic_write_text
+from autotune.errors import ConfigError
+from autotune.events import changes_of, describe_changes, fmt
+from autotune.recovery.runs import RunConfig
 from autotune.search.tally import winner_of
 from autotune.search.vocabulary import StudyAttr, TrialAttr
-from autotune.events import changes_of, describe_changes, fmt
-from autotune.atomic import atomic_write_text
-from autotune.recovery.runs import RunConfig
-from autotune.errors import ConfigError
 
 __all__ = ["FORMATS", "NoWinner", "check_output", "export", "export_csv", "export_yaml",
            "trials_frame", "write_output"]
@@ -61,7 +61,13 @@ def export_yaml(study: optuna.Study, storage: str = "") -> str:
     if best is None:
         raise NoWinner(f"no trial of study {study.study_name!r} ended stable; nothing to "
                        f"export (see `autotune report --study {study.study_name}`).")
-    config = RunConfig.from_dict(dict(best.user_attrs[TrialAttr.EFFECTIVE_CONFIG]))
+    plan = study.user_attrs.get(StudyAttr.PLAN) or {}
+    effective = dict(best.user_attrs[TrialAttr.EFFECTIVE_CONFIG])
+    own = plan.get("kind", "arc") != "arc"  # a user's trainer: its keys are its own
+    mapping = effective if own else RunConfig.from_dict(effective).to_dict()
+    use = (f"the effective configuration of {plan.get('trainer') or 'build(trial)'} "
+           f"(its hyperparameters, epochs and the supervisor's settings)" if own
+           else "autotune train --config FILE")
     attrs = best.user_attrs
     check = study.user_attrs.get(StudyAttr.CONFIRMATION) or {}
     if check.get("trial") == best.number:
@@ -83,10 +89,10 @@ def export_yaml(study: optuna.Study, storage: str = "") -> str:
         *([f"held-out test pairs: pass@2 {fmt(attrs['test_pass2'], '.3f')}, pass@1 "
            f"{fmt(attrs.get('test_pass1'), '.3f')}; copying the input "
            f"{fmt(attrs.get('test_copy_pass'), '.3f')}"] if "test_pass2" in attrs else []),
-        f"exported {time.strftime('%Y-%m-%d %H:%M:%S')}; use: autotune train --config FILE",
+        f"exported {time.strftime('%Y-%m-%d %H:%M:%S')}; use: {use}",
     ]
     header = "".join(f"# {line}\n" for line in lines)
-    return header + yaml.safe_dump(config.to_dict(), sort_keys=False)
+    return header + yaml.safe_dump(mapping, sort_keys=False)
 
 
 def _cell(value: Any) -> Any:
@@ -128,7 +134,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     frame = frame.rename(columns={c: "param_" + c[len("params_"):] for c in frame.columns
                                   if c.startswith("params_")})
     params = [c[len("param_"):] for c in frame.columns if c.startswith("param_")]
-    changed = sorted({k for t in trials for k in changes_of(t.user_attrs.get(TrialAttr.EVENTS, []))}
+    changed = sorted({k for t in trials
+                      for k in changes_of(t.user_attrs.get(TrialAttr.EVENTS, []))}
                      - set(params))
     names = params + changed
     ours = pd.DataFrame([{"number": t.number, **_our_columns(t, names)} for t in trials],

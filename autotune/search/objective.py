@@ -7,6 +7,11 @@ survived: the effective configuration and a compact recovery summary as user att
 history as an artifact and a note (`dashboard`), and credit for a tamed configuration
 (`credit`). It keeps invariants 3, 4 and 5 (docs/ARCHITECTURE.md); why each choice is as
 it is, with the measurements behind it: docs/decisions.md, "One trial in Optuna".
+
+The trial's trainer comes from its build (`autotune.search.setup`): the ARC trainer over a
+space (`autotune search`, `autotune.search.arc`), a user's `build(trial)`
+(`autotune.objective`) or a user's `FACTORY(hparams)` (`autotune search --trainer`,
+`autotune.search.factory`); every one runs the same way.
 """
 
 from __future__ import annotations
@@ -25,17 +30,20 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.errors import Interrupted
+from autotune.errors import ConfigError, Interrupted
 from autotune.events import Event, EventKind, RunStatus, changes_of, count
 from autotune.jsonio import as_float, jsonable
 from autotune.recovery import checkpoint_files
 from autotune.recovery.rundir import CONFIG, RunDir
-from autotune.recovery.runs import RunConfig, resume_run, start_run
-from autotune.recovery.settings import RecoveryMode, SupervisorConfig
+from autotune.recovery.settings import RecoveryMode, SupervisorConfig, split
+from autotune.recovery.supervise import continue_run, start
 from autotune.recovery.supervisor import RunResult
+from autotune.search.arc import ArcBuild
 from autotune.search.credit import credit_params, deserves_credit, restarted_from_scratch
 from autotune.search.dashboard import TrialStory, publish, rolled_back_steps, store_dir
+from autotune.search.factory import FactoryBuild, load
 from autotune.search.recorder import TrialRecorder
+from autotune.search.setup import OwnBuild, TrialBuild, TrialSetup, space_of
 from autotune.search.space import Space
 from autotune.search.vocabulary import (
     ARC_SCORES,
@@ -45,11 +53,9 @@ from autotune.search.vocabulary import (
     SearchEventKind,
     TrialAttr,
 )
-from trainer.config import TrainConfig
-from trainer.data import ArcData, build_data
 
 __all__ = ["EventSink", "Objective", "ObjectiveSettings", "SearchEvent", "SurplusTrial",
-           "is_surplus", "record_story"]
+           "build_of", "is_surplus", "record_story"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,32 @@ class ObjectiveSettings:
     triage: bool = True
     """Recover a diverged trial only when its rolled-back state is competitive, prune it
     otherwise (`autotune.search.triage`); False recovers every one."""
+    kind: str = "arc"
+    """What trains: `arc` (our trainer over `space`), `factory` (`trainer` names a user's
+    FACTORY(hparams), `space` is over its keys) or `build` (`trainer` names a user's
+    importable build(trial); None when it cannot be imported)."""
+    trainer: str | None = None
+    """MODULE:NAME of the factory or build."""
+    max_recoveries: int = 4
+
+
+def build_of(settings: ObjectiveSettings) -> TrialBuild:
+    """The build the settings describe (ConfigError when it cannot be loaded)."""
+    s = settings
+    supervisor = SupervisorConfig(recovery=s.recovery, max_recoveries=s.max_recoveries)
+    if s.kind == "arc":
+        return ArcBuild(s.space, s.profile, s.overrides, s.device, s.recovery,
+                        s.max_recoveries)
+    if s.kind == "factory" and s.trainer is not None:
+        return FactoryBuild(s.trainer, s.space, s.overrides.get("epochs"), supervisor)
+    if s.kind == "build" and s.trainer is not None:
+        return OwnBuild(load(s.trainer, "build"), int(s.overrides.get("epochs") or 0),
+                        supervisor, name=s.trainer)
+    raise ConfigError(f"the study's trials are built by a function that cannot be imported "
+                      f"(defined in a script run as __main__, or not at a module's top "
+                      f"level); re-run that script (autotune.create_study(..., "
+                      f"load_if_exists=True)) to continue it, or define build(trial) in a "
+                      f"module (kind {s.kind!r}, trainer {s.trainer!r}).")
 
 
 class SurplusTrial(Exception):
@@ -109,17 +141,11 @@ def _frozen(trial: optuna.Trial) -> FrozenTrial:
 class Objective:
     """Callable objective for `study.optimize`: one trial, as the module docstring says."""
 
-    def __init__(self, settings: ObjectiveSettings, on_event: EventSink | None = None) -> None:
+    def __init__(self, settings: ObjectiveSettings, on_event: EventSink | None = None,
+                 build: TrialBuild | None = None) -> None:
         self.settings = settings
         self.emit: EventSink = on_event or (lambda event: None)
-        self._data: tuple[tuple[Any, ...], ArcData] | None = None
-
-    def data(self, config: TrainConfig) -> ArcData:
-        """The data of a configuration, loaded once per process for the trials that share it."""
-        key = (config.data, config.max_tasks, config.max_grid, config.val_fraction)
-        if self._data is None or self._data[0] != key:
-            self._data = (key, build_data(config))
-        return self._data[1]
+        self.build = build if build is not None else build_of(settings)
 
     def __call__(self, trial: optuna.Trial) -> float:
         s = self.settings
@@ -130,16 +156,18 @@ class Objective:
         trial.set_user_attr(TrialAttr.WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
         if trial.user_attrs.get(TrialAttr.INTERRUPTED):  # a retry inherits its attributes
             trial.set_user_attr(TrialAttr.INTERRUPTED, False)
-        params = s.space.suggest(trial)
-        config = s.space.config(params, s.profile, s.overrides)
         run_path, resuming = self._run_path(trial)
+        # Trial n meets the rate faults of stream n (a retry those of the trial it retries).
+        stream = int(trial.user_attrs.get(TrialAttr.RETRY_OF, trial.number))
+        setup = self.build.setup(trial, stream)
+        params = dict(trial.params)
         trial.set_user_attr(TrialAttr.RUN_DIR, str(run_path))
         recorder = TrialRecorder(trial, run_path, self.emit, s.triage)
         self.emit(SearchEvent(SearchEventKind.TRIAL_START, trial.number, {
             "params": jsonable(params), "resumed": resuming, "run_dir": str(run_path),
-            "epochs": config.epochs}))
+            "epochs": setup.epochs}))
         try:
-            result = self._run(config, run_path, resuming, recorder)
+            result = self._run(setup, run_path, resuming, recorder)
         except optuna.TrialPruned:
             self._record_pruned(trial, recorder)
             raise
@@ -165,21 +193,20 @@ class Objective:
                 return Path(inherited), True
         return Path(self.settings.artifacts) / f"trial-{trial.number:04d}", False
 
-    def _run(self, config: TrainConfig, run_path: Path, resuming: bool,
+    def _run(self, setup: TrialSetup, run_path: Path, resuming: bool,
              recorder: TrialRecorder) -> RunResult:
         hooks = recorder.hooks()
-        # Trial n meets the rate faults of stream n (a retry those of the trial it retries).
-        stream = int(recorder.trial.user_attrs.get(TrialAttr.RETRY_OF, recorder.trial.number))
         if not resuming:
-            run_config = RunConfig(config, SupervisorConfig(recovery=self.settings.recovery))
-            return start_run(run_config, run_path, self.settings.device, hooks,
-                             self.data(config), fault_stream=stream)
-        run = RunDir(run_path)
+            return start(setup.trainer, run_path, setup.epochs, setup.config,
+                         setup.supervisor, hooks=hooks)
+        run = RunDir.open(run_path)
         summary = run.summary()
         if summary is not None:  # killed after the run ended, before Optuna heard of it
             recorder.replay()
             return _result_of(summary, run.events())
-        return resume_run(run_path, None, self.settings.device, hooks, fault_stream=stream)
+        # The run's own settings (as it started, or as a resume changed them) go on.
+        _, settings = split(run.effective_config())
+        return continue_run(setup.trainer, run, None, settings, hooks=hooks)
 
     # -- recording -----------------------------------------------------------------------
 
@@ -255,10 +282,11 @@ class Objective:
         effective = result.config
         if not s.credit:
             return {"enqueued": False, "reason": "credit off"}
-        if restarted_from_scratch(s.space, result.events):
+        space = space_of(trial.distributions)  # the parameters the trial sampled
+        if restarted_from_scratch(space, result.events):
             reason = ("restarted from its initial weights: this trial is already a "
                       "from-scratch run of its effective configuration")
-            credited, why = credit_params(s.space, params, effective)
+            credited, why = credit_params(space, params, effective)
             if credited is None:
                 return {"enqueued": False, "stand_in": False, "reason": f"{reason}; {why}"}
             return {"enqueued": False, "stand_in": True, "params": jsonable(credited),
@@ -272,7 +300,7 @@ class Objective:
                                 TrialState.WAITING) for t in trials)
         if s.target is not None and taken >= s.target:
             return {"enqueued": False, "reason": "no trial slot left"}
-        credited, why = credit_params(s.space, params, effective)
+        credited, why = credit_params(space, params, effective)
         if credited is None:
             return {"enqueued": False, "reason": why}
         trial.study.enqueue_trial(credited, user_attrs={TrialAttr.CREDIT_OF: trial.number},

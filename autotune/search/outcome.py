@@ -14,16 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from autotune.events import changes_of
 from autotune.jsonio import jsonable
-from autotune.recovery.runs import RunConfig, start_run
+from autotune.recovery.supervise import start
+from autotune.search.objective import build_of
+from autotune.search.setup import TrialBuild
 from autotune.search.study.packing import cores
 from autotune.search.study.plan import StudyPlan, stored_plan
 from autotune.search.study.storage import load_study, open_storage
-from autotune.search.study.workers import open_study, run_workers, work
-from autotune.search.tally import Tally, tally, winner_of
+from autotune.search.study.workers import open_study, reap, run_workers, work
+from autotune.search.tally import FINISHED, Tally, tally, winner_of
 from autotune.search.vocabulary import (
     ARC_SCORES,
     EventSink,
@@ -100,8 +102,14 @@ def resume(name: str, url: str | None, on_event: EventSink | None = None,
     """Continue an interrupted study to its requested number of trials."""
     study = load_study(name, url)
     plan = stored_plan(study, url)
+    build_of(plan.objective_settings())  # a build that cannot be loaded: exit 2 first
     if jobs is not None:
         plan = replace(plan, jobs=jobs)
+    if not plan.trials:  # a Python API study that never said how many: its interrupted ones
+        reap(study)
+        trials = study.get_trials(deepcopy=False)
+        plan = replace(plan, trials=sum(t.state in (*FINISHED, TrialState.WAITING,
+                                                    TrialState.RUNNING) for t in trials))
     return run_search(plan, on_event)
 
 
@@ -125,9 +133,10 @@ def winner_info(study: optuna.Study, trial: FrozenTrial) -> Winner:
                   scores={k: attrs[k] for k in ARC_SCORES if attrs.get(k) is not None})
 
 
-def confirm(study: optuna.Study, plan: StudyPlan, trial: FrozenTrial,
-            on_event: EventSink | None = None) -> Winner:
-    """Re-train the winner's effective configuration from scratch with another seed.
+def confirm(study: optuna.Study, plan: StudyPlan | None, trial: FrozenTrial,
+            on_event: EventSink | None = None, build: TrialBuild | None = None) -> Winner:
+    """Re-train the winner's effective configuration from scratch with another seed (the
+    plan's build, or `build`), in the study's artifacts folder.
 
     Confirmed when that run ends stable without a single divergence. The result is stored
     in the study's user attributes (`confirmed`, `confirmation`); a winner already checked
@@ -137,10 +146,12 @@ def confirm(study: optuna.Study, plan: StudyPlan, trial: FrozenTrial,
     done = study.user_attrs.get(StudyAttr.CONFIRMATION) or {}
     if done.get("trial") == trial.number:
         return winner_info(study, trial)
-    effective = RunConfig.from_dict(trial.user_attrs[TrialAttr.EFFECTIVE_CONFIG])
-    train = effective.train.replace(seed=(effective.train.seed + 1) % (2**31 - 1))
-    config = RunConfig(train, effective.supervisor)
-    path = Path(plan.artifacts) / f"confirm-trial-{trial.number:04d}"
+    assert plan is not None or build is not None
+    setup = (build or build_of(plan.objective_settings())).recheck(trial)  # type: ignore[union-attr]
+    seed = setup.config.get("seed")
+    run_dir = trial.user_attrs.get(TrialAttr.RUN_DIR)
+    artifacts = Path(plan.artifacts) if plan is not None else Path(str(run_dir)).parent
+    path = artifacts / f"confirm-trial-{trial.number:04d}"
     try:
         path.mkdir(parents=True)  # atomic: of workers ending together, one gets this name
     except FileExistsError:
@@ -149,13 +160,13 @@ def confirm(study: optuna.Study, plan: StudyPlan, trial: FrozenTrial,
         path = path.with_name(f"{path.name}-{socket.gethostname()}-{os.getpid()}")
         if path.exists():
             shutil.rmtree(path)
-    emit(SearchEvent(SearchEventKind.CONFIRM_START, trial.number, {"seed": train.seed,
-                                                     "run_dir": str(path)}))
-    result = start_run(config, path, plan.device)
+    emit(SearchEvent(SearchEventKind.CONFIRM_START, trial.number,
+                     {"seed": seed, "run_dir": str(path)}))
+    result = start(setup.trainer, path, setup.epochs, setup.config, setup.supervisor)
     confirmed = result.stable and result.divergences == 0
     record = {"trial": trial.number, "confirmed": confirmed, "value": result.objective,
               "test_pass2": result.scores.get("test_pass2"),
-              "seed": train.seed, "divergences": result.divergences,
+              "seed": seed, "divergences": result.divergences,
               "status": result.status, "run_dir": str(path)}
     study.set_user_attr(StudyAttr.CONFIRMATION, jsonable(record))
     study.set_user_attr(StudyAttr.CONFIRMED, confirmed)

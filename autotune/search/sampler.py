@@ -39,18 +39,18 @@ towards TPE's `n_startup_trials` (they are finished evaluations, which is what i
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
-from optuna.samplers import TPESampler
+from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.search.views import StudyView
 from autotune.search.vocabulary import SystemAttr, TrialAttr
 
-__all__ = ["CreditTPESampler", "sampled_view", "stand_in", "stand_ins"]
+__all__ = ["CreditSampler", "CreditTPESampler", "sampled_view", "stand_in", "stand_ins"]
 
 
 
@@ -121,3 +121,37 @@ class CreditTPESampler(TPESampler):
                            param_distribution: BaseDistribution) -> Any:
         return super().sample_independent(_CreditView(study), trial, param_name,  # type: ignore[arg-type]
                                           param_distribution)
+
+
+class CreditSampler(BaseSampler):
+    """Any Optuna sampler, shown the same study as `CreditTPESampler`'s TPE (the sampled
+    configurations' divergences, the stand-ins): `autotune.create_study` wraps the given
+    sampler in it."""
+
+    def __init__(self, wrapped: BaseSampler) -> None:
+        if not isinstance(wrapped, BaseSampler):
+            raise TypeError(f"wrapped must be a BaseSampler but got {type(wrapped).__name__}.")
+        self.wrapped = wrapped
+
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.wrapped.infer_relative_search_space(_CreditView(study), trial)  # type: ignore[arg-type]
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return self.wrapped.sample_relative(_CreditView(study), trial, search_space)  # type: ignore[arg-type]
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self.wrapped.sample_independent(_CreditView(study), trial, param_name,  # type: ignore[arg-type]
+                                               param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.wrapped.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self.wrapped.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.wrapped.reseed_rng()

@@ -9,6 +9,10 @@ A space is a flat YAML mapping. A key whose value is a mapping is searched:
 A key whose value is anything else is fixed for every trial (`epochs: 6`). A range over an
 integer key is sampled as an integer. Every bound and choice is checked against the
 configuration's own rules before the study starts, so a bad space is exit 2 naming the key.
+
+A free space (`free=True`: `autotune search --trainer`, whose keys are the user's
+factory's) takes any key; a range whose bounds (and step) are integers is sampled as an
+integer, any other as a float.
 """
 
 from __future__ import annotations
@@ -166,8 +170,8 @@ def _check_value(key: str, value: Any, source: str, what: str) -> Any:
         raise ConfigError(f"space {source}: {what} of {key}: {exc}") from None
 
 
-def _parse_range(key: str, spec: dict[str, Any], source: str) -> Range:
-    kind = _TYPES[key]
+def _parse_range(key: str, spec: dict[str, Any], source: str, free: bool = False) -> Range:
+    kind = _free_kind(spec) if free else _TYPES[key]
     if kind not in ("float", "int"):
         raise ConfigError(f"space {source}: {key} is not numeric; give it `choices: [...]` "
                           f"instead of a range.")
@@ -202,12 +206,20 @@ def _parse_range(key: str, spec: dict[str, Any], source: str) -> Range:
         step = int(step) if step is not None else None
     else:
         low, high = float(low), float(high)
-    _check_value(key, low, source, "low")
-    _check_value(key, high, source, "high")
+    if not free:
+        _check_value(key, low, source, "low")
+        _check_value(key, high, source, "high")
     return Range(key, low, high, log, step, integer)
 
 
-def _parse_choice(key: str, spec: dict[str, Any], source: str) -> Choice:
+def _free_kind(spec: dict[str, Any]) -> str:
+    """A free range's type: int when its bounds and step are integers as written."""
+    bounds = [spec.get(k) for k in ("low", "high", "step") if spec.get(k) is not None]
+    integer = all(isinstance(v, int) and not isinstance(v, bool) for v in bounds)
+    return "int" if integer and not spec.get("log") else "float"
+
+
+def _parse_choice(key: str, spec: dict[str, Any], source: str, free: bool = False) -> Choice:
     choices = spec["choices"]
     if not isinstance(choices, list):
         raise ConfigError(f"space {source}: {key}.choices must be a list but got {choices!r}.")
@@ -218,30 +230,37 @@ def _parse_choice(key: str, spec: dict[str, Any], source: str) -> Choice:
         if isinstance(raw, (list, dict)):
             raise ConfigError(f"space {source}: {key}.choices holds {raw!r}; choices must be "
                               f"single values.")
-        if isinstance(raw, str) and _TYPES[key] in ("float", "int"):
-            raw = _number(key, "choices", raw, source)
-        value = _check_value(key, raw, source, "a choice")
+        if free:
+            value = raw
+        else:
+            if isinstance(raw, str) and _TYPES[key] in ("float", "int"):
+                raw = _number(key, "choices", raw, source)
+            value = _check_value(key, raw, source, "a choice")
         if not any(_same(value, v) for v in values):
             values.append(value)
     return Choice(key, tuple(values))
 
 
-def parse_space(mapping: Any, source: str = "<space>") -> Space:
-    """A validated Space from a YAML mapping (ConfigError naming the bad key)."""
+def parse_space(mapping: Any, source: str = "<space>", free: bool = False) -> Space:
+    """A validated Space from a YAML mapping (ConfigError naming the bad key); `free`: any
+    key (a user's factory's hyperparameters)."""
     if mapping is None:
         mapping = {}
     if not isinstance(mapping, dict):
         raise ConfigError(f"space {source} must be a mapping of configuration keys to ranges, "
                           f"choices or fixed values.")
+    if free and not all(isinstance(k, str) and k for k in mapping):
+        raise ConfigError(f"space {source}: every key must be a non-empty name.")
     try:
-        check_keys(mapping)
+        if not free:
+            check_keys(mapping)
     except ConfigError as exc:
         raise ConfigError(f"space {source}: {exc}") from None
     params: list[Param] = []
     fixed: dict[str, Any] = {}
     for key, spec in mapping.items():
         if not isinstance(spec, dict):
-            fixed[key] = _check_value(key, spec, source, "the fixed value")
+            fixed[key] = spec if free else _check_value(key, spec, source, "the fixed value")
             continue
         unknown = [k for k in spec if k not in (*RANGE_FIELDS, "choices")]
         if unknown:
@@ -251,10 +270,10 @@ def parse_space(mapping: Any, source: str = "<space>") -> Space:
             if any(k in spec for k in RANGE_FIELDS):
                 raise ConfigError(f"space {source}: {key} has both choices and a range; give "
                                   f"one of them.")
-            params.append(_parse_choice(key, spec, source))
+            params.append(_parse_choice(key, spec, source, free))
         else:
-            params.append(_parse_range(key, spec, source))
-    if fixed:
+            params.append(_parse_range(key, spec, source, free))
+    if fixed and not free:
         try:
             from_dict(dict(fixed))
         except ConfigError as exc:
@@ -286,11 +305,11 @@ def space_path(value: str | Path | None) -> Path:
                       f"(shipped: {names}).")
 
 
-def load_space(value: str | Path | None) -> Space:
-    """Read and validate a space file (or a shipped space by name)."""
+def load_space(value: str | Path | None, free: bool = False) -> Space:
+    """Read and validate a space file (or a shipped space by name); `free`: any key."""
     path = space_path(value)
     try:
         mapping = load_yaml(path)
     except ConfigError as exc:
         raise ConfigError(f"--space: {exc}") from None
-    return parse_space(mapping, str(path))
+    return parse_space(mapping, str(path), free)

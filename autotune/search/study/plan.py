@@ -17,6 +17,7 @@ import optuna
 
 from autotune.errors import ConfigError
 from autotune.recovery.settings import RecoveryMode
+from autotune.search.factory import check as check_factory
 from autotune.search.objective import (
     ObjectiveSettings,
 )
@@ -52,6 +53,8 @@ class SearchSettings:
     device: str = "auto"
     recovery: str | None = None
     """on or off; None: the study's (on for a new one)."""
+    trainer: str | None = None
+    """MODULE:FACTORY: search a user's trainer (`autotune.search.factory`); None: ARC."""
 
     def __post_init__(self) -> None:
         for name, low in (("trials", 1), ("epochs", 1), ("jobs", 1), ("seed", 0)):
@@ -62,6 +65,12 @@ class SearchSettings:
         if self.timeout is not None and not (self.timeout > 0 and math.isfinite(self.timeout)):
             raise ConfigError(f"--timeout must be a number of seconds > 0 but got "
                               f"{self.timeout!r}.")
+        if self.trainer is not None and self.profile is not None:
+            raise ConfigError(f"--profile {self.profile!r} does not apply with --trainer "
+                              f"(profiles size our ARC trainer); drop it.")
+        if self.trainer is not None and self.space is None:
+            raise ConfigError("--trainer needs --space FILE: a space over the factory's "
+                              "hyperparameters.")
         if self.profile is not None and self.profile not in PROFILES:
             raise ConfigError(f"--profile must be one of {', '.join(PROFILES)} but got "
                               f"{self.profile!r}.")
@@ -93,17 +102,24 @@ class StudyPlan:
     device: str = "auto"
     recovery: str = RecoveryMode.ON.value
     version: int = 1
+    kind: str = "arc"
+    """What trains (`ObjectiveSettings.kind`): arc, factory (`--trainer`) or build
+    (`autotune.objective`)."""
+    trainer: str | None = None
+    """MODULE:NAME of the factory or build (`autotune.search.factory`)."""
+    max_recoveries: int = 4
     jobs_reason: str = field(default="", compare=False)
     """Why `jobs` is what it is (for the startup line); not stored with the study."""
 
     def space_obj(self) -> Space:
-        return parse_space(self.space, f"of study {self.study!r}")
+        return parse_space(self.space, f"of study {self.study!r}", free=self.kind != "arc")
 
     def objective_settings(self) -> ObjectiveSettings:
         overrides = {"epochs": self.epochs} if self.epochs is not None else {}
         return ObjectiveSettings(self.space_obj(), self.profile, Path(self.artifacts),
                                  overrides, self.device, self.trials,
-                                 recovery=RecoveryMode(self.recovery))
+                                 recovery=RecoveryMode(self.recovery), kind=self.kind,
+                                 trainer=self.trainer, max_recoveries=self.max_recoveries)
 
     def stored(self) -> dict[str, Any]:
         """The plan as a study attribute (the storage URL is not stored: it is where the
@@ -148,6 +164,8 @@ def _jobs(settings: SearchSettings, space: Space, profile: str,
     """`--jobs`, or its default for the device: on CUDA by the free memory over the need of
     a trial at the space's corners."""
     def need() -> int:
+        if not profile:  # a user's trainer (no profile): its need is not known
+            return 0
         return max(trial_memory(c).total for c in _corners(space, profile, overrides))
 
     return choose_jobs(settings.jobs, settings.device, need, packing.cores())
@@ -160,19 +178,24 @@ def prepare(settings: SearchSettings) -> StudyPlan:
     larger `--trials` raises the study's target.
     """
     url = storage_url(settings.storage)
-    space = load_space(settings.space)
+    own = settings.trainer is not None
+    space = load_space(settings.space, free=own)
     if settings.epochs is not None and space.param("epochs") is not None:
         raise ConfigError("--epochs conflicts with the space's epochs range; drop one.")
     overrides = {"epochs": settings.epochs} if settings.epochs is not None else {}
-    profile = settings.profile or default_profile(settings.device)
-    _probe(space, profile, overrides)
+    profile = "" if own else settings.profile or default_profile(settings.device)
+    if settings.trainer is not None:
+        check_factory(settings.trainer, space, settings.epochs)  # before a trial is spent
+    else:
+        _probe(space, profile, overrides)
     Injector.from_env()  # a bad AUTOTUNE_INJECT is exit 2 here, not a failed trial each
     storage = open_storage(url)  # the first thing written
     if settings.study in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=settings.study, storage=storage)
         plan = stored_plan(study, url)
         given = json.loads(json.dumps(space.to_yaml())) if settings.space is not None else None
-        for flag, mine, theirs in (("--space", given, plan.space),
+        for flag, mine, theirs in (("--trainer", settings.trainer, plan.trainer),
+                                   ("--space", given, plan.space),
                                    ("--profile", settings.profile, plan.profile),
                                    ("--epochs", settings.epochs, plan.epochs),
                                    ("--recovery", settings.recovery, plan.recovery)):
@@ -180,6 +203,8 @@ def prepare(settings: SearchSettings) -> StudyPlan:
                 raise ConfigError(f"study {settings.study!r} exists with another {flag[2:]} "
                                   f"({theirs!r}); continue it without {flag}, or use another "
                                   f"--study.")
+        if plan.kind == "factory" and plan.trainer is not None:
+            check_factory(plan.trainer, plan.space_obj(), plan.epochs)
         packing = _jobs(settings, plan.space_obj(), plan.profile,
                         {"epochs": plan.epochs} if plan.epochs is not None else {})
         plan = replace(plan, storage=url, trials=max(plan.trials, settings.trials or 0),
@@ -195,7 +220,8 @@ def prepare(settings: SearchSettings) -> StudyPlan:
                      artifacts=str(artifacts.resolve()), seed=settings.seed,
                      jobs=packing.jobs, device=settings.device,
                      recovery=settings.recovery or RecoveryMode.ON.value,
-                     jobs_reason=packing.reason)
+                     jobs_reason=packing.reason, kind="factory" if own else "arc",
+                     trainer=settings.trainer)
     study = optuna.create_study(study_name=settings.study, storage=storage,
                                 direction="minimize", load_if_exists=True)
     if StudyAttr.PLAN not in study.user_attrs:

@@ -1,0 +1,57 @@
+"""The ARC trainer as one build among others: a space over TrainConfig keys, a profile.
+
+`ArcBuild` samples a trial's parameters from the space, resolves its `TrainConfig`
+(profile, then the space's fixed values, then flags such as `--epochs`, then the sampled
+parameters) and makes an `autotune.recovery.runs.ArcTrainer`, whose optional members add
+the held-out ARC scores and the schedule audit. The data of a configuration is loaded once
+per process for the trials that share it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from autotune.recovery.runs import RunConfig, arc_trainer
+from autotune.recovery.settings import RecoveryMode, SupervisorConfig
+from autotune.search.setup import TrialSetup, next_seed
+from autotune.search.space import Space
+from trainer.config import TrainConfig
+from trainer.data import ArcData, build_data
+
+__all__ = ["ArcBuild"]
+
+
+class ArcBuild:
+    """ARC trials over `space` (see the module docstring)."""
+
+    def __init__(self, space: Space, profile: str, overrides: dict[str, Any] | None = None,
+                 device: str = "auto", recovery: RecoveryMode = RecoveryMode.ON,
+                 max_recoveries: int = 4) -> None:
+        self.space = space
+        self.profile = profile
+        self.overrides = dict(overrides or {})
+        self.device = device
+        self.supervisor = SupervisorConfig(recovery=recovery, max_recoveries=max_recoveries)
+        self._data: tuple[tuple[Any, ...], ArcData] | None = None
+
+    def data(self, config: TrainConfig) -> ArcData:
+        """The data of a configuration, loaded once per process for the trials that share it."""
+        key = (config.data, config.max_tasks, config.max_grid, config.val_fraction)
+        if self._data is None or self._data[0] != key:
+            self._data = (key, build_data(config))
+        return self._data[1]
+
+    def setup(self, trial: optuna.Trial, stream: int) -> TrialSetup:
+        params = self.space.suggest(trial)
+        config = self.space.config(params, self.profile, self.overrides)
+        trainer = arc_trainer(config, self.device, self.data(config), stream)
+        return TrialSetup(trainer, config.epochs, config.to_dict(), self.supervisor)
+
+    def recheck(self, winner: FrozenTrial) -> TrialSetup:
+        effective = RunConfig.from_dict(winner.user_attrs["effective_config"])
+        train = effective.train.replace(seed=next_seed(effective.train.seed))
+        trainer = arc_trainer(train, self.device, self.data(train))
+        return TrialSetup(trainer, train.epochs, train.to_dict(), effective.supervisor)
