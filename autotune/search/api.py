@@ -8,9 +8,10 @@
 trial is run exactly as `autotune search` runs an ARC trial (`autotune.search.objective`,
 one code path): a supervised run in its own folder under `run_root`, reported, pruned,
 triaged and recorded. The study holds a plan (`StudyAttr.PLAN`,
-`autotune.search.study.plan`) like a study of `autotune search`, with `kind: build`, so `autotune export`, `report` and
-`resume --study` read it; `resume --study` can build trials again when `build` can be
-imported (a module's top-level function), and otherwise says to re-run the script.
+`autotune.search.study.plan`) like a study of `autotune search`, with `kind: build`, so
+`autotune export`, `report` and `resume --study` read it; `resume --study` can build
+trials again when `build` can be imported (a module's top-level function), and otherwise
+says to re-run the script.
 
 `create_study` returns an `optuna.Study` whose sampler and pruner are autotune's wrappers
 of the given ones (TPE and the median pruner by default). Its `optimize`, given autotune's
@@ -62,7 +63,7 @@ class StudyObjective(Objective):
         settings = ObjectiveSettings(Space(), "", run_root, {"epochs": epochs},
                                      recovery=recovery, kind="build", trainer=entry,
                                      max_recoveries=max_recoveries)
-        name = entry or getattr(build, "__qualname__", "build")
+        name = entry or str(getattr(build, "__qualname__", "build"))
         supervisor = SupervisorConfig(recovery=recovery, max_recoveries=max_recoveries)
         super().__init__(settings, build=OwnBuild(build, epochs, supervisor, name=name))
         self.epochs = epochs
