@@ -18,7 +18,7 @@ LAYERS = ["detect", "recovery", "diagnose", "search", "report", "integrations", 
 # In autotune/search/: what runs a study (`outcome`, and `__init__`, the package's API) sits
 # on both halves; every other module there is a trial's logic and uses of the study's
 # infrastructure only the leaf that tells a trial whether it is still its own.
-SEARCH_FACADES = {"autotune.search", "autotune.search.outcome"}
+SEARCH_FACADES = {"autotune.search", "autotune.search.outcome", "autotune.search.api"}
 TRIAL_MAY_USE = {"autotune.search.study.ownership"}
 
 
