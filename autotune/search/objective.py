@@ -48,6 +48,8 @@ from autotune.search.vocabulary import (
 from trainer.config import TrainConfig
 from trainer.data import ArcData, build_data
 
+# EventSink and SearchEvent belong to `vocabulary`; they stay importable from here, where
+# callers found them before.
 __all__ = ["EventSink", "Objective", "ObjectiveSettings", "SearchEvent", "SurplusTrial",
            "is_surplus", "record_story"]
 
