@@ -22,13 +22,17 @@ pass every later hold.
 Steps are global optimizer steps of compute (they never go back after a rollback), so a
 fault fires once. With the variable unset the injector is empty and falsy, and the
 trainer skips every hook.
+
+A `kill` first calls the functions in `BEFORE_KILL` (a supervisor's background writer
+registers its flush there), so a kill at a step meets the disk with every write queued
+before it done, as the tests that kill at a step expect; a real SIGKILL meets any moment.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +45,8 @@ ENV = "AUTOTUNE_INJECT"
 HOLD_ENV = "AUTOTUNE_HOLD"  # the folder of `hold@STEP`'s files
 HOLD_POLL_S = 0.01
 SPIKE_FACTOR = 100.0
+BEFORE_KILL: list[Callable[[], None]] = []
+"""Called before an injected kill ends the process (see the module docstring)."""
 BLOCK = 4096  # rate faults are drawn a block of steps at a time, each block its own stream
 
 
@@ -111,6 +117,8 @@ class Injector:
 
     def on_step_start(self, step: int) -> None:
         if self._has(step, "kill"):
+            for flush in list(BEFORE_KILL):  # the disk as the writers left it
+                flush()
             os._exit(137)  # as if the machine died: no cleanup, no flush
         if self._has(step, "hold"):
             hold(Path(os.environ[HOLD_ENV]), step)

@@ -252,12 +252,17 @@ def register(app: typer.Typer, console: Console) -> None:
         recovery: Annotated[str | None, typer.Option(
             help="on (recover diverging trials; the default) or off (prune them with the "
                  "reason, recover nothing)")] = None,
+        held_out: Annotated[str | None, typer.Option(
+            help="winner (score the winner on ARC's held-out test pairs after the search; "
+                 "the default) or all (every stable trial as it ends: about a second "
+                 "each on the tiny profile)")] = None,
     ) -> None:
         """Search hyperparameters; diverging trials are recovered, not thrown away."""
         _quiet_optuna()
         settings = SearchSettings(study=study, storage=storage, trials=trials, space=space,
                                   profile=profile, epochs=epochs, timeout=timeout, seed=seed,
-                                  jobs=jobs, artifacts=artifacts, recovery=recovery)
+                                  jobs=jobs, artifacts=artifacts, recovery=recovery,
+                                  held_out=held_out)
         plan = prepare(settings)
         console.print(f"study {plan.study!r}: {plan.trials} trials, profile {plan.profile}, "
                       f"{_jobs_text(plan)}, recovery {plan.recovery}; storage "

@@ -50,17 +50,29 @@ class CheckpointInfo:
 def save(directory: Path, state: dict[str, Any], *, global_epoch: int, epoch: int, step: int,
          val_loss: float) -> CheckpointInfo:
     """Write `state` and then its marker, both atomically."""
-    directory.mkdir(parents=True, exist_ok=True)
+    info, data = encode(state, global_epoch=global_epoch, epoch=epoch, step=step,
+                        val_loss=val_loss)
+    write(directory, info, data)
+    return info
+
+
+def encode(state: dict[str, Any], *, global_epoch: int, epoch: int, step: int,
+           val_loss: float) -> tuple[CheckpointInfo, bytes]:
+    """The bytes of `state` as a checkpoint, and the marker that describes them."""
     buffer = io.BytesIO()
     torch.save({"version": FORMAT_VERSION, **state}, buffer)
     data = buffer.getvalue()
-    info = CheckpointInfo(global_epoch, epoch, step, float(val_loss),
-                          hashlib.sha256(data).hexdigest(), len(data))
+    return CheckpointInfo(global_epoch, epoch, step, float(val_loss),
+                          hashlib.sha256(data).hexdigest(), len(data)), data
+
+
+def write(directory: Path, info: CheckpointInfo, data: bytes) -> None:
+    """Write encoded checkpoint bytes and then their marker, both atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
     atomic_write(directory / f"{info.stem}.pt", lambda f: f.write(data))
     marker = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
               for k, v in asdict(info).items()}
     atomic_write_text(directory / f"{info.stem}.json", json.dumps(marker))
-    return info
 
 
 def _read_marker(path: Path) -> CheckpointInfo | None:

@@ -3,8 +3,9 @@
 An ARC run's configuration is one flat mapping (config.yaml, `--config`, `--set`): the
 trainer's keys (`trainer.config.TrainConfig`) and the supervisor's (`max_loss_increase`,
 `max_recoveries`, `recovery`, `keep_checkpoints`). `RunConfig` holds the two halves. A
-completed ARC run is also scored on the held-out test pairs, and its applied learning rate
-is audited against `lr_at`.
+completed ARC run is also scored on the held-out test pairs (unless `score=False`: a search
+scores only its winner, afterwards, with `score_run`), and its applied learning rate is
+audited against `lr_at`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from autotune.errors import ConfigError
 from autotune.events import Event, EventKind
+from autotune.recovery import checkpoint_files
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import SUPERVISOR_KEYS, SupervisorConfig, split
 from autotune.recovery.supervise import continue_run, finish
@@ -26,7 +28,7 @@ from trainer.inject import Injector
 from trainer.loop import Trainer, pick_device
 from trainer.schedule import audit
 
-__all__ = ["RunConfig", "resolve_run", "resume_run", "start_run"]
+__all__ = ["RunConfig", "resolve_run", "resume_run", "score_run", "start_run"]
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,10 @@ def _trainer(config: TrainConfig, device: str, data: ArcData | None,
 
 def start_run(config: RunConfig | TrainConfig, run_path: Path, device: str = "auto",
               hooks: Hooks | None = None, data: ArcData | None = None,
-              fault_stream: int = 0) -> RunResult:
+              fault_stream: int = 0, score: bool = True) -> RunResult:
     """Train `config` from scratch in `run_path`, supervised per its supervisor settings.
     `fault_stream` picks the run's stream of `AUTOTUNE_INJECT` rate faults (a search
-    trial's number; `trainer.inject`)."""
+    trial's number; `trainer.inject`); `score=False` skips the held-out scoring."""
     if isinstance(config, TrainConfig):
         config = RunConfig(config)
     trainer = _trainer(config.train, device, data, fault_stream)
@@ -82,11 +84,12 @@ def start_run(config: RunConfig | TrainConfig, run_path: Path, device: str = "au
                             settings=config.supervisor, hooks=hooks, config=config.to_dict())
     supervisor.start()
     result = supervisor.fit()
-    return finish(supervisor, result, _scores(trainer, result))
+    return finish(supervisor, result, _scores(trainer, result, score))
 
 
 def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
-               hooks: Hooks | None = None, fault_stream: int = 0) -> RunResult:
+               hooks: Hooks | None = None, fault_stream: int = 0,
+               score: bool = True) -> RunResult:
     """Continue a run: a diverged one is rolled back and changed first (and recovers from
     then on, even if it ran with recovery off), an interrupted one continues from its latest
     valid checkpoint, a finished one is extended to `epochs`."""
@@ -97,19 +100,48 @@ def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
     trainer = _trainer(config.train, device, None, fault_stream)
 
     def scored(supervisor: Supervisor, result: RunResult) -> RunResult:
-        return finish(supervisor, result, _scores(trainer, result))
+        return finish(supervisor, result, _scores(trainer, result, score))
 
     return continue_run(trainer, run, config.train.epochs, config.supervisor, hooks=hooks,
                         finisher=scored)
 
 
-def _scores(trainer: Trainer, result: RunResult) -> dict[str, Any]:
+def _scores(trainer: Trainer, result: RunResult, score: bool = True) -> dict[str, Any]:
     """A completed run's held-out test scores (loss, cells, exact, and ARC's pass@2 with
-    the copy baseline) and its schedule audit; also kept on `result.scores`."""
+    the copy baseline; with `score`) and its schedule audit; also kept on
+    `result.scores`."""
     if not result.stable:
         return {}
-    result.scores = {**trainer.evaluate("test"), **trainer.arc_scores("test")}
-    return {"test": result.scores, "schedule_audit": schedule_audit(trainer, result.events)}
+    audit_ = {"schedule_audit": schedule_audit(trainer, result.events)}
+    if not score:
+        return audit_
+    result.scores = held_out(trainer)
+    return {"test": result.scores, **audit_}
+
+
+def held_out(trainer: Trainer) -> dict[str, Any]:
+    """The held-out test scores of the trainer's weights as they are."""
+    return {**trainer.evaluate("test"), **trainer.arc_scores("test")}
+
+
+def score_run(run_path: Path, device: str = "auto", data: ArcData | None = None
+              ) -> dict[str, Any]:
+    """Score a finished run on the held-out test pairs from its latest checkpoint (the
+    weights it ended with), and add the scores to its summary.json (`test`)."""
+    run = RunDir.open(run_path)
+    config = RunConfig.from_dict(run.effective_config())
+    trainer = _trainer(config.train, device, data)
+    loaded = checkpoint_files.load_latest(run.checkpoints, map_location=trainer.device)
+    if loaded is None:
+        raise ConfigError(f"run directory {str(run.path)!r} has no valid checkpoint to "
+                          f"score.")
+    _, state = loaded
+    trainer.load_state_dict(state.get("trainer", state))
+    scores = held_out(trainer)
+    summary = run.summary()
+    if summary is not None:
+        run.write_summary({**summary, "test": scores})
+    return scores
 
 
 def schedule_audit(trainer: Trainer, events: list[Event]) -> dict[str, Any]:

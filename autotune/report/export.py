@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.search.tally import winner_of
+from autotune.search.tally import held_out_scores, winner_of
 from autotune.search.vocabulary import StudyAttr, TrialAttr
 from autotune.events import changes_of, describe_changes, fmt
 from autotune.atomic import atomic_write_text
@@ -71,6 +71,7 @@ def export_yaml(study: optuna.Study, storage: str = "") -> str:
     else:
         confirmed = "not checked"
     changes = changes_of(attrs.get(TrialAttr.EVENTS, []))
+    scores = held_out_scores(study.user_attrs, best)
     lines = [
         f"autotune: winner of study {study.study_name!r}"
         + (f" ({storage})" if storage else ""),
@@ -80,9 +81,9 @@ def export_yaml(study: optuna.Study, storage: str = "") -> str:
         + describe_changes(changes),
         "sampled: " + ", ".join(f"{k}={fmt(v, '.6g')}" for k, v in best.params.items()),
         f"confirmed: {confirmed}",
-        *([f"held-out test pairs: pass@2 {fmt(attrs['test_pass2'], '.3f')}, pass@1 "
-           f"{fmt(attrs.get('test_pass1'), '.3f')}; copying the input "
-           f"{fmt(attrs.get('test_copy_pass'), '.3f')}"] if "test_pass2" in attrs else []),
+        *([f"held-out test pairs: pass@2 {fmt(scores['test_pass2'], '.3f')}, pass@1 "
+           f"{fmt(scores.get('test_pass1'), '.3f')}; copying the input "
+           f"{fmt(scores.get('test_copy_pass'), '.3f')}"] if "test_pass2" in scores else []),
         f"exported {time.strftime('%Y-%m-%d %H:%M:%S')}; use: autotune train --config FILE",
     ]
     header = "".join(f"# {line}\n" for line in lines)
@@ -95,7 +96,8 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _our_columns(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
+def _our_columns(trial: FrozenTrial, names: list[str],
+                 scores: dict[str, float]) -> dict[str, Any]:
     attrs = trial.user_attrs
     effective = attrs.get(TrialAttr.EFFECTIVE_CONFIG) or {}
     row: dict[str, Any] = {f"effective_{k}": _cell(effective.get(k)) for k in names}
@@ -106,8 +108,8 @@ def _our_columns(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
         "stable": attrs.get(TrialAttr.STABLE), "divergences": divergences,
         "status": attrs.get(TrialAttr.STATUS), "pruned_reason": attrs.get(TrialAttr.PRUNED_REASON),
         "retry_of": attrs.get(TrialAttr.RETRY_OF), "credit_of": attrs.get(TrialAttr.CREDIT_OF),
-        "test_pass2": attrs.get("test_pass2"), "test_pass1": attrs.get("test_pass1"),
-        "test_copy_pass": attrs.get("test_copy_pass"),
+        "test_pass2": scores.get("test_pass2"), "test_pass1": scores.get("test_pass1"),
+        "test_copy_pass": scores.get("test_copy_pass"),
         "run_dir": attrs.get(TrialAttr.RUN_DIR)})
     return row
 
@@ -131,7 +133,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     changed = sorted({k for t in trials for k in changes_of(t.user_attrs.get(TrialAttr.EVENTS, []))}
                      - set(params))
     names = params + changed
-    ours = pd.DataFrame([{"number": t.number, **_our_columns(t, names)} for t in trials],
+    attrs = study.user_attrs
+    ours = pd.DataFrame([{"number": t.number,
+                          **_our_columns(t, names, held_out_scores(attrs, t))}
+                         for t in trials],
                         columns=["number", *[f"effective_{k}" for k in names], *OURS])
     frame = frame.merge(ours, on="number", how="left")
     if "duration" in frame.columns:

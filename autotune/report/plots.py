@@ -27,7 +27,7 @@ from rich.console import JustifyMethod  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from autotune.events import EventKind, changes_of, describe_changes, fmt  # noqa: E402
-from autotune.search.tally import winner_of
+from autotune.search.tally import held_out_scores, winner_of  # noqa: E402
 from autotune.search.vocabulary import StudyAttr, TrialAttr  # noqa: E402
 from autotune.errors import ConfigError  # noqa: E402
 
@@ -63,7 +63,7 @@ def top_table(study: optuna.Study, k: int = 10) -> Table:
             if check.get("trial") == t.number:
                 mark += " confirmed" if check.get("confirmed") else " NOT confirmed"
         table.add_row(f"{t.number}{mark}", f"{t.value:.4f}",
-                      fmt(t.user_attrs.get("test_pass2"), ".3f"),
+                      fmt(held_out_scores(study.user_attrs, t).get("test_pass2"), ".3f"),
                       "yes" if t.user_attrs.get(TrialAttr.STABLE, True) else "no",
                       str(t.user_attrs.get(TrialAttr.RECOVERIES, 0)),
                       ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

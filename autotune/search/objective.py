@@ -51,7 +51,7 @@ from trainer.data import ArcData, build_data
 # EventSink and SearchEvent belong to `vocabulary`; they stay importable from here, where
 # callers found them before.
 __all__ = ["EventSink", "Objective", "ObjectiveSettings", "SearchEvent", "SurplusTrial",
-           "is_surplus", "record_story"]
+           "data_for", "is_surplus", "record_story", "set_user_attrs"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,10 @@ class ObjectiveSettings:
     triage: bool = True
     """Recover a diverged trial only when its rolled-back state is competitive, prune it
     otherwise (`autotune.search.triage`); False recovers every one."""
+    held_out: str = "winner"
+    """`all`: score every stable trial on ARC's held-out test pairs as it ends (about a
+    second each on the tiny profile); `winner`: only the winner, after the search
+    (`autotune.search.outcome.score_winner`)."""
 
 
 class SurplusTrial(Exception):
@@ -91,16 +95,42 @@ def is_surplus(trials: Iterable[FrozenTrial], number: int, target: int) -> bool:
     return len(holders) >= target
 
 
+def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    """Set several user attributes: in one transaction where the storage can
+    (`RetryingRDBStorage.set_trial_user_attrs`), else one call a key."""
+    backend = getattr(trial.storage, "_backend", trial.storage)  # under Optuna's cache
+    batch = getattr(backend, "set_trial_user_attrs", None)
+    if batch is None:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    batch(trial._trial_id, dict(attrs))
+    trial._cached_frozen_trial.user_attrs.update(attrs)  # what trial.user_attrs shows
+
+
 def record_story(trial: optuna.Trial, story: TrialStory, extra: Mapping[str, Any],
                  store: Path) -> None:
     """Store a finished trial's compact summary (with `extra` attributes) and its
     constraint; when it has a recovery history, also the history as an artifact in the
-    file store `store` and a note (`autotune.search.dashboard`)."""
-    for key, value in {**story.attrs(), **jsonable(dict(extra))}.items():
-        trial.set_user_attr(key, value)
+    file store `store` and a note (`autotune.search.dashboard`). Nothing reads these
+    while the trial runs, so they are written at its end, in one transaction."""
+    set_user_attrs(trial, {**story.attrs(), **jsonable(dict(extra))})
     trial.set_constraint(CONSTRAINT, float(story.unrecovered))
     if story.has_story():
         publish(trial, story, store)
+
+
+_DATA: dict[tuple[Any, ...], ArcData] = {}
+
+
+def data_for(config: TrainConfig) -> ArcData:
+    """The data of a configuration, built once per process (the trials, the winner's
+    scoring and its re-check share it); the last one only is kept."""
+    key = (config.data, config.max_tasks, config.max_grid, config.val_fraction)
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = build_data(config)
+    return _DATA[key]
 
 
 def _frozen(trial: optuna.Trial) -> FrozenTrial:
@@ -114,14 +144,10 @@ class Objective:
     def __init__(self, settings: ObjectiveSettings, on_event: EventSink | None = None) -> None:
         self.settings = settings
         self.emit: EventSink = on_event or (lambda event: None)
-        self._data: tuple[tuple[Any, ...], ArcData] | None = None
 
     def data(self, config: TrainConfig) -> ArcData:
         """The data of a configuration, loaded once per process for the trials that share it."""
-        key = (config.data, config.max_tasks, config.max_grid, config.val_fraction)
-        if self._data is None or self._data[0] != key:
-            self._data = (key, build_data(config))
-        return self._data[1]
+        return data_for(config)
 
     def __call__(self, trial: optuna.Trial) -> float:
         s = self.settings
@@ -175,13 +201,19 @@ class Objective:
         if not resuming:
             run_config = RunConfig(config, SupervisorConfig(recovery=self.settings.recovery))
             return start_run(run_config, run_path, self.settings.device, hooks,
-                             self.data(config), fault_stream=stream)
+                             self.data(config), fault_stream=stream, score=self.scores)
         run = RunDir(run_path)
         summary = run.summary()
         if summary is not None:  # killed after the run ended, before Optuna heard of it
             recorder.replay()
             return _result_of(summary, run.events())
-        return resume_run(run_path, None, self.settings.device, hooks, fault_stream=stream)
+        return resume_run(run_path, None, self.settings.device, hooks, fault_stream=stream,
+                          score=self.scores)
+
+    @property
+    def scores(self) -> bool:
+        """Whether a trial is scored on the held-out pairs as it ends."""
+        return self.settings.held_out == "all"
 
     # -- recording -----------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from trainer.loop import default_profile
 
 DEFAULT_STUDY = "arc"
 DEFAULT_TRIALS = 30
+HELD_OUT = ("winner", "all")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class SearchSettings:
     device: str = "auto"
     recovery: str | None = None
     """on or off; None: the study's (on for a new one)."""
+    held_out: str | None = None
+    """winner (score the winner on ARC's held-out pairs, after the search) or all (every
+    stable trial as it ends); None: the study's (winner for a new one)."""
 
     def __post_init__(self) -> None:
         for name, low in (("trials", 1), ("epochs", 1), ("jobs", 1), ("seed", 0)):
@@ -67,6 +71,8 @@ class SearchSettings:
                               f"{self.profile!r}.")
         if self.recovery is not None and self.recovery not in (RecoveryMode.ON, RecoveryMode.OFF):
             raise ConfigError(f"--recovery must be on or off but got {self.recovery!r}.")
+        if self.held_out is not None and self.held_out not in HELD_OUT:
+            raise ConfigError(f"--held-out must be winner or all but got {self.held_out!r}.")
         if not self.study or not self.study.strip():
             raise ConfigError("--study must be a non-empty name.")
         if self.artifacts is None and (Path(self.study).name != self.study
@@ -92,6 +98,7 @@ class StudyPlan:
     jobs: int = 1
     device: str = "auto"
     recovery: str = RecoveryMode.ON.value
+    held_out: str = "winner"
     version: int = 1
     jobs_reason: str = field(default="", compare=False)
     """Why `jobs` is what it is (for the startup line); not stored with the study."""
@@ -103,7 +110,8 @@ class StudyPlan:
         overrides = {"epochs": self.epochs} if self.epochs is not None else {}
         return ObjectiveSettings(self.space_obj(), self.profile, Path(self.artifacts),
                                  overrides, self.device, self.trials,
-                                 recovery=RecoveryMode(self.recovery))
+                                 recovery=RecoveryMode(self.recovery),
+                                 held_out=self.held_out)
 
     def stored(self) -> dict[str, Any]:
         """The plan as a study attribute (the storage URL is not stored: it is where the
@@ -184,7 +192,8 @@ def prepare(settings: SearchSettings) -> StudyPlan:
                         {"epochs": plan.epochs} if plan.epochs is not None else {})
         plan = replace(plan, storage=url, trials=max(plan.trials, settings.trials or 0),
                        jobs=packing.jobs, jobs_reason=packing.reason, device=settings.device,
-                       seed=settings.seed if settings.seed is not None else plan.seed)
+                       seed=settings.seed if settings.seed is not None else plan.seed,
+                       held_out=settings.held_out or plan.held_out)
         study.set_user_attr(StudyAttr.PLAN, plan.stored())
         return plan
     artifacts = Path(settings.artifacts or Path("studies") / "artifacts" / settings.study)
@@ -195,7 +204,7 @@ def prepare(settings: SearchSettings) -> StudyPlan:
                      artifacts=str(artifacts.resolve()), seed=settings.seed,
                      jobs=packing.jobs, device=settings.device,
                      recovery=settings.recovery or RecoveryMode.ON.value,
-                     jobs_reason=packing.reason)
+                     jobs_reason=packing.reason, held_out=settings.held_out or "winner")
     study = optuna.create_study(study_name=settings.study, storage=storage,
                                 direction="minimize", load_if_exists=True)
     if StudyAttr.PLAN not in study.user_attrs:

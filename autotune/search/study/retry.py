@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from optuna.exceptions import UpdateFinishedTrialError
@@ -197,6 +197,20 @@ class RetryingRDBStorage(RDBStorage):
     _get_trials = _retried(RDBStorage._get_trials)
     _get_best_trial_id = _retried(RDBStorage._get_best_trial_id)
     _get_stale_trial_ids = _retried(RDBStorage._get_stale_trial_ids)
+
+    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
+        """Several user attributes in one transaction (one commit, where Optuna's
+        `set_trial_user_attr` makes one a key), retried like every call."""
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        def once() -> None:
+            with _create_scoped_session(self.scoped_session, True) as session:
+                for key, value in attrs.items():
+                    self._set_trial_attr_without_commit(
+                        session, models.TrialUserAttributeModel, trial_id, key, value)
+
+        self._call(once)
 
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Any = None) -> bool:

@@ -268,15 +268,25 @@ def worker_entry() -> None:
         raise
 
 
+def threads_per_worker(jobs: int) -> int:
+    """Torch threads for each of `jobs` trials at once: the cores this process may use,
+    shared out, or `OMP_NUM_THREADS` where the user set it (never more than one core's
+    share: threads beyond the cores oversubscribe them)."""
+    share = max(1, cores() // max(1, jobs))
+    told = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return min(share, int(told)) if told.isdigit() and int(told) > 0 else share
+
+
 def run_workers(plan: StudyPlan, emit: EventSink, deadline: float | None) -> list[int]:
     """Run `plan.jobs` worker processes to the end; returns their exit codes."""
     import selectors
     import subprocess
     import sys
 
-    threads = max(1, cores() // plan.jobs)
+    threads = threads_per_worker(plan.jobs)
     payload = json.dumps({"plan": asdict(plan), "deadline": deadline, "threads": threads})
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     command = [sys.executable, "-c",
                "from autotune.search.study.workers import worker_entry; worker_entry()",
                payload]
