@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
+from autotune.recovery import checkpoint_files as checkpoint
 from autotune.recovery.checkpoints import (
     BackgroundCheckpoints,
     DiskCheckpoints,
     MemoryCheckpoints,
 )
-from trainer import checkpoint
 
 
 def _fill(store: MemoryCheckpoints | DiskCheckpoints | BackgroundCheckpoints) -> torch.Tensor:
