@@ -76,19 +76,19 @@ def _size(limit: int) -> str:
 class StrictLoader(yaml.SafeLoader):
     """PyYAML's safe loader without aliases and without duplicate keys."""
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node | None:  # type: ignore[override]
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(AliasEvent):
             event = self.peek_event()
             raise ComposerError(None, None, f"YAML aliases (*{event.anchor}) are not "
                                 "allowed", event.start_mark)
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: Node, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, MappingNode):
             self.flatten_mapping(node)
             seen: set[Any] = set()
             for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+                key = self.construct_object(key_node, deep=True)
                 try:
                     duplicate = key in seen
                     seen.add(key)
@@ -97,7 +97,7 @@ class StrictLoader(yaml.SafeLoader):
                 if duplicate:
                     raise ConstructorError(None, None, f"duplicate key {excerpt(key, 40)}",
                                            key_node.start_mark)
-        return super().construct_mapping(node, deep)  # type: ignore[arg-type,no-any-return]
+        return super().construct_mapping(node, deep)
 
 
 def yaml_error(exc: yaml.YAMLError) -> str:

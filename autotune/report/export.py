@@ -24,7 +24,7 @@ from autotune.secrets import mask_url
 from autotune.events import changes_of, describe_changes, fmt
 from autotune.atomic import atomic_write_text
 from autotune.recovery.runs import RunConfig
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, excerpt, quote_path
 
 __all__ = ["FORMATS", "NoWinner", "check_output", "export", "export_csv", "export_yaml",
            "trials_frame", "write_output"]

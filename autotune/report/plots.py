@@ -30,7 +30,7 @@ from rich.text import Text  # noqa: E402
 from autotune.events import EventKind, changes_of, describe_changes, fmt  # noqa: E402
 from autotune.search.tally import winner_of
 from autotune.search.vocabulary import StudyAttr, TrialAttr  # noqa: E402
-from autotune.errors import ConfigError  # noqa: E402
+from autotune.errors import ConfigError, quote_path  # noqa: E402
 
 __all__ = ["Plots", "top_table", "top_trials", "write_plots"]
 
