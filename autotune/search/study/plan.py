@@ -23,7 +23,7 @@ from autotune.search.objective import (
 )
 from autotune.search.space import Choice, Space, load_space, parse_space
 from autotune.search.study import packing
-from autotune.search.study.packing import Packing, choose_jobs, trial_memory
+from autotune.search.study.packing import GIVEN, Packing, choose_jobs, trial_memory
 from autotune.search.study.storage import open_storage, storage_url
 from autotune.search.vocabulary import StudyAttr
 from trainer.config import PROFILES, TrainConfig
@@ -211,8 +211,10 @@ def _jobs(settings: SearchSettings, space: Space, profile: str,
 
 
 def at_most(packing: Packing, trials: int) -> Packing:
-    """No more jobs than trials to run: a worker without a trial only waits."""
-    if packing.jobs <= trials:
+    """No more jobs than trials: a worker without a trial only waits. For a given --jobs;
+    a packing's figure says what fits (run_search starts no more workers than trials
+    left, whichever it is)."""
+    if packing.jobs <= trials or packing.reason != GIVEN:
         return packing
     return Packing(max(trials, 1), f"{packing.reason}; at most one a trial, {trials} to run")
 
