@@ -16,6 +16,7 @@ from autotune.cli.progress import run_summary
 from autotune.events import RunStatus
 from autotune.recovery.supervisor import RunResult
 from autotune.report.export import export_yaml
+from autotune.search import outcome
 from autotune.search.outcome import SearchOutcome
 from autotune.search.study.plan import SEED_MAX, SearchSettings, StudyPlan, prepare
 from autotune.search.study.workers import make_sampler
@@ -97,9 +98,15 @@ def test_names_are_printed_as_text_never_as_markup(name: str) -> None:
     assert f"study {name}: 1/1 trials" in text
 
 
-def test_no_more_jobs_than_trials(workdir: Path) -> None:
-    plan = prepare(SearchSettings(study="j", trials=1, jobs=6, space="space.yaml"))
-    assert plan.jobs == 1 and "at most one a trial" in plan.jobs_reason
+@pytest.mark.parametrize(("jobs", "trials", "started"), [(6, 1, None), (6, 3, 3), (2, 5, 2)])
+def test_no_more_workers_than_trials(workdir: Path, monkeypatch: pytest.MonkeyPatch,
+                                     jobs: int, trials: int, started: int | None) -> None:
+    plan = prepare(SearchSettings(study="j", trials=trials, jobs=jobs, space="space.yaml"))
+    seen: list[int] = []
+    monkeypatch.setattr(outcome, "run_workers", lambda p, *a: seen.append(p.jobs) or [])
+    monkeypatch.setattr(outcome, "work", lambda *a, **k: None)  # no trial runs here
+    outcome.run_search(plan, confirm_winner=False)
+    assert seen == ([] if started is None else [started])  # None: only this process
 
 
 def test_a_seed_at_the_top_of_its_range_seeds_every_worker() -> None:

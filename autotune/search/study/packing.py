@@ -47,9 +47,6 @@ _SAVED_STEM = 12  # embeddings and the final norm, fp32, per token
 _SAVED_PER_LOGIT = 14  # bf16 logits, their fp32 copy, log-softmax and its gradient
 
 
-GIVEN = "as given by --jobs"
-
-
 @dataclass(frozen=True)
 class Packing:
     """How many trials run at once, and why (what the CLI's startup line says)."""
@@ -147,7 +144,7 @@ def choose_jobs(given: int | None, device: str, need_bytes: Callable[[], int],
                 cores: int) -> Packing:
     """`--jobs` when given; else 1 on a CPU, and on CUDA as many trials as fit (`pack`)."""
     if given is not None:
-        return Packing(given, GIVEN)
+        return Packing(given, "as given by --jobs")
     free = free_device_bytes(device)
     if free is None:
         return Packing(1, "on the CPU; --jobs N runs N at once")

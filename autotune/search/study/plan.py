@@ -23,7 +23,7 @@ from autotune.search.objective import (
 )
 from autotune.search.space import Choice, Space, load_space, parse_space
 from autotune.search.study import packing
-from autotune.search.study.packing import GIVEN, Packing, choose_jobs, trial_memory
+from autotune.search.study.packing import Packing, choose_jobs, trial_memory
 from autotune.search.study.storage import open_storage, storage_url
 from autotune.search.vocabulary import StudyAttr
 from trainer.config import PROFILES, TrainConfig
@@ -210,15 +210,6 @@ def _jobs(settings: SearchSettings, space: Space, profile: str,
     return choose_jobs(settings.jobs, settings.device, need, packing.cores())
 
 
-def at_most(packing: Packing, trials: int) -> Packing:
-    """No more jobs than trials: a worker without a trial only waits. For a given --jobs;
-    a packing's figure says what fits (run_search starts no more workers than trials
-    left, whichever it is)."""
-    if packing.jobs <= trials or packing.reason != GIVEN:
-        return packing
-    return Packing(max(trials, 1), f"{packing.reason}; at most one a trial, {trials} to run")
-
-
 def prepare(settings: SearchSettings) -> StudyPlan:
     """Validate everything, then create the study or join the existing one of that name.
 
@@ -249,17 +240,15 @@ def prepare(settings: SearchSettings) -> StudyPlan:
                                   f"use another "
                                   f"--study.")
         trials = max(plan.trials, settings.trials or 0)
-        packing = at_most(_jobs(settings, plan.space_obj(), plan.profile,
-                                {"epochs": plan.epochs} if plan.epochs is not None else {}),
-                          trials)
+        packing = _jobs(settings, plan.space_obj(), plan.profile,
+                        {"epochs": plan.epochs} if plan.epochs is not None else {})
         plan = replace(plan, storage=url, trials=trials,
                        jobs=packing.jobs, jobs_reason=packing.reason, device=settings.device,
                        seed=settings.seed if settings.seed is not None else plan.seed)
         study.set_user_attr(StudyAttr.PLAN, plan.stored())
         return plan
     artifacts = Path(settings.artifacts or Path("studies") / "artifacts" / settings.study)
-    packing = at_most(_jobs(settings, space, profile, overrides),
-                      settings.trials or DEFAULT_TRIALS)
+    packing = _jobs(settings, space, profile, overrides)
     plan = StudyPlan(study=settings.study, storage=url,
                      trials=settings.trials or DEFAULT_TRIALS, space=space.to_yaml(),
                      profile=profile, epochs=settings.epochs,
