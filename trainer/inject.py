@@ -31,6 +31,7 @@ before it done, as the tests that kill at a step expect; a real SIGKILL meets an
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, excerpt
 
 KINDS = ("nan_loss", "inf_grad", "spike", "kill", "hold")
 ENV = "AUTOTUNE_INJECT"
@@ -47,6 +48,7 @@ HOLD_POLL_S = 0.01
 SPIKE_FACTOR = 100.0
 BEFORE_KILL: list[Callable[[], None]] = []
 """Called before an injected kill ends the process (see the module docstring)."""
+_STEP = re.compile(r"[0-9]{1,15}")  # ASCII digits only (str.isdigit takes '²'), bounded
 BLOCK = 4096  # rate faults are drawn a block of steps at a time, each block its own stream
 
 
@@ -57,7 +59,7 @@ def _rate(kind: str, text: str, item: str) -> tuple[str, float]:
         p = -1.0
     if kind not in KINDS or kind == "hold" or not 0.0 <= p <= 1.0:
         raise ConfigError(f"{ENV} takes KIND~P items with KIND one of {', '.join(KINDS[:-1])} "
-                          f"and P a probability in [0, 1] but got {item!r}.")
+                          f"and P a probability in [0, 1] but got {excerpt(item)}.")
     return kind, p
 
 
@@ -87,12 +89,12 @@ class Injector:
                 rates[kind] = p
                 continue
             kind, sep, step = item.partition("@")
-            if not sep or kind not in KINDS or not step.isdigit():
+            if not sep or kind not in KINDS or not _STEP.fullmatch(step):
                 raise ConfigError(f"{ENV} takes KIND@STEP or KIND~P items with KIND one of "
-                                  f"{', '.join(KINDS)} but got {item!r}.")
+                                  f"{', '.join(KINDS)} but got {excerpt(item)}.")
             if kind == "hold" and not os.environ.get(HOLD_ENV, "").strip():
-                raise ConfigError(f"{ENV} item {item!r} needs {HOLD_ENV}=DIR, the folder "
-                                  f"where the held process announces itself.")
+                raise ConfigError(f"{ENV} item {excerpt(item)} needs {HOLD_ENV}=DIR, the "
+                                  f"folder where the held process announces itself.")
             faults.setdefault(int(step), set()).add(kind)
         return cls(faults, rates, seed, stream)
 

@@ -21,9 +21,12 @@ from typing import Any
 import torch
 
 from autotune.atomic import atomic_write, atomic_write_text
+from autotune.errors import ConfigError
+from trainer.userfiles import read_bytes
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+MARKER_LIMIT = 64 * 1024  # a marker is a few hundred bytes
 
 
 class CheckpointError(RuntimeError):
@@ -77,7 +80,7 @@ def write(directory: Path, info: CheckpointInfo, data: bytes) -> None:
 
 def _read_marker(path: Path) -> CheckpointInfo | None:
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_bytes(path, "checkpoint marker", MARKER_LIMIT))
         raw["val_loss"] = math.inf if raw.get("val_loss") is None else raw["val_loss"]
         return CheckpointInfo(**raw)
     except (OSError, ValueError, TypeError) as exc:
@@ -97,7 +100,10 @@ def load(directory: Path, info: CheckpointInfo, map_location: str | torch.device
          ) -> dict[str, Any]:
     """The state of one checkpoint, after checking its size, checksum and version."""
     path = directory / f"{info.stem}.pt"
-    data = path.read_bytes()
+    try:  # never more than the marker says (a checkpoint swapped for a huge or special file)
+        data = read_bytes(path, "checkpoint", info.size)
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
     if len(data) != info.size or hashlib.sha256(data).hexdigest() != info.sha256:
         raise CheckpointError(f"checkpoint {path} does not match its checksum "
                               f"(truncated or corrupted)")

@@ -10,7 +10,7 @@ audited against `lr_at`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,10 @@ from typing import Any
 from autotune.errors import ConfigError
 from autotune.events import Event, EventKind
 from autotune.recovery import checkpoint_files
+from autotune.recovery.lock import Holder, run_lock
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import SUPERVISOR_KEYS, SupervisorConfig, split
-from autotune.recovery.supervise import continue_run, finish
+from autotune.recovery.supervise import check_resumable, continue_run, finish
 from autotune.recovery.supervisor import Hooks, RunResult, Supervisor
 from trainer.config import TrainConfig, check_keys, from_dict, resolve
 from trainer.data import ArcData, build_data
@@ -72,28 +73,37 @@ def _trainer(config: TrainConfig, device: str, data: ArcData | None,
 
 def start_run(config: RunConfig | TrainConfig, run_path: Path, device: str = "auto",
               hooks: Hooks | None = None, data: ArcData | None = None,
-              fault_stream: int = 0, score: bool = True) -> RunResult:
-    """Train `config` from scratch in `run_path`, supervised per its supervisor settings.
+              fault_stream: int = 0, score: bool = True,
+              holder: str = "autotune train") -> RunResult:
+    """Train `config` from scratch in `run_path`, supervised per its supervisor settings,
+    holding the run directory's lock (`holder` says who, for a second process's message).
     `fault_stream` picks the run's stream of `AUTOTUNE_INJECT` rate faults (a search
     trial's number; `trainer.inject`); `score=False` skips the held-out scoring."""
     if isinstance(config, TrainConfig):
         config = RunConfig(config)
     trainer = _trainer(config.train, device, data, fault_stream)
-    run = RunDir.create(run_path, config.to_dict())
-    supervisor = Supervisor(trainer, run, epochs=config.train.epochs,
-                            settings=config.supervisor, hooks=hooks, config=config.to_dict())
-    supervisor.start()
-    result = supervisor.fit()
-    return finish(supervisor, result, _scores(trainer, result, score))
+    RunDir(Path(run_path)).check_new()  # before the lock writes anything
+    with run_lock(Path(run_path), holder):
+        run = RunDir.create(run_path, config.to_dict())
+        supervisor = Supervisor(trainer, run, epochs=config.train.epochs,
+                                settings=config.supervisor, hooks=hooks,
+                                config=config.to_dict())
+        supervisor.start()
+        result = supervisor.fit()
+        return finish(supervisor, result, _scores(trainer, result, score))
 
 
 def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
                hooks: Hooks | None = None, fault_stream: int = 0,
-               score: bool = True) -> RunResult:
+               score: bool = True, holder: str = "autotune resume",
+               steal_from: Collection[Holder] = ()) -> RunResult:
     """Continue a run: a diverged one is rolled back and changed first (and recovers from
     then on, even if it ran with recovery off), an interrupted one continues from its latest
-    valid checkpoint, a finished one is extended to `epochs`."""
+    valid checkpoint, a finished one is extended to `epochs`. The run directory's lock is
+    held throughout (`autotune.recovery.lock`; `steal_from`: holders whose lock may be
+    taken, a search's dead or hung workers)."""
     run = RunDir.open(run_path)
+    check_resumable(run)
     config = RunConfig.from_dict(run.effective_config())
     if epochs is not None:
         config = RunConfig(config.train.replace(epochs=epochs), config.supervisor)
@@ -102,8 +112,9 @@ def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
     def scored(supervisor: Supervisor, result: RunResult) -> RunResult:
         return finish(supervisor, result, _scores(trainer, result, score))
 
-    return continue_run(trainer, run, config.train.epochs, config.supervisor, hooks=hooks,
-                        finisher=scored)
+    with run_lock(run.path, holder, steal_from):
+        return continue_run(trainer, run, config.train.epochs, config.supervisor,
+                            hooks=hooks, finisher=scored)
 
 
 def _scores(trainer: Trainer, result: RunResult, score: bool = True) -> dict[str, Any]:

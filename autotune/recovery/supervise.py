@@ -12,17 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from autotune.detect import Reason, Verdict
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, quote_path
 from autotune.events import Event, EventKind
 from autotune.jsonio import as_float, jsonable
 from autotune.recovery import checkpoint_files
 from autotune.recovery.ladders import RecoveryConfig
+from autotune.recovery.lock import run_lock
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
 from autotune.recovery.supervisor import Hooks, RunResult, Supervisor
 from autotune.recovery.trainable import Trainable
 
-__all__ = ["continue_run", "finish", "pending_verdict", "supervise"]
+__all__ = ["check_resumable", "continue_run", "finish", "pending_verdict", "supervise"]
 
 
 def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
@@ -55,13 +56,18 @@ def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
                                 keep_checkpoints=keep_checkpoints)
     path = Path(run_dir)
     if RunDir(path).exists():
-        return continue_run(trainer, RunDir.open(path), epochs, settings, policy, hooks)
+        run = RunDir.open(path)
+        check_resumable(run)
+        with run_lock(path, "autotune.supervise"):
+            return continue_run(trainer, run, epochs, settings, policy, hooks)
     config = {**jsonable(dict(trainer.hparams)), **settings.to_dict(), "epochs": int(epochs)}
-    run = RunDir.create(path, config)
-    supervisor = Supervisor(trainer, run, epochs=epochs, settings=settings, policy=policy,
-                            hooks=hooks, config=config)
-    supervisor.start()
-    return finish(supervisor, supervisor.fit())
+    RunDir(path).check_new()  # before the lock writes anything
+    with run_lock(path, "autotune.supervise"):
+        run = RunDir.create(path, config)
+        supervisor = Supervisor(trainer, run, epochs=epochs, settings=settings,
+                                policy=policy, hooks=hooks, config=config)
+        supervisor.start()
+        return finish(supervisor, supervisor.fit())
 
 
 def pending_verdict(events: list[Event]) -> Verdict | None:
@@ -89,8 +95,7 @@ def continue_run(trainer: Trainable, run: RunDir, epochs: int | None,
     loaded = checkpoint_files.load_latest(run.checkpoints,
                                           map_location=getattr(trainer, "device", "cpu"))
     if loaded is None:
-        raise ConfigError(f"run directory {str(run.path)!r} has no valid checkpoint to "
-                          f"resume from.")
+        raise _no_checkpoint(run)
     info, state = loaded
     events = run.events()
     pending = pending_verdict(events)
@@ -105,7 +110,7 @@ def continue_run(trainer: Trainable, run: RunDir, epochs: int | None,
     # A run killed after its last epoch, before its summary was written, is finished (the
     # summary and, for an ARC run, the held-out scores); one with a summary is done.
     if pending is None and info.epoch >= epochs and run.summary() is not None:
-        raise ConfigError(f"run {str(run.path)!r} already finished its {epochs} epochs; "
+        raise ConfigError(f"run {quote_path(run.path)} already finished its {epochs} epochs; "
                           f"give --epochs N with N > {info.epoch} to extend it.")
     config = {**effective, "epochs": epochs,
               **{k: v for k, v in settings.to_dict().items() if k in effective}}
@@ -117,6 +122,18 @@ def continue_run(trainer: Trainable, run: RunDir, epochs: int | None,
     run.write_effective(supervisor.effective_config)
     supervisor.resumed(pending, changes)
     return (finisher or finish)(supervisor, supervisor.fit())
+
+
+def _no_checkpoint(run: RunDir) -> ConfigError:
+    return ConfigError(f"run directory {quote_path(run.path)} has no valid checkpoint to "
+                       f"resume from.")
+
+
+def check_resumable(run: RunDir) -> None:
+    """ConfigError when `run` has no checkpoint at all (checked before its lock is taken,
+    so that nothing is written; a damaged one is found when it is loaded)."""
+    if not checkpoint_files.listing(run.checkpoints):
+        raise _no_checkpoint(run)
 
 
 def finish(supervisor: Supervisor, result: RunResult,

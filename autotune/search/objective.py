@@ -133,6 +133,18 @@ def data_for(config: TrainConfig) -> ArcData:
     return _DATA[key]
 
 
+def _earlier_workers(trial: optuna.Trial) -> list[tuple[str, int]]:
+    """(host, pid) of the workers that ran the trials this one retries (dead or hung: the
+    study took their trial away, so their hold on its run directory goes with it)."""
+    history = set(_frozen(trial).system_attrs.get("retry_history", []))
+    out = []
+    for t in trial.study.get_trials(deepcopy=False):
+        worker = t.user_attrs.get("worker") or {}
+        if t.number in history and isinstance(worker, dict) and "pid" in worker:
+            out.append((str(worker.get("host")), int(worker["pid"])))
+    return out
+
+
 def _frozen(trial: optuna.Trial) -> FrozenTrial:
     return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
 
@@ -167,14 +179,17 @@ class Objective:
             "params": jsonable(params), "resumed": resuming, "run_dir": str(run_path),
             "epochs": config.epochs}))
         try:
-            result = self._run(config, run_path, resuming, recorder)
-        except optuna.TrialPruned:
-            self._record_pruned(trial, recorder)
-            raise
+            try:
+                result = self._run(config, run_path, resuming, recorder)
+            except optuna.TrialPruned:
+                self._record_pruned(trial, recorder)
+                raise
+            # An interrupt while the result is recorded leaves the trial resumable too: its
+            # retry finds the finished run's summary and records it (`_run`).
+            return self._finish(trial, params, result, recorder)
         except (KeyboardInterrupt, Interrupted):
             trial.set_user_attr(TrialAttr.INTERRUPTED, True)  # `resume --study` retries it
             raise
-        return self._finish(trial, params, result, recorder)
 
     # -- running -------------------------------------------------------------------------
 
@@ -196,19 +211,23 @@ class Objective:
     def _run(self, config: TrainConfig, run_path: Path, resuming: bool,
              recorder: TrialRecorder) -> RunResult:
         hooks = recorder.hooks()
+        trial = recorder.trial
         # Trial n meets the rate faults of stream n (a retry those of the trial it retries).
-        stream = int(recorder.trial.user_attrs.get(TrialAttr.RETRY_OF, recorder.trial.number))
+        stream = int(trial.user_attrs.get(TrialAttr.RETRY_OF, trial.number))
+        holder = f"trial {trial.number} of study {trial.study.study_name}"
         if not resuming:
             run_config = RunConfig(config, SupervisorConfig(recovery=self.settings.recovery))
             return start_run(run_config, run_path, self.settings.device, hooks,
-                             self.data(config), fault_stream=stream, score=self.scores)
+                             self.data(config), fault_stream=stream, score=self.scores,
+                             holder=holder)
         run = RunDir(run_path)
         summary = run.summary()
         if summary is not None:  # killed after the run ended, before Optuna heard of it
             recorder.replay()
             return _result_of(summary, run.events())
         return resume_run(run_path, None, self.settings.device, hooks, fault_stream=stream,
-                          score=self.scores)
+                          score=self.scores, holder=holder,
+                          steal_from=_earlier_workers(trial))
 
     @property
     def scores(self) -> bool:

@@ -40,6 +40,7 @@ from autotune.search.vocabulary import (
     StudyAttr,
     TrialAttr,
 )
+from trainer.inject import Injector
 from trainer.loop import set_threads
 
 # -- the search ---------------------------------------------------------------------------
@@ -83,13 +84,15 @@ def run_search(plan: StudyPlan, on_event: EventSink | None = None,
     winner from scratch."""
     emit = on_event or (lambda event: None)
     deadline = time.time() + timeout if timeout is not None else None
+    Injector.from_env()  # a bad AUTOTUNE_INJECT is exit 2 before any trial is touched
     storage = open_storage(plan.storage)
     study = open_study(plan, 0, storage)
-    emit(SearchEvent(SearchEventKind.TALLY, None, asdict(tally(study.get_trials(deepcopy=False),
-                                                 plan.trials))))
+    counts = tally(study.get_trials(deepcopy=False), plan.trials)
+    emit(SearchEvent(SearchEventKind.TALLY, None, asdict(counts)))
     codes: list[int] = []
-    if plan.jobs > 1:
-        codes = run_workers(plan, emit, deadline)
+    jobs = min(plan.jobs, max(1, plan.trials - counts.done))  # a worker a trial at most
+    if jobs > 1:
+        codes = run_workers(replace(plan, jobs=jobs), emit, deadline)
     # In-process: the only worker, or the one that finishes what dead workers left.
     set_threads(threads_per_worker(1))
     work(plan, 0, emit, deadline, storage)

@@ -44,12 +44,13 @@ from tenacity import (
     wait_random,
 )
 
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, excerpt
 
 __all__ = ["DEFAULT_RETRY_S", "RetryingRDBStorage", "StorageUnavailable", "is_transient",
            "retry_bound", "unavailable_in"]
 
 DEFAULT_RETRY_S = 120.0
+MAX_RETRY_S = 86400.0  # a day
 ENV = "AUTOTUNE_STORAGE_RETRY"
 _SQLITE_TRANSIENT = ("database is locked", "database table is locked", "busy")
 
@@ -73,8 +74,9 @@ def retry_bound(raw: str | None = None) -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value >= 0:  # also NaN
-        raise ConfigError(f"{ENV} takes a number of seconds >= 0 but got {raw!r}.")
+    if not 0 <= value <= MAX_RETRY_S:  # also NaN and inf
+        raise ConfigError(f"{ENV} takes a finite number of seconds >= 0 and <= {MAX_RETRY_S:g} "
+                          f"but got {excerpt(raw)}.")
     return value
 
 
@@ -169,7 +171,7 @@ class RetryingRDBStorage(RDBStorage):
             root = list(_chain(last))[-1]
             text = str(root).strip().splitlines()
             cause = f": {text[0] if text else type(root).__name__}"
-        return (f"storage {self._shown!r} unreachable for more than {self._bound:g} s "
+        return (f"storage {excerpt(self._shown)} unreachable for more than {self._bound:g} s "
                 f"({ENV}){cause}; when it is back, `autotune resume --study NAME` continues")
 
     # The methods that open a session: each retried as a whole (none calls another).
