@@ -16,8 +16,14 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     leaves at worst a stray temporary file that no loader trusts.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # a read-only or forbidden folder: name the file the user knows
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    try:
+        # The mode a plain open() gives (0o666 less the umask), not mkstemp's private 0600:
+        # a shared folder's other users read what is written there.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -35,6 +41,20 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system tells it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and put back at once
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:

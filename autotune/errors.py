@@ -7,9 +7,9 @@ own modules import it from here only.
 
 from __future__ import annotations
 
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, excerpt, quote_path
 
-__all__ = ["ConfigError", "Interrupted"]
+__all__ = ["ConfigError", "Interrupted", "excerpt", "quote_path"]
 
 
 class Interrupted(BaseException):

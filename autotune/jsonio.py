@@ -15,6 +15,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from trainer.userfiles import LOG_LIMIT, read_text
+
 __all__ = ["append_jsonl", "as_float", "dumps_jsonl", "jsonable", "read_jsonl"]
 
 
@@ -42,7 +44,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in read_text(path, "run file", LOG_LIMIT).splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -58,9 +60,17 @@ def dumps_jsonl(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
-    """Append one record and fsync, so that a kill right after loses nothing written."""
-    with open(path, "a") as f:
-        f.write(json.dumps(jsonable(record)) + "\n")
+    """Append one record and fsync, so that a kill right after loses nothing written.
+
+    After a torn last line (a kill mid-write) the record starts on a line of its own, so
+    that the torn line, not the record, is what a reader skips."""
+    line = json.dumps(jsonable(record)) + "\n"
+    with open(path, "ab+") as f:
+        if f.seek(0, os.SEEK_END) > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                line = "\n" + line
+        f.write(line.encode())
         f.flush()
         os.fsync(f.fileno())
 

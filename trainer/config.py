@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, excerpt, quote_path
+from trainer.userfiles import load_yaml_file, load_yaml_text
 
 SCHEDULES = ("cosine", "linear", "constant")
 MODEL_SIZES = ("tiny", "default", "large")
@@ -93,28 +94,29 @@ def _coerce(key: str, value: Any) -> Any:
     tp = str(_FIELDS[key].type)
     if tp == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number but got {value!r}.")
+            raise ConfigError(f"{key} must be a number but got {excerpt(value)}.")
         value = float(value)
         if not math.isfinite(value):
-            raise ConfigError(f"{key} must be a finite number but got {value!r}.")
+            raise ConfigError(f"{key} must be a finite number but got {excerpt(value)}.")
         return value
     if tp == "int":
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer but got {value!r}.")
+            raise ConfigError(f"{key} must be an integer but got {excerpt(value)}.")
         return value
     if tp == "bool":
         if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false but got {value!r}.")
+            raise ConfigError(f"{key} must be true or false but got {excerpt(value)}.")
         return value
     if tp == "list[int]":
         if not isinstance(value, list) or any(
                 isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
-            raise ConfigError(f"{key} must be a list of step numbers >= 0 but got {value!r}.")
+            raise ConfigError(f"{key} must be a list of step numbers >= 0 but got "
+                              f"{excerpt(value)}.")
         return sorted(set(value))
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key} must be a non-empty string but got {value!r}.")
+        raise ConfigError(f"{key} must be a non-empty string but got {excerpt(value)}.")
     return value
 
 
@@ -126,16 +128,16 @@ def validate(config: TrainConfig) -> None:
         meta = f.metadata
         if meta["choices"] is not None and value not in meta["choices"]:
             allowed = ", ".join(meta["choices"])
-            raise ConfigError(f"{name} must be one of {allowed} but got {value!r}.")
+            raise ConfigError(f"{name} must be one of {allowed} but got {excerpt(value)}.")
         low, high = meta["low"], meta["high"]
         if low is None or isinstance(value, (bool, list, str)):
             continue
         too_low = value <= low if meta["low_open"] else value < low
         if too_low or value > high:
             lo = f"> {low:g}" if meta["low_open"] else f">= {low:g}"
-            raise ConfigError(f"{name} must be {lo} and <= {high:g} but got {value!r}.")
+            raise ConfigError(f"{name} must be {lo} and <= {high:g} but got {excerpt(value)}.")
     if config.compile_mode != "default" and not config.compile:
-        raise ConfigError(f"compile_mode {config.compile_mode!r} takes effect only with "
+        raise ConfigError(f"compile_mode {excerpt(config.compile_mode)} takes effect only with "
                           f"compile: true; set compile=true too, or leave compile_mode "
                           f"default.")
 
@@ -151,8 +153,8 @@ def check_keys(keys: Any, also: tuple[str, ...] = ()) -> None:
         if key in known:
             continue
         close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown configuration key {key!r}.{hint} "
+        hint = f" Did you mean {excerpt(close[0])}?" if close else ""
+        raise ConfigError(f"unknown configuration key {excerpt(key)}.{hint} "
                           f"Known keys: {', '.join(known)}.")
 
 
@@ -166,23 +168,14 @@ def from_dict(mapping: dict[str, Any]) -> TrainConfig:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping in a YAML file (safe loading only; an empty file is an empty mapping)."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(p)!r} does not exist.") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc}.") from None
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {first}.") from None
+    """The mapping in a YAML file (`trainer.userfiles`: a bounded read of a regular file,
+    safe tags, no aliases, no duplicate keys; an empty file is an empty mapping)."""
+    loaded = load_yaml_file(path, "config file")
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys to values.")
+        raise ConfigError(f"config file {quote_path(path)} must hold a mapping of keys to "
+                          f"values.")
     return loaded
 
 
@@ -194,11 +187,11 @@ def parse_set(items: list[str], also: tuple[str, ...] = ()) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set takes KEY=VALUE but got {item!r}.")
+            raise ConfigError(f"--set takes KEY=VALUE but got {excerpt(item)}.")
         check_keys([key], also)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError:
+            value = load_yaml_text(raw) if raw.strip() else raw
+        except (yaml.YAMLError, RecursionError):
             value = raw
         # YAML 1.1 reads "1e-3" as a string; numbers that Python reads are numbers.
         if isinstance(value, str):
@@ -228,7 +221,7 @@ def resolve(profile: str, file_values: dict[str, Any] | None = None,
     """Profile defaults, then the config file, then `--set` values (last wins)."""
     if profile not in PROFILE_SETTINGS:
         raise ConfigError(f"--profile must be one of {', '.join(PROFILES)} but got "
-                          f"{profile!r}.")
+                          f"{excerpt(profile)}.")
     merged: dict[str, Any] = dict(PROFILE_SETTINGS[profile])
     for values in (file_values or {}, set_values or {}):
         check_keys(values)

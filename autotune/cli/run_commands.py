@@ -11,14 +11,15 @@ from rich.console import Console
 
 from autotune.cli import progress as render
 from autotune.cli import search_commands
-from autotune.errors import ConfigError
+from autotune.cli.text import path_of
+from autotune.errors import ConfigError, excerpt, quote_path
 from autotune.recovery.settings import RecoveryMode
 
 __all__ = ["register"]
 
 def _device(name: str) -> str:
     if name not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda but got {name!r}.")
+        raise ConfigError(f"--device must be auto, cpu or cuda but got {excerpt(name)}.")
     if name == "cuda":
         import torch
         if not torch.cuda.is_available():
@@ -27,14 +28,15 @@ def _device(name: str) -> str:
     return name
 
 
-def _run_dir(path: Path | None) -> Path:
+def _run_dir(value: str | None) -> Path:
     """The run directory of `train` (refused before anything is written)."""
-    if path is None:
+    if value is None:
         return Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
+    path = path_of(value, "--run-dir")
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"--run-dir {str(path)!r} is a file, not a directory.")
+        raise ConfigError(f"--run-dir {quote_path(path)} is a file, not a directory.")
     if (path / "config.yaml").exists():
-        raise ConfigError(f"run directory {str(path)!r} already holds a run; use "
+        raise ConfigError(f"run directory {quote_path(path)} already holds a run; use "
                           f"`autotune resume {path}` or another --run-dir.")
     return path
 
@@ -51,7 +53,7 @@ def register(app: typer.Typer, console: Console) -> None:
         profile: Annotated[str | None, typer.Option(
             help="tiny, default or large (default: tiny on CPU, default on CUDA)")] = None,
         epochs: Annotated[int | None, typer.Option(help="planned epochs")] = None,
-        run_dir: Annotated[Path | None, typer.Option(
+        run_dir: Annotated[str | None, typer.Option(
             "--run-dir", help="where the run is written (default: runs/train-<time>)")] = None,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
         seed: Annotated[int | None, typer.Option(help="seed of everything random")] = None,
@@ -84,7 +86,7 @@ def register(app: typer.Typer, console: Console) -> None:
 
     @app.command()
     def resume(
-        run_dir: Annotated[Path | None, typer.Argument(
+        run_dir: Annotated[str | None, typer.Argument(
             help="a run directory to continue (diverged, interrupted or finished)")] = None,
         epochs: Annotated[int | None, typer.Option(help="extend the run to N epochs")] = None,
         study: Annotated[str | None, typer.Option(
@@ -103,7 +105,8 @@ def register(app: typer.Typer, console: Console) -> None:
         if epochs is not None and epochs < 1:
             raise ConfigError(f"--epochs must be >= 1 but got {epochs}.")
         device_name = _device(device)
+        path = path_of(run_dir, "RUN_DIR")
         with render.RunProgress(console) as progress:
-            result = resume_run(run_dir, epochs, device_name, progress.hooks())
-        render.run_summary(console, result, run_dir)
+            result = resume_run(path, epochs, device_name, progress.hooks())
+        render.run_summary(console, result, path)
         raise typer.Exit(render.exit_code(result))

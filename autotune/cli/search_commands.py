@@ -27,12 +27,13 @@ from rich.progress import (
 )
 
 from autotune.cli.progress import describe_event
-from autotune.errors import ConfigError
+from autotune.cli.text import esc, path_of
+from autotune.errors import ConfigError, excerpt
 from autotune.events import describe_changes, fmt
 from autotune.search.outcome import SearchOutcome, resume, run_search, safe_sink
 from autotune.search.study.packing import Packing
 from autotune.search.study.plan import DEFAULT_STUDY, SearchSettings, StudyPlan, prepare
-from autotune.search.study.storage import load_study, mask_url, storage_url
+from autotune.search.study.storage import load_study, mask_url, storage_files, storage_url
 from autotune.search.vocabulary import SearchEvent, SearchEventKind, TriageChoice
 
 __all__ = ["SearchProgress", "register", "render_outcome", "resume_study"]
@@ -103,7 +104,7 @@ def _tally(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
 def _trial_start(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
     params = ", ".join(f"{k}={fmt(v)}" for k, v in d["params"].items())
     how = "continues its run from the last checkpoint" if d.get("resumed") else "starts"
-    p.log(f"trial {n} {how}: {params or '(no searched parameters)'}")
+    p.log(f"trial {n} {how}: {esc(params or '(no searched parameters)')}")
     p.show(current=f"trial {n} starting")
 
 
@@ -119,14 +120,14 @@ def _recovery(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
 def _triage(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
     verb = ("recovers" if d["choice"] == TriageChoice.RECOVER
             else "is pruned instead of recovered")
-    p.log(f"trial {n} {verb} ({d['divergence']}, rollback to epoch {d['epoch']}): "
-          f"{d['why']}")
+    p.log(f"trial {n} {verb} ({esc(d['divergence'])}, rollback to epoch {d['epoch']}): "
+          f"{esc(d['why'])}")
 
 
 def _trial_end(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
     extra = ""
     if d.get("recoveries"):
-        extra = f"; {d['recoveries']} recovery(ies): {describe_changes(d['changes'])}"
+        extra = f"; {d['recoveries']} recovery(ies): {esc(describe_changes(d['changes']))}"
         credit = d.get("credit") or {}
         if credit.get("enqueued"):
             extra += "; its effective parameters are queued as a new trial"
@@ -135,12 +136,12 @@ def _trial_end(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
     if d["state"] == "COMPLETE":
         p.log(f"trial {n}: val_loss {_f4(d['value'])}{extra}")
     else:
-        p.log(f"trial {n}: pruned ({d.get('reason')}){extra}")
+        p.log(f"trial {n}: pruned ({esc(d.get('reason'))}){extra}")
 
 
 def _taken(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
     # This worker hung and its trial went to another.
-    p.log(d.get("message") or f"trial {n} was taken over by another worker")
+    p.log(esc(d.get("message") or f"trial {n} was taken over by another worker"))
 
 
 def _retry(p: SearchProgress, n: int | None, d: dict[str, Any]) -> None:
@@ -180,7 +181,7 @@ RENDERERS: dict[SearchEventKind, Renderer] = {
 def render_outcome(console: Console, outcome: SearchOutcome) -> int:
     """The end of a search: the surviving stable configuration and its exit code."""
     t = outcome.tally
-    console.print(f"study {outcome.study}: {t.done}/{t.total} trials finished"
+    console.print(f"study {esc(outcome.study)}: {t.done}/{t.total} trials finished"
                   f"{' (timeout)' if outcome.timed_out else ''}; {t.diverged} diverged, "
                   f"{t.recovered} salvaged by recovery, {t.gave_up} gave up, {t.pruned} "
                   f"pruned.")
@@ -188,7 +189,7 @@ def render_outcome(console: Console, outcome: SearchOutcome) -> int:
     if w is None:
         if t.done == 0:
             console.print("[red]no trial finished[/]: give a longer --timeout, or continue "
-                          f"with `autotune resume --study {outcome.study}`.")
+                          f"with `autotune resume --study {esc(outcome.study)}`.")
         else:
             console.print("[red]no trial ended stable[/]: try a narrower space (lower "
                           "learning rates) or more recoveries (max_recoveries).")
@@ -196,7 +197,7 @@ def render_outcome(console: Console, outcome: SearchOutcome) -> int:
     console.print(f"best stable trial: {w.number}, val_loss {w.value:.4f}")
     sampled = ", ".join(f"{k}={fmt(v)}"
                         for k, v in w.params.items())
-    console.print(f"  sampled: {sampled or '(none)'}")
+    console.print(f"  sampled: {esc(sampled or '(none)')}")
     console.print(f"  recovery changed: {describe_changes(w.changes)}", markup=False)
     if "test_pass2" in w.scores:
         console.print(f"  held-out test pairs: pass@2 {w.scores['test_pass2']:.3f}, pass@1 "
@@ -208,7 +209,7 @@ def render_outcome(console: Console, outcome: SearchOutcome) -> int:
         verdict = "[green]confirmed stable[/]" if w.confirmed else "[red]NOT confirmed[/]"
         console.print(f"  re-check from scratch: {verdict} (best val_loss "
                       f"{_f4(w.confirm_value)})")
-    console.print(f"  export it: autotune export --study {outcome.study} --format yaml "
+    console.print(f"  export it: autotune export --study {esc(outcome.study)} --format yaml "
                   f"--output best.yaml")
     return EXIT_OK
 
@@ -217,7 +218,8 @@ def resume_study(console: Console, study: str, storage: str | None) -> int:
     """`autotune resume --study NAME`: continue an interrupted study to its requested
     number of trials, retrying killed trials from their last checkpoint."""
     _quiet_optuna()
-    console.print(f"resuming study {study!r} in {mask_url(storage_url(storage))}")
+    console.print(f"resuming study {esc(repr(study))} in "
+                  f"{esc(mask_url(storage_url(storage)))}")
     with SearchProgress(console) as progress:
         outcome = resume(study, storage, safe_sink(progress))
     return render_outcome(console, outcome)
@@ -258,18 +260,23 @@ def register(app: typer.Typer, console: Console) -> None:
             help="MODULE:FACTORY: search your own trainer; FACTORY(hparams: dict) returns an "
                  "autotune.Trainable, the --space keys are its hyperparameters (MODULE from "
                  "the current folder or PYTHONPATH)")] = None,
+        held_out: Annotated[str | None, typer.Option(
+            help="winner (score the winner on ARC's held-out test pairs after the search; "
+                 "the default) or all (every stable trial as it ends: about a second "
+                 "each on the tiny profile)")] = None,
     ) -> None:
         """Search hyperparameters; diverging trials are recovered, not thrown away."""
         _quiet_optuna()
         settings = SearchSettings(study=study, storage=storage, trials=trials, space=space,
                                   profile=profile, epochs=epochs, timeout=timeout, seed=seed,
                                   jobs=jobs, artifacts=artifacts, recovery=recovery,
-                                  trainer=trainer)
+                                  trainer=trainer, held_out=held_out)
         plan = prepare(settings)
-        what = f"trainer {plan.trainer}" if plan.kind != "arc" else f"profile {plan.profile}"
-        console.print(f"study {plan.study!r}: {plan.trials} trials, {what}, "
+        what = (f"trainer {esc(str(plan.trainer))}" if plan.kind != "arc"
+                else f"profile {plan.profile}")
+        console.print(f"study {esc(repr(plan.study))}: {plan.trials} trials, {what}, "
                       f"{_jobs_text(plan)}, recovery {plan.recovery}; storage "
-                      f"{mask_url(plan.storage)}; runs in {plan.artifacts}")
+                      f"{esc(mask_url(plan.storage))}; runs in {esc(plan.artifacts)}")
         with SearchProgress(console) as progress:
             outcome = run_search(plan, safe_sink(progress), timeout)
         raise typer.Exit(render_outcome(console, outcome))
@@ -286,8 +293,9 @@ def register(app: typer.Typer, console: Console) -> None:
         from autotune.report import export as exporter
 
         if format_ not in exporter.FORMATS:
-            raise ConfigError(f"--format must be yaml or csv but got {format_!r}.")
-        exporter.check_output(output)
+            raise ConfigError(f"--format must be yaml or csv but got {excerpt(format_)}.")
+        own = storage_files(storage)
+        exporter.check_output(output, own)
         loaded = load_study(study, storage)
         try:
             text = exporter.export(loaded, format_, mask_url(storage_url(storage)))
@@ -298,14 +306,14 @@ def register(app: typer.Typer, console: Console) -> None:
         if output is None:
             typer.echo(text, nl=False)
         else:
-            exporter.write_output(text, output)
-            console.print(f"wrote {output}")
+            exporter.write_output(text, output, own)
+            console.print(f"wrote {esc(output)}")
 
     @app.command("report")
     def report(
         study: Annotated[str, typer.Option(help="study name")] = DEFAULT_STUDY,
         storage: Annotated[str | None, typer.Option(help="storage URL")] = None,
-        out: Annotated[Path | None, typer.Option(
+        out: Annotated[str | None, typer.Option(
             help="folder for the PNG plots (created)")] = None,
     ) -> None:
         """Show the top trials and what recovery changed; plot into --out."""
@@ -317,8 +325,8 @@ def register(app: typer.Typer, console: Console) -> None:
         if out is None:
             console.print("plots: give --out DIR")
             return
-        plots = write_plots(loaded, out)
+        plots = write_plots(loaded, path_of(out, "--out"))
         for path in plots.written:
-            console.print(f"wrote {path}")
+            console.print(f"wrote {esc(path)}")
         for name, why in plots.skipped.items():
             console.print(f"skipped {name}: {why}", markup=False)

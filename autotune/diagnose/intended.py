@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, excerpt
 from trainer.config import TrainConfig
 from trainer.schedule import lr_at_epoch
 
@@ -50,7 +50,7 @@ class Intended:
         unknown = [key for key in self.assumed if key not in INTENDED_KEYS]
         if unknown:
             raise ConfigError(f"assumed must name keys among {', '.join(INTENDED_KEYS)} but "
-                              f"got {unknown[0]!r}.")
+                              f"got {excerpt(unknown[0])}.")
 
     @classmethod
     def from_config(cls, config: TrainConfig, num_classes: int | None = RUN_CLASSES
@@ -76,7 +76,7 @@ class Intended:
 def check_classes(k: Any) -> None:
     """ConfigError unless `k` is None or an integer >= 2."""
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
-        raise ConfigError(f"num_classes (--classes) must be an integer >= 2 but got {k!r}.")
+        raise ConfigError(f"num_classes (--classes) must be an integer >= 2 but got {excerpt(k)}.")
 
 
 def new_value(change: Any) -> Any:

@@ -105,7 +105,8 @@ def _nonfinite_grad(p: Point, value: float, lr: float | None, last: Point | None
 
 def _nonfinite(p: Point) -> tuple[str | None, float]:
     if p.train_loss is not None:
-        verdict = check_nonfinite(p.train_loss, p.grad_norm, int(p.step or p.index))
+        step = p.step if p.step is not None and math.isfinite(p.step) else p.index
+        verdict = check_nonfinite(p.train_loss, p.grad_norm, int(step or p.index))
         if verdict:
             key = "train_loss" if not math.isfinite(p.train_loss) else "grad_norm"
             return key, verdict.evidence[key.replace("train_", "")]

@@ -23,7 +23,7 @@ from autotune.diagnose.readers.columns import COLUMNS
 from autotune.diagnose.readers.rundir import is_run_dir
 from autotune.diagnose.schedule import warmup_fit
 from autotune.diagnose.timeline import points
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, excerpt
 
 __all__ = ["Report", "diagnose_report", "diagnose_target", "judge_log", "parse_columns"]
 
@@ -196,6 +196,6 @@ def parse_columns(items: Sequence[str]) -> dict[str, str]:
         ours, theirs = ours.strip(), theirs.strip()
         if not sep or ours not in COLUMNS or not theirs:
             raise ConfigError(f"--column must be NAME=THEIR_NAME with NAME one of "
-                              f"{', '.join(COLUMNS)} but got {item!r}.")
+                              f"{', '.join(COLUMNS)} but got {excerpt(item)}.")
         out[ours] = theirs
     return out

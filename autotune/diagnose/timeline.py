@@ -16,7 +16,7 @@ from autotune.diagnose.intended import Intended
 from autotune.diagnose.prose import Terms
 from autotune.diagnose.readers.columns import number
 from autotune.diagnose.thresholds import NEAR_PEAK
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, excerpt
 
 __all__ = ["Context", "Point", "at", "ep", "finite_prefix", "intents", "points", "segments"]
 
@@ -91,7 +91,8 @@ def _value(record: Mapping[str, Any], index: int, key: str, alias: str = "") -> 
     try:
         return number(raw)
     except (ValueError, OverflowError):
-        raise ConfigError(f"history record {index}: {key} is {raw!r}, not a number.") from None
+        raise ConfigError(f"history record {index}: {key} is {excerpt(raw)}, not a "
+                          f"number.") from None
 
 
 def ep(point: Point) -> str:

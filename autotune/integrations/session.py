@@ -36,6 +36,7 @@ from autotune.integrations.parts import TrainingParts
 from autotune.integrations.trial import TrialLink, unstable_reason
 from autotune.jsonio import jsonable
 from autotune.recovery.checkpoints import MemoryCheckpoints
+from autotune.recovery.lock import RunLock
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
 from autotune.recovery.supervise import finish
@@ -64,7 +65,14 @@ class Session:
         settings = SupervisorConfig(recovery=recovery, max_recoveries=max_recoveries)
         epochs = int(planned_epochs or 0)
         config = {**jsonable(parts.hparams), **settings.to_dict(), "epochs": epochs}
-        run = RunDir.create(Path(run_dir), config)
+        RunDir(Path(run_dir)).check_new()  # before the lock writes anything
+        # One writer a run directory (`autotune.recovery.lock`), held until `finish`.
+        self._lock = RunLock(Path(run_dir), "a framework's RecoveryCallback").acquire()
+        try:
+            run = RunDir.create(Path(run_dir), config)
+        except BaseException:
+            self._lock.release()
+            raise
         self.parts = parts
         self.link = TrialLink(trial, run.path) if trial is not None else None
         # The framework's loop is not a Trainable's: it calls the supervisor's epoch and
@@ -174,4 +182,5 @@ class Session:
                 self.status or RunStatus.COMPLETED))
             if self.link is not None:
                 self.link.record(self.result, pruned_reason)
+            self._lock.release()
         return self.result

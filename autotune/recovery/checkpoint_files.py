@@ -21,9 +21,12 @@ from typing import Any
 import torch
 
 from autotune.atomic import atomic_write, atomic_write_text
+from autotune.errors import ConfigError
+from trainer.userfiles import read_bytes
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+MARKER_LIMIT = 64 * 1024  # a marker is a few hundred bytes
 
 
 class CheckpointError(RuntimeError):
@@ -50,22 +53,34 @@ class CheckpointInfo:
 def save(directory: Path, state: dict[str, Any], *, global_epoch: int, epoch: int, step: int,
          val_loss: float) -> CheckpointInfo:
     """Write `state` and then its marker, both atomically."""
-    directory.mkdir(parents=True, exist_ok=True)
+    info, data = encode(state, global_epoch=global_epoch, epoch=epoch, step=step,
+                        val_loss=val_loss)
+    write(directory, info, data)
+    return info
+
+
+def encode(state: dict[str, Any], *, global_epoch: int, epoch: int, step: int,
+           val_loss: float) -> tuple[CheckpointInfo, bytes]:
+    """The bytes of `state` as a checkpoint, and the marker that describes them."""
     buffer = io.BytesIO()
     torch.save({"version": FORMAT_VERSION, **state}, buffer)
     data = buffer.getvalue()
-    info = CheckpointInfo(global_epoch, epoch, step, float(val_loss),
-                          hashlib.sha256(data).hexdigest(), len(data))
+    return CheckpointInfo(global_epoch, epoch, step, float(val_loss),
+                          hashlib.sha256(data).hexdigest(), len(data)), data
+
+
+def write(directory: Path, info: CheckpointInfo, data: bytes) -> None:
+    """Write encoded checkpoint bytes and then their marker, both atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
     atomic_write(directory / f"{info.stem}.pt", lambda f: f.write(data))
     marker = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
               for k, v in asdict(info).items()}
     atomic_write_text(directory / f"{info.stem}.json", json.dumps(marker))
-    return info
 
 
 def _read_marker(path: Path) -> CheckpointInfo | None:
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_bytes(path, "checkpoint marker", MARKER_LIMIT))
         raw["val_loss"] = math.inf if raw.get("val_loss") is None else raw["val_loss"]
         return CheckpointInfo(**raw)
     except (OSError, ValueError, TypeError) as exc:
@@ -85,7 +100,10 @@ def load(directory: Path, info: CheckpointInfo, map_location: str | torch.device
          ) -> dict[str, Any]:
     """The state of one checkpoint, after checking its size, checksum and version."""
     path = directory / f"{info.stem}.pt"
-    data = path.read_bytes()
+    try:  # never more than the marker says (a checkpoint swapped for a huge or special file)
+        data = read_bytes(path, "checkpoint", info.size)
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
     if len(data) != info.size or hashlib.sha256(data).hexdigest() != info.sha256:
         raise CheckpointError(f"checkpoint {path} does not match its checksum "
                               f"(truncated or corrupted)")

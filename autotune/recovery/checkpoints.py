@@ -1,10 +1,13 @@
 """Where a supervised run keeps its rollback targets: on disk, or in memory.
 
 `DiskCheckpoints` is a run directory's `checkpoints/` folder (atomic, checksummed files,
-`autotune.recovery.checkpoint_files`): `autotune train`, `resume` and every search trial
-use it, so a killed run continues from its last one. `MemoryCheckpoints` holds CPU copies
-of the states in the process: the framework callbacks (`autotune.integrations`) roll back
-in place inside the framework's own `fit`, where nothing outlives the process anyway.
+`autotune.recovery.checkpoint_files`), written on the calling thread.
+`BackgroundCheckpoints` writes the same files off the training thread and keeps the
+rollback targets in memory: `autotune train`, `resume` and every search trial use it, so
+a killed run continues from its last checkpoint and a rollback reads no file.
+`MemoryCheckpoints` holds CPU copies of the states in the process: the framework
+callbacks (`autotune.integrations`) roll back in place inside the framework's own `fit`,
+where nothing outlives the process anyway.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import torch
 
 from autotune.recovery import checkpoint_files
 from autotune.recovery.checkpoint_files import CheckpointInfo
+from autotune.recovery.writer import Writer
 
-__all__ = ["CheckpointStore", "DiskCheckpoints", "MemoryCheckpoints", "cpu_copy"]
+__all__ = ["BackgroundCheckpoints", "CheckpointStore", "DiskCheckpoints", "MemoryCheckpoints",
+           "cpu_copy"]
 
 
 class CheckpointStore(Protocol):
@@ -115,3 +120,76 @@ class MemoryCheckpoints:
 
     def discard_after(self, global_epoch: int) -> None:
         self.kept = [(i, s) for i, s in self.kept if i.global_epoch <= global_epoch]
+
+
+class BackgroundCheckpoints:
+    """A run directory's checkpoints, written off the training thread; the rollback
+    targets in memory.
+
+    `save` copies the state to the CPU on the training thread (tensors cloned: the trainer
+    goes on updating its own in place) and keeps it in memory (`MemoryCheckpoints`); the
+    background writer (`autotune.recovery.writer`) then serialises and checksums it and
+    writes it in `checkpoint_files`' atomic, marked format while the next epoch trains.
+    `prune` and `discard_after` act on memory at once and on the files in order after the
+    queued writes, so the files end as `DiskCheckpoints` would leave them. The listing is
+    known without waiting (this process's saves, and the files an earlier process left: a
+    resumed run), and a rollback to one of this process's saves reads no file; one to an
+    earlier process's file waits for the writer and reads it, checksum verified. A kill
+    finds the last checkpoint whose marker was written, never a half-written one.
+    """
+
+    def __init__(self, directory: Path, writer: Writer | None = None) -> None:
+        self.directory = Path(directory)
+        self.writer = writer or Writer()
+        self.memory = MemoryCheckpoints()
+        self.earlier = checkpoint_files.listing(self.directory)
+
+    def save(self, state: dict[str, Any], *, global_epoch: int, epoch: int, step: int,
+             val_loss: float) -> None:
+        self.earlier = [i for i in self.earlier if i.global_epoch != global_epoch]
+        self.memory.save(state, global_epoch=global_epoch, epoch=epoch, step=step,
+                         val_loss=val_loss)
+        info, copy_ = self.memory.kept[-1]
+
+        def write() -> None:
+            encoded, data = checkpoint_files.encode(copy_, global_epoch=info.global_epoch,
+                                              epoch=info.epoch, step=info.step,
+                                              val_loss=info.val_loss)
+            checkpoint_files.write(self.directory, encoded, data)
+
+        self.writer.submit(write)
+
+    def listing(self) -> list[CheckpointInfo]:
+        return sorted([*self.earlier, *self.memory.listing()], key=lambda i: i.global_epoch)
+
+    def load(self, epoch: int, map_location: str | torch.device = "cpu"
+             ) -> tuple[CheckpointInfo, dict[str, Any]] | None:
+        held = self.memory.load(epoch)
+        newest = max((i.global_epoch for i in self.earlier if i.epoch == epoch), default=-1)
+        if held is not None and held[0].global_epoch > newest:
+            return held
+        self.writer.flush()
+        return checkpoint_files.load_latest(self.directory, epoch=epoch, map_location=map_location)
+
+    def prune(self, keep_last: int, keep: set[int]) -> None:
+        listed = self.listing()
+        kept = {i.global_epoch for i in listed[-keep_last:]} if keep_last else set()
+        kept |= set(keep)
+        self.earlier = [i for i in self.earlier if i.global_epoch in kept]
+        self.memory.kept = [(i, s) for i, s in self.memory.kept if i.global_epoch in kept]
+        kept_keys = set(keep)
+        self.writer.submit(lambda: checkpoint_files.prune(self.directory, keep_last,
+                                                          keep=kept_keys))
+
+    def discard_after(self, global_epoch: int) -> None:
+        self.earlier = [i for i in self.earlier if i.global_epoch <= global_epoch]
+        self.memory.discard_after(global_epoch)
+        self.writer.submit(lambda: checkpoint_files.discard_after(self.directory, global_epoch))
+
+    def close(self) -> None:
+        """Wait for the queued writes (raising a failed one's error) and end the writer."""
+        self.writer.close()
+
+    def abandon(self) -> None:
+        """Drop the writes not started (this process must write nothing more)."""
+        self.writer.abandon()

@@ -4,7 +4,8 @@ Our ARC trainer applies the faults inside its step (`trainer.inject`). A trainer
 not (no `injects_faults` member) is wrapped: its `on_step` calls pass through
 `FaultyTrainable`, which at a fault's step shows the supervisor a NaN loss (`nan_loss`), a
 loss 100 times larger (`spike`), an infinite gradient norm (`inf_grad`), ends the
-process at once with `os._exit(137)` (`kill`), as a dead machine would, or parks it until
+process at once with `os._exit(137)` after `trainer.inject.BEFORE_KILL`'s flushes
+(`kill`), as a dead machine would, or parks it until
 a test lets it go (`hold`). The supervisor then
 stops that step unapplied, as it would for the trainer's own NaN. Steps count the steps of
 compute of this process (they never go back after a rollback, so a fault fires once); a
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.recovery.trainable import OnStep, Trainable
-from trainer.inject import HOLD_ENV, SPIKE_FACTOR, Injector, hold
+from trainer.inject import HOLD_ENV, SPIKE_FACTOR, Injector, hold, kill
 
 __all__ = ["FaultyTrainable", "with_faults"]
 
@@ -43,7 +44,7 @@ class FaultyTrainable:
             at, fires = self.compute_step, self.injector.fires
             self.compute_step += 1
             if fires(at, "kill"):
-                os._exit(137)  # as if the machine died: no cleanup, no flush
+                kill()  # `BEFORE_KILL`'s flushes, then as if the machine died
             if fires(at, "hold"):  # tests: parked here until the test lets it go
                 hold(Path(os.environ[HOLD_ENV]), at)
             if fires(at, "nan_loss"):

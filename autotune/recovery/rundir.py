@@ -16,10 +16,11 @@ from typing import Any
 import yaml
 
 from autotune.atomic import atomic_write_text
-from autotune.errors import ConfigError
-from autotune.events import Event
+from autotune.errors import ConfigError, excerpt, quote_path
+from autotune.events import Event, EventKind
 from autotune.jsonio import append_jsonl, dumps_jsonl, jsonable, read_jsonl
 from trainer.config import load_yaml
+from trainer.userfiles import LOG_LIMIT, read_bytes
 
 __all__ = ["CHECKPOINTS", "CONFIG", "EFFECTIVE", "EVENTS", "METRICS", "SUMMARY", "RunDir"]
 
@@ -52,19 +53,41 @@ class RunDir:
         """Whether a run was started here (its config.yaml is written)."""
         return (self.path / CONFIG).is_file()
 
+    def foreign_files(self) -> list[str]:
+        """The files of a run in a folder that is not one (no config.yaml): what `create`
+        refuses to mix a new run with."""
+        if self.exists() or not self.path.is_dir():
+            return []
+        found = [name for name in (EFFECTIVE, METRICS, EVENTS, SUMMARY)
+                 if (self.path / name).exists()]
+        if self.checkpoints.is_dir() and any(self.checkpoints.iterdir()):
+            found.append(CHECKPOINTS + "/")
+        return found
+
+    def check_new(self) -> None:
+        """ConfigError unless a new run may start here: nothing of a run in the way."""
+        if self.exists():
+            raise ConfigError(f"run directory {quote_path(self.path)} already holds a run; "
+                              f"resume it or give another run directory.")
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"run directory {quote_path(self.path)} is a file, not a "
+                              f"directory.")
+        foreign = self.foreign_files()
+        if foreign:
+            raise ConfigError(f"run directory {quote_path(self.path)} holds files of a run "
+                              f"({', '.join(foreign)}) but no {CONFIG}, so it is not a run "
+                              f"to continue; give an empty or new run directory.")
+
     @classmethod
     def create(cls, path: Path, config: Mapping[str, Any]) -> RunDir:
-        """Start a new run in `path` (an existing run there is an error: resume it)."""
+        """Start a new run in `path` (an existing run there is an error: resume it; so is a
+        folder with another run's files but no config.yaml: never mixed in)."""
         run = cls(Path(path))
-        if run.exists():
-            raise ConfigError(f"run directory {str(run.path)!r} already holds a run; "
-                              f"resume it or give another run directory.")
-        if run.path.exists() and not run.path.is_dir():
-            raise ConfigError(f"run directory {str(run.path)!r} is a file, not a directory.")
+        run.check_new()
         try:
             run.checkpoints.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"run directory {str(run.path)!r} cannot be created: "
+            raise ConfigError(f"run directory {quote_path(run.path)} cannot be created: "
                               f"{exc.strerror}.") from None
         write_yaml(config, run.path / CONFIG, "configuration this run started with")
         (run.path / EVENTS).touch()
@@ -76,9 +99,9 @@ class RunDir:
         """An existing run (ConfigError with one line if `path` is not one)."""
         run = cls(Path(path))
         if not run.path.is_dir():
-            raise ConfigError(f"run directory {str(run.path)!r} does not exist.")
+            raise ConfigError(f"run directory {quote_path(run.path)} does not exist.")
         if not run.exists():
-            raise ConfigError(f"{str(run.path)!r} is not a run directory (no {CONFIG}).")
+            raise ConfigError(f"{quote_path(run.path)} is not a run directory (no {CONFIG}).")
         return run
 
     def config(self) -> dict[str, Any]:
@@ -100,10 +123,35 @@ class RunDir:
         append_jsonl(self.path / EVENTS, event.to_dict())
 
     def metrics(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.path / METRICS)
+        """The epochs' records; ConfigError naming the file for one without an integer
+        `global_epoch` and `epoch` (damaged, or not written by autotune)."""
+        path = self.path / METRICS
+        records = read_jsonl(path)
+        for n, record in enumerate(records, start=1):
+            for key in ("global_epoch", "epoch"):
+                value = record.get(key)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                        isinstance(value, float) and not value.is_integer()):
+                    raise ConfigError(f"{quote_path(path)}: record {n} has no integer "
+                                      f"{key!s} (got {excerpt(value, 40)}); the file is "
+                                      f"damaged or not autotune's.")
+        return records
 
     def events(self) -> list[Event]:
-        return [Event.from_dict(r) for r in read_jsonl(self.path / EVENTS)]
+        """The run's events; ConfigError naming the file for one that cannot be read (an
+        unknown kind, a missing field)."""
+        path = self.path / EVENTS
+        out = []
+        for n, record in enumerate(read_jsonl(path), start=1):
+            try:
+                out.append(Event.from_dict(record))
+            except (KeyError, ValueError, TypeError, AttributeError):
+                known = ", ".join(k.value for k in EventKind)
+                raise ConfigError(f"{quote_path(path)}: event {n} cannot be read (kind "
+                                  f"{excerpt(record.get('kind'), 40)}; known kinds: "
+                                  f"{known}); the file is damaged or from a newer "
+                                  f"autotune.") from None
+        return out
 
     def truncate_metrics(self, global_epoch: int) -> None:
         """Drop metrics of compute after `global_epoch` (lost with a killed process)."""
@@ -114,5 +162,16 @@ class RunDir:
         atomic_write_text(self.path / SUMMARY, json.dumps(jsonable(summary), indent=2))
 
     def summary(self) -> dict[str, Any] | None:
+        """summary.json (None before the run ended); ConfigError naming it when damaged."""
         path = self.path / SUMMARY
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            loaded = json.loads(read_bytes(path, "summary", LOG_LIMIT))
+        except ValueError:  # ConfigError is one too
+            loaded = None
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("status"), str):
+            raise ConfigError(f"{quote_path(path)} is damaged (not the JSON summary of a "
+                              f"run); delete it and `autotune resume` the run to write it "
+                              f"again.")
+        return loaded

@@ -3,23 +3,26 @@
 An ARC run's configuration is one flat mapping (config.yaml, `--config`, `--set`): the
 trainer's keys (`trainer.config.TrainConfig`) and the supervisor's (`max_loss_increase`,
 `max_recoveries`, `recovery`, `keep_checkpoints`). `RunConfig` holds the two halves. A
-completed ARC run is also scored on the held-out test pairs, and its applied learning rate
-is audited against `lr_at`: `ArcTrainer` is the ARC trainer with the Trainable's optional
+completed ARC run is also scored on the held-out test pairs (unless `score=False`: a search
+scores only its winner, afterwards, with `score_run`), and its applied learning rate is
+audited against `lr_at`: `ArcTrainer` is the ARC trainer with the Trainable's optional
 members `held_out_scores` and `schedule_audit`, which `autotune.recovery.supervise.finish`
 calls for any trainer that has them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from autotune.errors import ConfigError
+from autotune.recovery import checkpoint_files
+from autotune.recovery.lock import Holder, run_lock
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import SUPERVISOR_KEYS, SupervisorConfig, split
-from autotune.recovery.supervise import continue_run, start
+from autotune.recovery.supervise import check_resumable, continue_run, start
 from autotune.recovery.supervisor import Hooks, RunResult
 from trainer.config import TrainConfig, check_keys, from_dict, resolve
 from trainer.data import ArcData, build_data
@@ -27,7 +30,8 @@ from trainer.inject import Injector
 from trainer.loop import Trainer, pick_device
 from trainer.schedule import audit
 
-__all__ = ["ArcTrainer", "RunConfig", "arc_trainer", "resolve_run", "resume_run", "start_run"]
+__all__ = ["ArcTrainer", "RunConfig", "arc_trainer", "resolve_run", "resume_run", "score_run",
+           "start_run"]
 
 
 @dataclass(frozen=True)
@@ -91,25 +95,59 @@ def arc_trainer(config: TrainConfig, device: str, data: ArcData | None = None,
 
 def start_run(config: RunConfig | TrainConfig, run_path: Path, device: str = "auto",
               hooks: Hooks | None = None, data: ArcData | None = None,
-              fault_stream: int = 0) -> RunResult:
-    """Train `config` from scratch in `run_path`, supervised per its supervisor settings.
+              fault_stream: int = 0, score: bool = True,
+              holder: str = "autotune train") -> RunResult:
+    """Train `config` from scratch in `run_path`, supervised per its supervisor settings,
+    holding the run directory's lock (`holder` says who, for a second process's message).
     `fault_stream` picks the run's stream of `AUTOTUNE_INJECT` rate faults (a search
-    trial's number; `trainer.inject`)."""
+    trial's number; `trainer.inject`); `score=False` skips the held-out scoring."""
     if isinstance(config, TrainConfig):
         config = RunConfig(config)
     trainer = arc_trainer(config.train, device, data, fault_stream)
-    return start(trainer, run_path, config.train.epochs, config.train.to_dict(),
-                 config.supervisor, hooks=hooks)
+    return start(trainer, Path(run_path), config.train.epochs, config.train.to_dict(),
+                 config.supervisor, hooks=hooks, holder=holder, score=score)
 
 
 def resume_run(run_path: Path, epochs: int | None = None, device: str = "auto",
-               hooks: Hooks | None = None, fault_stream: int = 0) -> RunResult:
+               hooks: Hooks | None = None, fault_stream: int = 0,
+               score: bool = True, holder: str = "autotune resume",
+               steal_from: Collection[Holder] = ()) -> RunResult:
     """Continue a run: a diverged one is rolled back and changed first (and recovers from
     then on, even if it ran with recovery off), an interrupted one continues from its latest
-    valid checkpoint, a finished one is extended to `epochs`."""
+    valid checkpoint, a finished one is extended to `epochs`. The run directory's lock is
+    held throughout (`autotune.recovery.lock`; `steal_from`: holders whose lock may be
+    taken, a search's dead or hung workers)."""
     run = RunDir.open(run_path)
+    check_resumable(run)
     config = RunConfig.from_dict(run.effective_config())
     if epochs is not None:
         config = RunConfig(config.train.replace(epochs=epochs), config.supervisor)
     trainer = arc_trainer(config.train, device, None, fault_stream)
-    return continue_run(trainer, run, config.train.epochs, config.supervisor, hooks=hooks)
+    with run_lock(run.path, holder, steal_from):
+        return continue_run(trainer, run, config.train.epochs, config.supervisor,
+                            hooks=hooks, score=score)
+
+
+def held_out(trainer: ArcTrainer) -> dict[str, Any]:
+    """The held-out test scores of the trainer's weights as they are."""
+    return trainer.held_out_scores()
+
+
+def score_run(run_path: Path, device: str = "auto", data: ArcData | None = None
+              ) -> dict[str, Any]:
+    """Score a finished run on the held-out test pairs from its latest checkpoint (the
+    weights it ended with), and add the scores to its summary.json (`test`)."""
+    run = RunDir.open(run_path)
+    config = RunConfig.from_dict(run.effective_config())
+    trainer = arc_trainer(config.train, device, data)
+    loaded = checkpoint_files.load_latest(run.checkpoints, map_location=trainer.device)
+    if loaded is None:
+        raise ConfigError(f"run directory {str(run.path)!r} has no valid checkpoint to "
+                          f"score.")
+    _, state = loaded
+    trainer.load_state_dict(state.get("trainer", state))
+    scores = held_out(trainer)
+    summary = run.summary()
+    if summary is not None:
+        run.write_summary({**summary, "test": scores})
+    return scores

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, excerpt
 
 __all__ = ["SUPERVISOR_KEYS", "RecoveryMode", "SupervisorConfig", "split"]
 
@@ -40,7 +40,8 @@ class RecoveryMode(str, Enum):
         try:
             return cls(str(value))
         except ValueError:
-            raise ConfigError(f"{name} must be on, off or watch but got {value!r}.") from None
+            raise ConfigError(f"{name} must be on, off or watch but got "
+                              f"{excerpt(value)}.") from None
 
 
 @dataclass(frozen=True)
@@ -64,14 +65,17 @@ class SupervisorConfig:
                 value = int(value)
                 object.__setattr__(self, name, value)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{name} must be an integer but got {value!r}.")
+                raise ConfigError(f"{name} must be an integer but got {excerpt(value)}.")
             if value < low:
-                raise ConfigError(f"{name} must be >= {low} but got {value!r}.")
+                raise ConfigError(f"{name} must be >= {low} but got {excerpt(value)}.")
         value = self.max_loss_increase
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"max_loss_increase must be a number but got {value!r}.")
-        if not (math.isfinite(value) and value > 0):
-            raise ConfigError(f"max_loss_increase must be > 0 but got {value!r}.")
+            raise ConfigError(f"max_loss_increase must be a number but got {excerpt(value)}.")
+        if not math.isfinite(value):
+            raise ConfigError(f"max_loss_increase must be a finite number > 0 but got "
+                              f"{excerpt(value)}.")
+        if not value > 0:
+            raise ConfigError(f"max_loss_increase must be > 0 but got {excerpt(value)}.")
         object.__setattr__(self, "max_loss_increase", float(value))
 
     def to_dict(self) -> dict[str, Any]:

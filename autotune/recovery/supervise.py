@@ -14,18 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from autotune.detect import Reason, Verdict
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, quote_path
 from autotune.events import Event, EventKind
 from autotune.jsonio import as_float, jsonable
 from autotune.recovery import checkpoint_files
 from autotune.recovery.faults import with_faults
 from autotune.recovery.ladders import RecoveryConfig
+from autotune.recovery.lock import run_lock
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
 from autotune.recovery.supervisor import Hooks, RunResult, Supervisor
 from autotune.recovery.trainable import Trainable
 
-__all__ = ["continue_run", "finish", "held_out", "pending_verdict", "start", "supervise"]
+__all__ = ["check_resumable", "continue_run", "finish", "held_out", "pending_verdict", "start",
+           "supervise"]
 
 
 def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
@@ -61,22 +63,31 @@ def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
                                 keep_checkpoints=keep_checkpoints)
     path = Path(run_dir)
     if RunDir(path).exists():
-        return continue_run(trainer, RunDir.open(path), epochs, settings, policy, hooks)
+        run = RunDir.open(path)
+        check_resumable(run)
+        with run_lock(path, "autotune.supervise"):
+            return continue_run(trainer, run, epochs, settings, policy, hooks)
     config = {**jsonable(dict(trainer.hparams)), "epochs": int(epochs)}
     return start(trainer, path, epochs, config, settings, policy, hooks)
 
 
 def start(trainer: Trainable, path: Path, epochs: int, config: Mapping[str, Any],
           settings: SupervisorConfig, policy: RecoveryConfig | None = None,
-          hooks: Hooks | None = None) -> RunResult:
+          hooks: Hooks | None = None, *, holder: str = "autotune.supervise",
+          score: bool = True) -> RunResult:
     """Train a fresh `trainer` for `epochs` in a new run directory `path`, whose
-    config.yaml holds `config` and the supervisor's settings; summary.json at the end."""
+    config.yaml holds `config` and the supervisor's settings; summary.json at the end.
+    The run directory's lock is held throughout (`holder` says who, for a second process's
+    message); `score=False` skips the trainer's held-out scores (`held_out`)."""
     config = {**config, **settings.to_dict()}
-    run = RunDir.create(path, config)
-    supervisor = Supervisor(trainer, run, epochs=epochs, settings=settings, policy=policy,
-                            hooks=hooks, config=config)
-    supervisor.start()
-    return finish(supervisor, supervisor.fit())
+    path = Path(path)
+    RunDir(path).check_new()  # before the lock writes anything
+    with run_lock(path, holder):
+        run = RunDir.create(path, config)
+        supervisor = Supervisor(trainer, run, epochs=epochs, settings=settings,
+                                policy=policy, hooks=hooks, config=config)
+        supervisor.start()
+        return finish(supervisor, supervisor.fit(), score=score)
 
 
 def pending_verdict(events: list[Event]) -> Verdict | None:
@@ -94,8 +105,8 @@ def pending_verdict(events: list[Event]) -> Verdict | None:
 def continue_run(trainer: Trainable, run: RunDir, epochs: int | None,
                  settings: SupervisorConfig, policy: RecoveryConfig | None = None,
                  hooks: Hooks | None = None,
-                 finisher: Callable[[Supervisor, RunResult], RunResult] | None = None
-                 ) -> RunResult:
+                 finisher: Callable[[Supervisor, RunResult], RunResult] | None = None,
+                 score: bool = True) -> RunResult:
     """Continue the run in `run` with a freshly built `trainer`: from its latest valid
     checkpoint, after recovering the divergence it stopped on (if it did)."""
     effective = run.effective_config()
@@ -104,8 +115,7 @@ def continue_run(trainer: Trainable, run: RunDir, epochs: int | None,
     loaded = checkpoint_files.load_latest(run.checkpoints,
                                           map_location=getattr(trainer, "device", "cpu"))
     if loaded is None:
-        raise ConfigError(f"run directory {str(run.path)!r} has no valid checkpoint to "
-                          f"resume from.")
+        raise _no_checkpoint(run)
     info, state = loaded
     events = run.events()
     pending = pending_verdict(events)
@@ -120,7 +130,7 @@ def continue_run(trainer: Trainable, run: RunDir, epochs: int | None,
     # A run killed after its last epoch, before its summary was written, is finished (the
     # summary and, for an ARC run, the held-out scores); one with a summary is done.
     if pending is None and info.epoch >= epochs and run.summary() is not None:
-        raise ConfigError(f"run {str(run.path)!r} already finished its {epochs} epochs; "
+        raise ConfigError(f"run {quote_path(run.path)} already finished its {epochs} epochs; "
                           f"give --epochs N with N > {info.epoch} to extend it.")
     config = {**effective, "epochs": epochs,
               **{k: v for k, v in settings.to_dict().items() if k in effective}}
@@ -131,19 +141,23 @@ def continue_run(trainer: Trainable, run: RunDir, epochs: int | None,
     supervisor.apply({k: v for k, v in effective.items() if k in trainer.hparams})
     run.write_effective(supervisor.effective_config)
     supervisor.resumed(pending, changes)
-    return (finisher or finish)(supervisor, supervisor.fit())
+    result = supervisor.fit()
+    if finisher is not None:
+        return finisher(supervisor, result)
+    return finish(supervisor, result, score=score)
 
 
-def held_out(trainer: Trainable, result: RunResult) -> dict[str, Any]:
+def held_out(trainer: Trainable, result: RunResult, score: bool = True) -> dict[str, Any]:
     """What a stable run's trainer adds to its summary through its optional members:
     `held_out_scores()` under `test` (also kept on `result.scores`), and
     `schedule_audit(since_step)` under `schedule_audit`, checked since the configuration
-    last changed. A run that did not end stable, or a trainer without them, adds nothing."""
+    last changed (the scores only with `score`: a search scores only its winner, afterwards).
+    A run that did not end stable, or a trainer without them, adds nothing."""
     if not result.stable:
         return {}
     extra: dict[str, Any] = {}
     scores = getattr(trainer, "held_out_scores", None)
-    if callable(scores):
+    if score and callable(scores):
         result.scores = dict(scores())
         extra["test"] = result.scores
     audit = getattr(trainer, "schedule_audit", None)
@@ -154,12 +168,24 @@ def held_out(trainer: Trainable, result: RunResult) -> dict[str, Any]:
     return extra
 
 
+def _no_checkpoint(run: RunDir) -> ConfigError:
+    return ConfigError(f"run directory {quote_path(run.path)} has no valid checkpoint to "
+                       f"resume from.")
+
+
+def check_resumable(run: RunDir) -> None:
+    """ConfigError when `run` has no checkpoint at all (checked before its lock is taken,
+    so that nothing is written; a damaged one is found when it is loaded)."""
+    if not checkpoint_files.listing(run.checkpoints):
+        raise _no_checkpoint(run)
+
+
 def finish(supervisor: Supervisor, result: RunResult,
-           extra: Mapping[str, Any] | None = None) -> RunResult:
+           extra: Mapping[str, Any] | None = None, score: bool = True) -> RunResult:
     """Write summary.json, with `extra` or else what the trainer's optional members add
-    (`held_out`)."""
+    (`held_out`, the held-out scores only with `score`)."""
     if extra is None:
-        extra = held_out(supervisor.trainer, result)
+        extra = held_out(supervisor.trainer, result, score)
     summary: dict[str, Any] = {
         "status": result.status.value, "stable": result.stable,
         "best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,

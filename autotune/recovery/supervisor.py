@@ -12,6 +12,10 @@ After a rollback the trainer's older state is loaded and then every hyperparamet
 force before it is applied again with the decision's changes, so an older state never
 brings back an older configuration.
 
+Checkpoints and metrics lines are written off the training thread and the rollback
+targets kept in memory (`autotune.recovery.checkpoints.BackgroundCheckpoints`); `fit`
+waits for the writes before the run ends.
+
 `fit` runs the loop. A framework that runs its own loop (`autotune.integrations`) calls
 the loop's pieces from its hooks instead: `begin_epoch`, `on_step` for every step,
 `diverged` for a step that raised `StepDiverged`, `end_epoch` after every validation;
@@ -39,7 +43,7 @@ from autotune.errors import Interrupted
 from autotune.events import Event, EventCounts, EventKind, RunStatus, surviving
 from autotune.jsonio import as_float, jsonable
 from autotune.recovery import checkpoint_files, lr_check
-from autotune.recovery.checkpoints import CheckpointStore, DiskCheckpoints
+from autotune.recovery.checkpoints import BackgroundCheckpoints, CheckpointStore
 from autotune.recovery.policy import RecoveryConfig, decide
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
@@ -148,7 +152,7 @@ class Supervisor:
                  checkpoints: CheckpointStore | None = None) -> None:
         self.trainer = trainer
         self.run = run
-        self.checkpoints: CheckpointStore = (DiskCheckpoints(run.checkpoints)
+        self.checkpoints: CheckpointStore = (BackgroundCheckpoints(run.checkpoints)
                                              if checkpoints is None else checkpoints)
         self.epochs = int(epochs)
         self.settings = settings or SupervisorConfig()
@@ -360,17 +364,28 @@ class Supervisor:
         status: RunStatus | None = None
         if self.hooks.on_start:
             self.hooks.on_start(self)
-        if self._pending is not None:
-            verdict, self._pending = self._pending, None
-            status = self.recover(verdict)
         try:
+            if self._pending is not None:
+                verdict, self._pending = self._pending, None
+                status = self.recover(verdict)
             while status is None and self.epoch < self.epochs:
                 status = self._one_epoch()
-        except (KeyboardInterrupt, Interrupted):
-            # What was saved stays: the last epoch's checkpoint and its metrics.
-            self.record_event(self._event(EventKind.INTERRUPTED, "interrupted"))
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, Interrupted)):
+                # What was saved stays: the last epoch's checkpoint and its metrics.
+                self.record_event(self._event(EventKind.INTERRUPTED, "interrupted"))
+            # A pruned or interrupted run keeps what it queued; after any other
+            # BaseException (its trial taken over while it hung) it writes nothing more.
+            self._settle(keep=isinstance(exc, (Exception, KeyboardInterrupt, Interrupted)))
             raise
+        self._settle(keep=True)  # every queued write on disk before the run ends
         return self.result(status or RunStatus.COMPLETED)
+
+    def _settle(self, keep: bool) -> None:
+        """Wait for the background writes (keep), or drop those not started."""
+        end = getattr(self.checkpoints, "close" if keep else "abandon", None)
+        if end is not None:
+            end()
 
     def _one_epoch(self) -> RunStatus | None:
         start = time.perf_counter()
@@ -406,7 +421,12 @@ class Supervisor:
         for name in ("chance_loss", "marginal_loss", "train_marginal_loss"):
             if getattr(t, name, None) is not None:
                 record[name] = getattr(t, name)
-        self.run.append_metrics(record)
+        writer = getattr(self.checkpoints, "writer", None)
+        if writer is not None:  # in order before the epoch's checkpoint, off this thread
+            line = dict(record)
+            writer.submit(lambda: self.run.append_metrics(line))
+        else:
+            self.run.append_metrics(record)
         self.history.append(record)
         self._check_lr(record)
         assert self._thresholds is not None  # set by begin_epoch

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,12 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.atomic import atomic_write_text
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, excerpt, quote_path
 from autotune.events import changes_of, describe_changes, fmt
 from autotune.recovery.runs import RunConfig
-from autotune.search.tally import winner_of
+from autotune.search.tally import held_out_scores, winner_of
 from autotune.search.vocabulary import StudyAttr, TrialAttr
+from autotune.secrets import mask_url
 
 __all__ = ["FORMATS", "NoWinner", "check_output", "export", "export_csv", "export_yaml",
            "trials_frame", "write_output"]
@@ -37,20 +39,37 @@ class NoWinner(Exception):
     """The study has no trial that ended stable (the CLI's exit code 3)."""
 
 
-def check_output(path: Path | None) -> None:
-    """ConfigError when `path` cannot be written (its folder missing, or it is a folder)."""
+def check_output(path: Path | None, protected: Sequence[Path] = ()) -> None:
+    """ConfigError when `path` cannot be written (its folder missing, or it is a folder)
+    or is one of the `protected` files (the study's own database or journal)."""
     if path is None:
         return
+    if not str(path):
+        raise ConfigError("--output must be a file name but got ''.")
+    for own in protected:
+        if _same_file(path, own):
+            raise ConfigError(f"--output {quote_path(path)} is the study's own storage "
+                              f"file ({quote_path(own)}); writing there would destroy the "
+                              f"study. Give another file.")
     if path.is_dir():
-        raise ConfigError(f"--output {str(path)!r} is a folder; give a file name.")
+        raise ConfigError(f"--output {quote_path(path)} is a folder; give a file name.")
     if not path.parent.is_dir():
-        raise ConfigError(f"--output {str(path)!r}: folder {str(path.parent)!r} does not "
+        raise ConfigError(f"--output {quote_path(path)}: folder {quote_path(path.parent)} does not "
                           f"exist.")
 
 
-def write_output(text: str, path: Path) -> None:
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def write_output(text: str, path: Path, protected: Sequence[Path] = ()) -> None:
     """Write atomically (after `check_output`)."""
-    check_output(path)
+    check_output(path, protected)
     atomic_write_text(path, text)
 
 
@@ -59,7 +78,7 @@ def export_yaml(study: optuna.Study, storage: str = "") -> str:
     accepts, its provenance in comment lines at the top."""
     best = winner_of(study.get_trials(deepcopy=False))
     if best is None:
-        raise NoWinner(f"no trial of study {study.study_name!r} ended stable; nothing to "
+        raise NoWinner(f"no trial of study {excerpt(study.study_name)} ended stable; nothing to "
                        f"export (see `autotune report --study {study.study_name}`).")
     plan = study.user_attrs.get(StudyAttr.PLAN) or {}
     effective = dict(best.user_attrs[TrialAttr.EFFECTIVE_CONFIG])
@@ -77,18 +96,19 @@ def export_yaml(study: optuna.Study, storage: str = "") -> str:
     else:
         confirmed = "not checked"
     changes = changes_of(attrs.get(TrialAttr.EVENTS, []))
+    scores = held_out_scores(study.user_attrs, best)
     lines = [
-        f"autotune: winner of study {study.study_name!r}"
-        + (f" ({storage})" if storage else ""),
+        f"autotune: winner of study {excerpt(study.study_name)}"
+        + (f" ({mask_url(storage)})" if storage else ""),
         f"trial {best.number}: best val_loss {fmt(best.value, '.6g')} at epoch "
         f"{attrs.get(TrialAttr.BEST_EPOCH)}",
         f"recoveries: {attrs.get(TrialAttr.RECOVERIES, 0)}; changes: "
         + describe_changes(changes),
         "sampled: " + ", ".join(f"{k}={fmt(v, '.6g')}" for k, v in best.params.items()),
         f"confirmed: {confirmed}",
-        *([f"held-out test pairs: pass@2 {fmt(attrs['test_pass2'], '.3f')}, pass@1 "
-           f"{fmt(attrs.get('test_pass1'), '.3f')}; copying the input "
-           f"{fmt(attrs.get('test_copy_pass'), '.3f')}"] if "test_pass2" in attrs else []),
+        *([f"held-out test pairs: pass@2 {fmt(scores['test_pass2'], '.3f')}, pass@1 "
+           f"{fmt(scores.get('test_pass1'), '.3f')}; copying the input "
+           f"{fmt(scores.get('test_copy_pass'), '.3f')}"] if "test_pass2" in scores else []),
         f"exported {time.strftime('%Y-%m-%d %H:%M:%S')}; use: {use}",
     ]
     header = "".join(f"# {line}\n" for line in lines)
@@ -101,7 +121,8 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _our_columns(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
+def _our_columns(trial: FrozenTrial, names: list[str],
+                 scores: dict[str, float]) -> dict[str, Any]:
     attrs = trial.user_attrs
     effective = attrs.get(TrialAttr.EFFECTIVE_CONFIG) or {}
     row: dict[str, Any] = {f"effective_{k}": _cell(effective.get(k)) for k in names}
@@ -112,8 +133,8 @@ def _our_columns(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
         "stable": attrs.get(TrialAttr.STABLE), "divergences": divergences,
         "status": attrs.get(TrialAttr.STATUS), "pruned_reason": attrs.get(TrialAttr.PRUNED_REASON),
         "retry_of": attrs.get(TrialAttr.RETRY_OF), "credit_of": attrs.get(TrialAttr.CREDIT_OF),
-        "test_pass2": attrs.get("test_pass2"), "test_pass1": attrs.get("test_pass1"),
-        "test_copy_pass": attrs.get("test_copy_pass"),
+        "test_pass2": scores.get("test_pass2"), "test_pass1": scores.get("test_pass1"),
+        "test_copy_pass": scores.get("test_copy_pass"),
         "run_dir": attrs.get(TrialAttr.RUN_DIR)})
     return row
 
@@ -138,7 +159,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                       for k in changes_of(t.user_attrs.get(TrialAttr.EVENTS, []))}
                      - set(params))
     names = params + changed
-    ours = pd.DataFrame([{"number": t.number, **_our_columns(t, names)} for t in trials],
+    attrs = study.user_attrs
+    ours = pd.DataFrame([{"number": t.number,
+                          **_our_columns(t, names, held_out_scores(attrs, t))}
+                         for t in trials],
                         columns=["number", *[f"effective_{k}" for k in names], *OURS])
     frame = frame.merge(ours, on="number", how="left")
     if "duration" in frame.columns:
@@ -164,5 +188,5 @@ def export_csv(study: optuna.Study) -> str:
 def export(study: optuna.Study, format_: str, storage: str = "") -> str:
     """The study in `format_` (yaml or csv) as text."""
     if format_ not in FORMATS:
-        raise ConfigError(f"--format must be yaml or csv but got {format_!r}.")
+        raise ConfigError(f"--format must be yaml or csv but got {excerpt(format_)}.")
     return export_yaml(study, storage) if format_ == "yaml" else export_csv(study)

@@ -25,11 +25,12 @@ from optuna.exceptions import ExperimentalWarning  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from rich.console import JustifyMethod  # noqa: E402
 from rich.table import Table  # noqa: E402
+from rich.text import Text  # noqa: E402
 
 from autotune.events import EventKind, changes_of, describe_changes, fmt  # noqa: E402
-from autotune.search.tally import winner_of
+from autotune.search.tally import held_out_scores, winner_of  # noqa: E402
 from autotune.search.vocabulary import StudyAttr, TrialAttr  # noqa: E402
-from autotune.errors import ConfigError  # noqa: E402
+from autotune.errors import ConfigError, quote_path  # noqa: E402
 
 __all__ = ["Plots", "top_table", "top_trials", "write_plots"]
 
@@ -48,9 +49,9 @@ def top_table(study: optuna.Study, k: int = 10) -> Table:
     check = study.user_attrs.get(StudyAttr.CONFIRMATION) or {}
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     diverged = [t for t in finished if t.user_attrs.get(TrialAttr.DIVERGENCES)]
-    table = Table(title=f"study {study.study_name}: {len(finished)} trials finished, "
-                        f"{len(diverged)} diverged, "
-                        f"{sum(bool(t.user_attrs.get(TrialAttr.STABLE)) for t in diverged)} salvaged")
+    salvaged = sum(bool(t.user_attrs.get(TrialAttr.STABLE)) for t in diverged)
+    table = Table(title=Text(f"study {study.study_name}: {len(finished)} trials finished, "
+                             f"{len(diverged)} diverged, {salvaged} salvaged"))
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("trial", "right"), ("val_loss", "right"), ("pass@2", "right"), ("stable", "center"),
         ("recoveries", "right"), ("sampled", "left"), ("what recovery changed", "left"))
@@ -62,13 +63,14 @@ def top_table(study: optuna.Study, k: int = 10) -> Table:
             mark = " *"
             if check.get("trial") == t.number:
                 mark += " confirmed" if check.get("confirmed") else " NOT confirmed"
-        table.add_row(f"{t.number}{mark}", f"{t.value:.4f}",
-                      fmt(t.user_attrs.get("test_pass2"), ".3f"),
+        cells = (f"{t.number}{mark}", f"{t.value:.4f}",
+                      fmt(held_out_scores(study.user_attrs, t).get("test_pass2"), ".3f"),
                       "yes" if t.user_attrs.get(TrialAttr.STABLE, True) else "no",
                       str(t.user_attrs.get(TrialAttr.RECOVERIES, 0)),
                       ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                 for k, v in t.params.items()),
                       describe_changes(changes_of(t.user_attrs.get(TrialAttr.EVENTS, []))))
+        table.add_row(*(Text(c) for c in cells))  # text, never markup
     return table
 
 
@@ -141,11 +143,11 @@ def _curves(study: optuna.Study, path: Path, plots: Plots, limit: int = 40) -> N
 def write_plots(study: optuna.Study, out: Path) -> Plots:
     """Write history.png, curves.png and importances.png into `out` (created)."""
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} is a file; give a folder.")
+        raise ConfigError(f"--out {quote_path(out)} is a file; give a folder.")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"--out {str(out)!r} cannot be created: {exc.strerror}.") from None
+        raise ConfigError(f"--out {quote_path(out)} cannot be created: {exc.strerror}.") from None
     plots = Plots()
     vis = optuna.visualization.matplotlib
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]

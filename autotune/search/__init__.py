@@ -1,10 +1,10 @@
 """The search: an Optuna study in which every trial is a supervised run.
 
-`prepare` validates the flags and creates or joins the study (`plan`), `run_search` runs
-its workers to the requested number of trials and re-checks the winner (`outcome`); the
-pieces are the space (`space`), the objective (`objective`), the pruner (`pruner`), the
-sampler (`sampler`), storages (`storage`), workers and dead trials (`workers`) and the
-counts (`tally`).
+`prepare` validates the flags and creates or joins the study (`study.plan`), `run_search`
+runs its workers to the requested number of trials and re-checks the winner (`outcome`).
+A trial's logic lives here: the space (`space`), the objective (`objective`), the pruner
+(`pruner`), the sampler (`sampler`), the counts (`tally`) and the search's strings
+(`vocabulary`); the study's infrastructure (storages, workers, dead trials) in `study/`.
 """
 
 from autotune.search.outcome import (

@@ -4,7 +4,7 @@
 (profile, then the space's fixed values, then flags such as `--epochs`, then the sampled
 parameters) and makes an `autotune.recovery.runs.ArcTrainer`, whose optional members add
 the held-out ARC scores and the schedule audit. The data of a configuration is loaded once
-per process for the trials that share it.
+per process for the trials, the winner's scoring and its re-check (`data_for`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,19 @@ from autotune.search.space import Space
 from trainer.config import TrainConfig
 from trainer.data import ArcData, build_data
 
-__all__ = ["ArcBuild"]
+__all__ = ["ArcBuild", "data_for"]
+
+_DATA: dict[tuple[Any, ...], ArcData] = {}
+
+
+def data_for(config: TrainConfig) -> ArcData:
+    """The data of a configuration, built once per process (the trials, the winner's
+    scoring and its re-check share it); the last one only is kept."""
+    key = (config.data, config.max_tasks, config.max_grid, config.val_fraction)
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = build_data(config)
+    return _DATA[key]
 
 
 class ArcBuild:
@@ -35,14 +47,10 @@ class ArcBuild:
         self.overrides = dict(overrides or {})
         self.device = device
         self.supervisor = SupervisorConfig(recovery=recovery, max_recoveries=max_recoveries)
-        self._data: tuple[tuple[Any, ...], ArcData] | None = None
 
     def data(self, config: TrainConfig) -> ArcData:
-        """The data of a configuration, loaded once per process for the trials that share it."""
-        key = (config.data, config.max_tasks, config.max_grid, config.val_fraction)
-        if self._data is None or self._data[0] != key:
-            self._data = (key, build_data(config))
-        return self._data[1]
+        """The data of a configuration, loaded once per process (`data_for`)."""
+        return data_for(config)
 
     def setup(self, trial: optuna.Trial, stream: int) -> TrialSetup:
         params = self.space.suggest(trial)

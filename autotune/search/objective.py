@@ -34,11 +34,12 @@ from autotune.errors import ConfigError, Interrupted
 from autotune.events import Event, EventKind, RunStatus, changes_of, count
 from autotune.jsonio import as_float, jsonable
 from autotune.recovery import checkpoint_files
+from autotune.recovery.lock import run_lock
 from autotune.recovery.rundir import CONFIG, RunDir
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig, split
-from autotune.recovery.supervise import continue_run, start
+from autotune.recovery.supervise import check_resumable, continue_run, start
 from autotune.recovery.supervisor import RunResult
-from autotune.search.arc import ArcBuild
+from autotune.search.arc import ArcBuild, data_for
 from autotune.search.credit import credit_params, deserves_credit, restarted_from_scratch
 from autotune.search.dashboard import TrialStory, publish, rolled_back_steps, store_dir
 from autotune.search.factory import FactoryBuild, load
@@ -54,8 +55,10 @@ from autotune.search.vocabulary import (
     TrialAttr,
 )
 
+# EventSink and SearchEvent belong to `vocabulary`; they stay importable from here, where
+# callers found them before.
 __all__ = ["EventSink", "Objective", "ObjectiveSettings", "SearchEvent", "SurplusTrial",
-           "build_of", "is_surplus", "record_story"]
+           "build_of", "data_for", "is_surplus", "record_story", "set_user_attrs"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,10 @@ class ObjectiveSettings:
     trainer: str | None = None
     """MODULE:NAME of the factory or build."""
     max_recoveries: int = 4
+    held_out: str = "winner"
+    """`all`: score every stable trial on ARC's held-out test pairs as it ends (about a
+    second each on the tiny profile); `winner`: only the winner, after the search
+    (`autotune.search.outcome.score_winner`)."""
 
 
 def build_of(settings: ObjectiveSettings) -> TrialBuild:
@@ -121,16 +128,41 @@ def is_surplus(trials: Iterable[FrozenTrial], number: int, target: int) -> bool:
     return len(holders) >= target
 
 
+def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    """Set several user attributes: in one transaction where the storage can
+    (`RetryingRDBStorage.set_trial_user_attrs`), else one call a key."""
+    backend = getattr(trial.storage, "_backend", trial.storage)  # under Optuna's cache
+    batch = getattr(backend, "set_trial_user_attrs", None)
+    if batch is None:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    batch(trial._trial_id, dict(attrs))
+    trial._cached_frozen_trial.user_attrs.update(attrs)  # what trial.user_attrs shows
+
+
 def record_story(trial: optuna.Trial, story: TrialStory, extra: Mapping[str, Any],
                  store: Path) -> None:
     """Store a finished trial's compact summary (with `extra` attributes) and its
     constraint; when it has a recovery history, also the history as an artifact in the
-    file store `store` and a note (`autotune.search.dashboard`)."""
-    for key, value in {**story.attrs(), **jsonable(dict(extra))}.items():
-        trial.set_user_attr(key, value)
+    file store `store` and a note (`autotune.search.dashboard`). Nothing reads these
+    while the trial runs, so they are written at its end, in one transaction."""
+    set_user_attrs(trial, {**story.attrs(), **jsonable(dict(extra))})
     trial.set_constraint(CONSTRAINT, float(story.unrecovered))
     if story.has_story():
         publish(trial, story, store)
+
+
+def _earlier_workers(trial: optuna.Trial) -> list[tuple[str, int]]:
+    """(host, pid) of the workers that ran the trials this one retries (dead or hung: the
+    study took their trial away, so their hold on its run directory goes with it)."""
+    history = set(_frozen(trial).system_attrs.get("retry_history", []))
+    out = []
+    for t in trial.study.get_trials(deepcopy=False):
+        worker = t.user_attrs.get("worker") or {}
+        if t.number in history and isinstance(worker, dict) and "pid" in worker:
+            out.append((str(worker.get("host")), int(worker["pid"])))
+    return out
 
 
 def _frozen(trial: optuna.Trial) -> FrozenTrial:
@@ -167,14 +199,17 @@ class Objective:
             "params": jsonable(params), "resumed": resuming, "run_dir": str(run_path),
             "epochs": setup.epochs}))
         try:
-            result = self._run(setup, run_path, resuming, recorder)
-        except optuna.TrialPruned:
-            self._record_pruned(trial, recorder)
-            raise
+            try:
+                result = self._run(setup, run_path, resuming, recorder)
+            except optuna.TrialPruned:
+                self._record_pruned(trial, recorder)
+                raise
+            # An interrupt while the result is recorded leaves the trial resumable too: its
+            # retry finds the finished run's summary and records it (`_run`).
+            return self._finish(trial, params, result, recorder)
         except (KeyboardInterrupt, Interrupted):
             trial.set_user_attr(TrialAttr.INTERRUPTED, True)  # `resume --study` retries it
             raise
-        return self._finish(trial, params, result, recorder)
 
     # -- running -------------------------------------------------------------------------
 
@@ -196,17 +231,29 @@ class Objective:
     def _run(self, setup: TrialSetup, run_path: Path, resuming: bool,
              recorder: TrialRecorder) -> RunResult:
         hooks = recorder.hooks()
+        trial = recorder.trial
+        holder = f"trial {trial.number} of study {trial.study.study_name}"
         if not resuming:
             return start(setup.trainer, run_path, setup.epochs, setup.config,
-                         setup.supervisor, hooks=hooks)
+                         setup.supervisor, hooks=hooks, holder=holder, score=self.scores)
         run = RunDir.open(run_path)
         summary = run.summary()
         if summary is not None:  # killed after the run ended, before Optuna heard of it
             recorder.replay()
             return _result_of(summary, run.events())
         # The run's own settings (as it started, or as a resume changed them) go on.
+        check_resumable(run)
         _, settings = split(run.effective_config())
-        return continue_run(setup.trainer, run, None, settings, hooks=hooks)
+        with run_lock(run_path, holder, _earlier_workers(trial)):
+            return continue_run(setup.trainer, run, None, settings, hooks=hooks,
+                                score=self.scores)
+
+    @property
+    def scores(self) -> bool:
+        """Whether a trial is scored on the held-out pairs as it ends: an ARC trial only
+        with `held_out` all (else only the winner is, after the search); a user's trainer
+        that has `held_out_scores` always (nothing scores it afterwards)."""
+        return self.settings.kind != "arc" or self.settings.held_out == "all"
 
     # -- recording -----------------------------------------------------------------------
 

@@ -1,4 +1,12 @@
-"""How a search ends: run the workers, pick the best stable trial, re-check it."""
+"""How a search ends: run the workers, pick the best stable trial, score it on ARC's
+held-out pairs, re-check it.
+
+The held-out scoring steers nothing (the search ranks trials by validation loss), so a
+trial is scored as it ends only on request (`--held-out all`); otherwise the winner alone
+is scored after the search, from its latest checkpoint (the weights it ended with), and
+the scores go into its summary.json and the study's `held_out` attribute, where export,
+report and `winner_info` read them (`tally.held_out_scores`). The re-check run is scored
+as every `autotune train` run is."""
 
 from __future__ import annotations
 
@@ -18,14 +26,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune.events import changes_of
 from autotune.jsonio import jsonable
+from autotune.recovery.runs import RunConfig, score_run
 from autotune.recovery.supervise import start
-from autotune.search.objective import build_of
+from autotune.search.objective import build_of, data_for
 from autotune.search.setup import TrialBuild
-from autotune.search.study.packing import cores
 from autotune.search.study.plan import StudyPlan, stored_plan
 from autotune.search.study.storage import load_study, open_storage
-from autotune.search.study.workers import open_study, reap, run_workers, work
-from autotune.search.tally import FINISHED, Tally, tally, winner_of
+from autotune.search.study.workers import open_study, reap, run_workers, threads_per_worker, work
+from autotune.search.tally import FINISHED, Tally, held_out_scores, tally, winner_of
 from autotune.search.vocabulary import (
     ARC_SCORES,
     EventSink,
@@ -34,6 +42,7 @@ from autotune.search.vocabulary import (
     StudyAttr,
     TrialAttr,
 )
+from trainer.inject import Injector
 from trainer.loop import set_threads
 
 # -- the search ---------------------------------------------------------------------------
@@ -77,15 +86,17 @@ def run_search(plan: StudyPlan, on_event: EventSink | None = None,
     winner from scratch."""
     emit = on_event or (lambda event: None)
     deadline = time.time() + timeout if timeout is not None else None
+    Injector.from_env()  # a bad AUTOTUNE_INJECT is exit 2 before any trial is touched
     storage = open_storage(plan.storage)
     study = open_study(plan, 0, storage)
-    emit(SearchEvent(SearchEventKind.TALLY, None, asdict(tally(study.get_trials(deepcopy=False),
-                                                 plan.trials))))
+    counts = tally(study.get_trials(deepcopy=False), plan.trials)
+    emit(SearchEvent(SearchEventKind.TALLY, None, asdict(counts)))
     codes: list[int] = []
-    if plan.jobs > 1:
-        codes = run_workers(plan, emit, deadline)
+    jobs = min(plan.jobs, max(1, plan.trials - counts.done))  # a worker a trial at most
+    if jobs > 1:
+        codes = run_workers(replace(plan, jobs=jobs), emit, deadline)
     # In-process: the only worker, or the one that finishes what dead workers left.
-    set_threads(cores())
+    set_threads(threads_per_worker(1))
     work(plan, 0, emit, deadline, storage)
     trials = study.get_trials(deepcopy=False)
     result = tally(trials, plan.trials)
@@ -93,7 +104,11 @@ def run_search(plan: StudyPlan, on_event: EventSink | None = None,
     best = winner_of(trials)
     win = None
     if best is not None:
-        win = confirm(study, plan, best, emit) if confirm_winner else winner_info(study, best)
+        if confirm_winner:
+            score_winner(study, plan, best)
+            win = confirm(study, plan, best, emit)
+        else:
+            win = winner_info(study, best)
     return SearchOutcome(plan.study, result, win, timed_out, codes)
 
 
@@ -130,7 +145,23 @@ def winner_info(study: optuna.Study, trial: FrozenTrial) -> Winner:
                   confirmed=check.get("confirmed") if mine else None,
                   confirm_value=check.get("value") if mine else None,
                   confirm_run_dir=check.get("run_dir") if mine else None,
-                  scores={k: attrs[k] for k in ARC_SCORES if attrs.get(k) is not None})
+                  scores=held_out_scores(study.user_attrs, trial))
+
+
+def score_winner(study: optuna.Study, plan: StudyPlan, trial: FrozenTrial) -> dict[str, Any]:
+    """The winner's held-out ARC scores: its own when it was scored as it ended, else
+    scored now from its run directory and stored (`StudyAttr.HELD_OUT`); {} when its run
+    directory is gone. Only ARC studies' winners are scored afterwards (a user's trainer
+    with `held_out_scores` scores each trial as it ends)."""
+    scores = held_out_scores(study.user_attrs, trial)
+    run_dir = trial.user_attrs.get("run_dir")
+    if scores or plan.kind != "arc" or not run_dir or not Path(run_dir).is_dir():
+        return scores
+    config = RunConfig.from_dict(trial.user_attrs["effective_config"])
+    scores = score_run(Path(run_dir), plan.device, data_for(config.train))
+    study.set_user_attr(StudyAttr.HELD_OUT, jsonable(
+        {"trial": trial.number, **{k: scores.get(k) for k in ARC_SCORES}}))
+    return {k: scores[k] for k in ARC_SCORES if scores.get(k) is not None}
 
 
 def confirm(study: optuna.Study, plan: StudyPlan | None, trial: FrozenTrial,
@@ -162,7 +193,8 @@ def confirm(study: optuna.Study, plan: StudyPlan | None, trial: FrozenTrial,
             shutil.rmtree(path)
     emit(SearchEvent(SearchEventKind.CONFIRM_START, trial.number,
                      {"seed": seed, "run_dir": str(path)}))
-    result = start(setup.trainer, path, setup.epochs, setup.config, setup.supervisor)
+    result = start(setup.trainer, path, setup.epochs, setup.config, setup.supervisor,
+                   holder=f"the re-check of trial {trial.number}")
     confirmed = result.stable and result.divergences == 0
     record = {"trial": trial.number, "confirmed": confirmed, "value": result.objective,
               "test_pass2": result.scores.get("test_pass2"),

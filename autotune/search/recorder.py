@@ -21,7 +21,7 @@ from autotune.search.study import ownership
 from autotune.search.triage import peer_values, triage
 from autotune.search.vocabulary import EventSink, SearchEvent, SearchEventKind, TrialAttr
 
-__all__ = ["EventSink", "SearchEvent", "TrialRecorder"]
+__all__ = ["TrialRecorder"]
 
 
 class TrialRecorder:

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, excerpt, quote_path
 from trainer.config import KEYS, TrainConfig, check_keys, from_dict, load_yaml, resolve
 
 __all__ = ["Choice", "Param", "Range", "Space", "load_space", "parse_space", "shipped",
@@ -158,7 +158,8 @@ def _number(key: str, name: str, value: Any, source: str) -> float:
             pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
             value):
-        raise ConfigError(f"space {source}: {key}.{name} must be a number but got {value!r}.")
+        raise ConfigError(f"space {source}: {key}.{name} must be a number but got "
+                          f"{excerpt(value)}.")
     return value
 
 
@@ -183,25 +184,26 @@ def _parse_range(key: str, spec: dict[str, Any], source: str, free: bool = False
     high = _number(key, "high", spec["high"], source)
     log = spec.get("log", False)
     if not isinstance(log, bool):
-        raise ConfigError(f"space {source}: {key}.log must be true or false but got {log!r}.")
+        raise ConfigError(f"space {source}: {key}.log must be true or false but got "
+                          f"{excerpt(log)}.")
     step = spec.get("step")
     if step is not None:
         step = _number(key, "step", step, source)
         if step <= 0:
-            raise ConfigError(f"space {source}: {key}.step must be > 0 but got {step!r}.")
+            raise ConfigError(f"space {source}: {key}.step must be > 0 but got {excerpt(step)}.")
         if log:
             raise ConfigError(f"space {source}: {key} cannot have both log and step.")
     if low > high:
-        raise ConfigError(f"space {source}: {key} has low {low!r} > high {high!r}.")
+        raise ConfigError(f"space {source}: {key} has low {excerpt(low)} > high {excerpt(high)}.")
     if log and low <= 0:
         raise ConfigError(f"space {source}: {key} has log: true, so low must be > 0 but got "
-                          f"{low!r}.")
+                          f"{excerpt(low)}.")
     integer = kind == "int"
     if integer:
         for name, v in (("low", low), ("high", high), ("step", step)):
             if v is not None and float(v) != int(v):
                 raise ConfigError(f"space {source}: {key}.{name} must be an integer but got "
-                                  f"{v!r}.")
+                                  f"{excerpt(v)}.")
         low, high = int(low), int(high)
         step = int(step) if step is not None else None
     else:
@@ -222,13 +224,15 @@ def _free_kind(spec: dict[str, Any]) -> str:
 def _parse_choice(key: str, spec: dict[str, Any], source: str, free: bool = False) -> Choice:
     choices = spec["choices"]
     if not isinstance(choices, list):
-        raise ConfigError(f"space {source}: {key}.choices must be a list but got {choices!r}.")
+        raise ConfigError(f"space {source}: {key}.choices must be a list but got "
+                          f"{excerpt(choices)}.")
     if not choices:
         raise ConfigError(f"space {source}: {key}.choices is empty; give at least one value.")
     values: list[Any] = []
     for raw in choices:
         if isinstance(raw, (list, dict)):
-            raise ConfigError(f"space {source}: {key}.choices holds {raw!r}; choices must be "
+            raise ConfigError(f"space {source}: {key}.choices holds {excerpt(raw)}; "
+                              f"choices must be "
                               f"single values.")
         if free:
             value = raw
@@ -264,7 +268,7 @@ def parse_space(mapping: Any, source: str = "<space>", free: bool = False) -> Sp
             continue
         unknown = [k for k in spec if k not in (*RANGE_FIELDS, "choices")]
         if unknown:
-            raise ConfigError(f"space {source}: {key} has unknown field {unknown[0]!r}; "
+            raise ConfigError(f"space {source}: {key} has unknown field {excerpt(unknown[0])}; "
                               f"allowed: low, high, log, step, or choices.")
         if "choices" in spec:
             if any(k in spec for k in RANGE_FIELDS):
@@ -301,7 +305,7 @@ def space_path(value: str | Path | None) -> Path:
     if named is not None and path.parent == Path("."):
         return named
     names = ", ".join(shipped()) or "none"
-    raise ConfigError(f"--space {str(value)!r} is not a file nor a shipped space "
+    raise ConfigError(f"--space {quote_path(value)} is not a file nor a shipped space "
                       f"(shipped: {names}).")
 
 

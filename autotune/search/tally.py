@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.events import RunStatus
-from autotune.search.vocabulary import NextAction, TrialAttr
+from autotune.search.vocabulary import ARC_SCORES, NextAction, StudyAttr, TrialAttr
 
-__all__ = ["FINISHED", "Tally", "finished_trials", "next_action", "tally", "winner_of"]
+__all__ = ["FINISHED", "Tally", "finished_trials", "held_out_scores", "next_action", "tally",
+           "winner_of"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -44,6 +46,18 @@ def winner_of(trials: Iterable[FrozenTrial]) -> FrozenTrial | None:
     stable = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
               and t.user_attrs.get(TrialAttr.STABLE, True) and math.isfinite(t.value)]
     return min(stable, key=lambda t: (t.value, t.number)) if stable else None
+
+
+def held_out_scores(study_attrs: Mapping[str, Any], trial: FrozenTrial) -> dict[str, float]:
+    """A trial's held-out ARC scores: its own attributes (scored as it ended, `--held-out
+    all`), else the study's record when it is the scored winner; {} when not scored."""
+    own = {k: trial.user_attrs[k] for k in ARC_SCORES if trial.user_attrs.get(k) is not None}
+    if own:
+        return own
+    record = study_attrs.get(StudyAttr.HELD_OUT) or {}
+    if record.get("trial") != trial.number:
+        return {}
+    return {k: record[k] for k in ARC_SCORES if record.get(k) is not None}
 
 
 def tally(trials: list[FrozenTrial], total: int) -> Tally:

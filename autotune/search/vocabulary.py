@@ -121,6 +121,8 @@ class StudyAttr:
     CONFIRMATION: Final = "confirmation"
     """The re-check of the winner from scratch."""
     CONFIRMED: Final = "confirmed"
+    HELD_OUT: Final = "held_out"
+    """The winner's held-out ARC scores: {"trial": n, "test_pass2": ...}."""
 
 
 CONSTRAINT: Final = "diverged"

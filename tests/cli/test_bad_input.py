@@ -51,6 +51,22 @@ def _nothing(root: Path) -> None:
     return None
 
 
+# A few hundred bytes that a plain YAML loader expands to 9**9 items (the "billion laughs").
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+
+
+def _store_with_bad_plan(**bad: object) -> Callable[[Path], None]:
+    """A study `bad` in store.db whose stored plan holds a value an older autotune let in."""
+    def setup(root: Path) -> None:
+        _store(root)
+        study = optuna.create_study(study_name="bad", storage=f"sqlite:///{root / 'store.db'}")
+        plan = {"study": "bad", "trials": 1, "space": {"epochs": 1}, "profile": "tiny",
+                "epochs": None, "artifacts": str(root / "art"), "seed": None, **bad}
+        study.set_user_attr("autotune_plan", plan)
+    return setup
+
+
 Row = tuple[str, list[str], Callable[[Path], None], str]
 
 ROWS: list[Row] = [
@@ -102,6 +118,60 @@ ROWS: list[Row] = [
     ("data_challenges_alone", ["train", "--set", "data=x_challenges.json"],
      _files(**{"x_challenges.json": json.dumps({"t": json.loads(_task())})}),
      "x_solutions.json does not exist"),
+    # -- hostile and careless input (issue 23) ---------------------------------------------
+    ("train_config_alias_bomb", ["train", "--config", "bomb.yaml"],
+     _files(**{"bomb.yaml": LAUGHS}), "YAML aliases (*a) are not allowed"),
+    ("train_config_duplicate_key", ["train", "--config", "dup.yaml"],
+     _files(**{"dup.yaml": "learning_rate: 0.1\nepochs: 2\nlearning_rate: 0.001\n"}),
+     "duplicate key 'learning_rate' (line 3"),
+    ("train_config_special_file", ["train", "--config", "/dev/zero"], _nothing,
+     "config file '/dev/zero' is not a regular file"),
+    ("train_run_dir_empty", ["train", "--run-dir", ""], _nothing,
+     "--run-dir must name a path but got ''"),
+    ("train_run_dir_of_another_run", ["train", "--run-dir", "old", "--set", "max_tasks=20"],
+     _files(**{"old__metrics.jsonl": '{"epoch": 1, "global_epoch": 1}\n'}),
+     "holds files of a run (metrics.jsonl) but no config.yaml"),
+    ("train_max_loss_increase_inf", ["train", "--set", "max_loss_increase=inf"], _nothing,
+     "max_loss_increase must be a finite number > 0 but got inf"),
+    ("resume_empty_run_dir", ["resume", ""], _nothing, "RUN_DIR must name a path but got ''"),
+    ("resume_stored_seed_too_large", ["resume", "--study", "bad", "--storage", STORE],
+     _store_with_bad_plan(seed=2**32),
+     "study 'bad' was stored with a bad value: its seed must be an integer >= 0 and <= "
+     "2147483647 but got 4294967296"),
+    ("search_seed_too_large", ["search", "--seed", str(2**32), "--space", "s.yaml"],
+     _files(**{"s.yaml": SPACE}), "--seed must be an integer >= 0 and <= 2147483647"),
+    ("search_artifacts_is_a_file", ["search", "--artifacts", "afile", "--space", "s.yaml"],
+     _files(**{"s.yaml": SPACE, "afile": "x"}), "--artifacts 'afile' is not a folder"),
+    ("search_artifacts_empty", ["search", "--artifacts", "", "--space", "s.yaml"],
+     _files(**{"s.yaml": SPACE}), "--artifacts must be a folder but got ''"),
+    ("search_timeout_inf", ["search", "--timeout", "inf", "--space", "s.yaml"],
+     _files(**{"s.yaml": SPACE}), "--timeout must be a finite number of seconds > 0"),
+    ("space_duplicate_key", ["search", "--space", "s.yaml"],
+     _files(**{"s.yaml": SPACE + "epochs: 3\n"}), "duplicate key 'epochs'"),
+    ("space_alias_bomb", ["search", "--space", "s.yaml"], _files(**{"s.yaml": LAUGHS}),
+     "YAML aliases (*a) are not allowed"),
+    ("study_name_newline", ["search", "--study", "a\nb", "--space", "s.yaml"],
+     _files(**{"s.yaml": SPACE}), "holds a control character"),
+    ("storage_password_query", ["search", "--storage",
+                                f"postgresql://postgres@127.0.0.1:1/test?password={SECRET}"],
+     _nothing, "storage 'postgresql://postgres@127.0.0.1:1/test?password=***'"),
+    ("storage_password_second_query", ["search", "--storage",
+                                       "postgresql://postgres@127.0.0.1:1/test?"
+                                       f"application_name=x&sslpassword={SECRET}"],
+     _nothing, "application_name=x&sslpassword=***"),
+    ("storage_token_unknown_driver", ["search", "--storage",
+                                      f"mysql+nodriver://h/db?token={SECRET}"],
+     _nothing, "storage 'mysql+nodriver://h/db?token=***' cannot be opened"),
+    ("export_onto_its_own_database", ["export", "--study", "other", "--storage", STORE,
+                                      "--format", "csv", "--output", "store.db"], _store,
+     "--output 'store.db' is the study's own storage file"),
+    ("export_onto_its_own_journal", ["export", "--storage", "journal:j.log", "--format",
+                                     "yaml", "--output", "./j.log"], _nothing,
+     "is the study's own storage file"),
+    ("report_out_empty", ["report", "--study", "other", "--storage", STORE, "--out", ""],
+     _store, "--out must name a path but got ''"),
+    ("diagnose_special_file", ["diagnose", "/dev/zero"], _nothing,
+     "/dev/zero is not a regular file"),
     # -- resume --------------------------------------------------------------------------
     ("resume_not_a_run", ["resume", "notarun"], _files(**{"notarun__notes.txt": "hi"}),
      "is not a run directory (no config.yaml)"),
@@ -216,7 +286,9 @@ def test_bad_input_is_exit_2_one_line_nothing_written(
 
 @pytest.mark.parametrize(("command", "spec"), [("train", "nan_loss~2"),
                                                ("search", "spike~x"),
-                                               ("search", "boom@3")])
+                                               ("search", "boom@3"),
+                                               ("train", "nan_loss@\u00b2"),
+                                               ("search", "kill@" + "9" * 20)])
 def test_a_bad_fault_spec_is_exit_2_before_anything_is_written(
         command: str, spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -228,4 +300,22 @@ def test_a_bad_fault_spec_is_exit_2_before_anything_is_written(
     assert main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "AUTOTUNE_INJECT" in lines[0] and repr(spec) in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
+
+
+@pytest.mark.parametrize(("name", "value"), [("AUTOTUNE_HEARTBEAT", "1,5,9"),
+                                             ("AUTOTUNE_HEARTBEAT", "5,99999999999"),
+                                             ("AUTOTUNE_HEARTBEAT", "nan"),
+                                             ("AUTOTUNE_STORAGE_RETRY", "inf"),
+                                             ("AUTOTUNE_STORAGE_RETRY", "1e400")])
+def test_a_bad_storage_variable_is_exit_2_before_anything_is_written(
+        name: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(name, value)
+    (tmp_path / "space.yaml").write_text(SPACE)
+    assert main(["search", "--space", "space.yaml", "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and name in lines[0] and repr(value) in lines[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]

@@ -7,10 +7,15 @@ from pathlib import Path
 
 import torch
 
-from autotune.recovery.checkpoints import DiskCheckpoints, MemoryCheckpoints
+from autotune.recovery import checkpoint_files as checkpoint
+from autotune.recovery.checkpoints import (
+    BackgroundCheckpoints,
+    DiskCheckpoints,
+    MemoryCheckpoints,
+)
 
 
-def _fill(store: MemoryCheckpoints | DiskCheckpoints) -> torch.Tensor:
+def _fill(store: MemoryCheckpoints | DiskCheckpoints | BackgroundCheckpoints) -> torch.Tensor:
     weight = torch.zeros(3)
     for g in range(5):
         weight += 1.0
@@ -41,3 +46,32 @@ def test_memory_store_keeps_copies_that_later_changes_do_not_touch() -> None:
     loaded[1]["w"] += 1.0  # and so does what a rollback loaded
     again = store.load(4)
     assert again is not None and again[1]["w"].tolist() == [5.0, 5.0, 5.0]
+
+
+def test_background_store_leaves_the_files_of_the_disk_store(tmp_path: Path) -> None:
+    background, disk = BackgroundCheckpoints(tmp_path / "bg"), DiskCheckpoints(tmp_path / "d")
+    for store in (background, disk):
+        _fill(store)
+        store.prune(2, keep={0, 2})
+        store.discard_after(3)
+    background.close()
+    assert [i.global_epoch for i in background.listing()] == [0, 2, 3]
+    files = [(i.global_epoch, i.epoch, i.step, i.val_loss) for i in disk.listing()]
+    written = DiskCheckpoints(tmp_path / "bg").listing()
+    assert [(i.global_epoch, i.epoch, i.step, i.val_loss) for i in written] == files
+    for info in written:  # atomic, checksummed, loadable with weights_only
+        assert checkpoint.load(tmp_path / "bg", info)["n"] == info.global_epoch
+
+
+def test_background_store_rolls_back_from_memory_and_resumes_from_files(
+        tmp_path: Path) -> None:
+    store = BackgroundCheckpoints(tmp_path)
+    _fill(store)
+    store.close()
+    for path in tmp_path.glob("g*.pt"):  # a rollback to this process's save reads no file
+        path.write_bytes(b"damaged")
+    loaded = store.load(3)
+    assert loaded is not None and loaded[1]["w"].tolist() == [4.0, 4.0, 4.0]
+    later = BackgroundCheckpoints(tmp_path)  # a resumed run: the files are what it has
+    assert [i.global_epoch for i in later.listing()] == [0, 1, 2, 3, 4]
+    assert later.load(3) is None  # every file damaged: none is trusted

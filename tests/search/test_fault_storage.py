@@ -183,3 +183,21 @@ def test_ownership_check_raises_once_the_trial_was_taken(tmp_path: Path) -> None
     finally:
         ownership.release()
     assert ownership.current() is None
+
+
+def test_several_user_attributes_are_one_transaction(tmp_path: Path) -> None:
+    from autotune.search.objective import set_user_attrs
+
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'a.db'}"),
+                                study_name="s")
+    trial = study.ask()
+    set_user_attrs(trial, {"a": 1, "b": [1, 2], "c": {"x": None}})
+    assert trial.user_attrs == {"a": 1, "b": [1, 2], "c": {"x": None}}
+    study.tell(trial, 0.5)
+    [done] = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'a.db'}"
+                               ).get_trials()
+    assert done.user_attrs == {"a": 1, "b": [1, 2], "c": {"x": None}}
+    memory = optuna.create_study()  # a storage without the batch: one call a key
+    other = memory.ask()
+    set_user_attrs(other, {"a": 1})
+    assert memory.trials[0].user_attrs == {"a": 1}

@@ -12,10 +12,11 @@ import yaml
 from optuna.trial import TrialState
 
 from autotune import cli
+from autotune.recovery.runs import score_run
 from autotune.search import (
     winner_of,
 )
-from autotune.search.vocabulary import TrialAttr
+from autotune.search.vocabulary import ARC_SCORES, StudyAttr, TrialAttr
 from tests.search.common import stored_study
 
 
@@ -24,8 +25,9 @@ def test_search_recovers_a_nan_trial_exports_and_reports(
         workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Trial 0 gets a NaN loss at its 6th step; two clean trials join the same study.
     monkeypatch.setenv("AUTOTUNE_INJECT", "nan_loss@5")
+    # --held-out all: every stable trial is scored as it ends (the default is the winner).
     assert cli.main(["search", "--trials", "1", "--study", "s", "--space", "space.yaml",
-                  "--seed", "3"]) == 0
+                  "--seed", "3", "--held-out", "all"]) == 0
     monkeypatch.delenv("AUTOTUNE_INJECT")
     assert cli.main(["search", "--trials", "3", "--study", "s"]) == 0
 
@@ -50,6 +52,9 @@ def test_search_recovers_a_nan_trial_exports_and_reports(
     assert Path(attrs["run_dir"], "metrics.jsonl").is_file()
     summary = json.loads(Path(attrs["run_dir"], "summary.json").read_text())
     assert attrs["test_pass2"] == summary["test"]["test_pass2"]  # ARC's metric, held out
+    # Scoring afterwards from the run's latest checkpoint gives the same scores.
+    later = score_run(Path(attrs["run_dir"]), "cpu")
+    assert {k: later[k] for k in ARC_SCORES} == {k: attrs[k] for k in ARC_SCORES}
 
     # export yaml round trip through `train --config`
     assert cli.main(["export", "--study", "s", "--format", "yaml", "--output", "best.yaml"]) == 0
@@ -99,3 +104,28 @@ def test_recovery_off_prunes_a_diverged_trial_with_its_reason(
     assert study.user_attrs["autotune_plan"]["recovery"] == "off"
     # Joining the study with the other setting is refused before anything runs.
     assert cli.main(["search", "--study", "off", "--recovery", "on"]) == 2
+
+
+@pytest.mark.slow
+def test_only_the_winner_is_scored_on_the_held_out_pairs(workdir: Path) -> None:
+    assert cli.main(["search", "--trials", "2", "--study", "w", "--space", "space.yaml",
+                     "--seed", "0"]) == 0
+    study = stored_study("w")
+    trials = study.get_trials()
+    best = winner_of(trials)
+    assert best is not None
+    assert not any(k in t.user_attrs for t in trials for k in ARC_SCORES)  # none as it ended
+    record = study.user_attrs[StudyAttr.HELD_OUT]
+    summary = json.loads(Path(best.user_attrs["run_dir"], "summary.json").read_text())
+    assert record["trial"] == best.number
+    assert record["test_pass2"] == summary["test"]["test_pass2"]
+    others = [t for t in trials if t.number != best.number]
+    assert all("test" not in json.loads(Path(t.user_attrs["run_dir"], "summary.json")
+                                        .read_text()) for t in others)
+    # export and report still show the winner's scores
+    assert cli.main(["export", "--study", "w", "--format", "yaml", "--output", "b.yaml"]) == 0
+    assert "# held-out test pairs: pass@2" in Path("b.yaml").read_text()
+    assert cli.main(["export", "--study", "w", "--format", "csv", "--output", "t.csv"]) == 0
+    frame = pd.read_csv("t.csv").set_index("number")
+    assert frame.loc[best.number, "test_pass2"] == record["test_pass2"]
+    assert all(math.isnan(frame.loc[t.number, "test_pass2"]) for t in others)

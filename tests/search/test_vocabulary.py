@@ -35,7 +35,7 @@ def _values(namespace: type) -> set[str]:
 
 def test_attribute_keys_are_the_stored_strings() -> None:
     assert _values(TrialAttr) == STORED_TRIAL_KEYS
-    assert _values(StudyAttr) == {"autotune_plan", "confirmation", "confirmed"}
+    assert _values(StudyAttr) == {"autotune_plan", "confirmation", "confirmed", "held_out"}
     assert _values(SystemAttr) == {"autotune:heartbeat", "constraints:diverged"}
 
 

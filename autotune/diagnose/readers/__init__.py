@@ -40,6 +40,9 @@ def read_log(path: Path, columns: Mapping[str, str] | None = None) -> Log:
         raise ConfigError(f"{path} does not exist: give a run directory or a training log.")
     if path.is_dir():
         return _read_folder(path, given)
+    if not path.is_file():  # a FIFO or a device: never opened (it may never end)
+        raise ConfigError(f"{path} is not a regular file: give a run directory or a "
+                          f"training log.")
     if is_event_file(path):
         return read_tensorboard(path, given)
     head = _head(path)

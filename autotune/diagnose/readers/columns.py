@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, excerpt
 
 __all__ = ["ALIASES", "COLUMNS", "Log", "classify", "merge_rows", "normalise", "number",
            "records_of", "resolve", "words"]
@@ -131,7 +131,7 @@ def resolve(names: Sequence[str], given: Mapping[str, str], path: Path) -> dict[
     out: dict[str, str] = {}
     for ours, theirs in given.items():
         if theirs not in names:
-            raise ConfigError(f"{path}: --column {ours}={theirs}: no column {theirs!r} "
+            raise ConfigError(f"{path}: --column {ours}={theirs}: no column {excerpt(theirs)} "
                               f"(found: {_listed(names)}).")
         out[ours] = theirs
     by_norm: dict[str, str] = {}
@@ -222,7 +222,7 @@ def records_of(rows: Sequence[tuple[int, Mapping[str, Any]]], path: Path,
                 value_ = number(value)
             except (ValueError, OverflowError):
                 if ours is not None:
-                    raise ConfigError(f"{path}: line {line}: {ours} is {value!r}, not a "
+                    raise ConfigError(f"{path}: line {line}: {ours} is {excerpt(value)}, not a "
                                       f"number (nan and inf are allowed).") from None
                 continue
             if value_ is not None:
@@ -242,7 +242,7 @@ def require(mapping: Mapping[str, str], names: Sequence[str], path: Path) -> Non
         if ours == "train_loss" and "val_loss" in mapping:
             continue  # a log of validation losses only is judged on those
         raise ConfigError(
-            f"{path}: missing column {ours!r}; a training log needs {what} column "
+            f"{path}: missing column {excerpt(ours)}; a training log needs {what} column "
             f"(found: {_listed(names)}); name yours with --column {ours}=THEIR_NAME.")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.diagnose.readers.columns import Log, merge_rows, number
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, excerpt
 
 __all__ = ["is_trainer_state", "read_trainer_state"]
 
@@ -32,14 +32,13 @@ def read_trainer_state(path: Path, state: Mapping[str, Any], given: Mapping[str,
     train_key = given.get("train_loss", "loss")
     val_key = given.get("val_loss") or _eval_key(history)
     records = []
-    for entry in history:
+    for n, entry in enumerate(history):
         if any(k in entry for k in _SUMMARY) and train_key not in entry:
             continue  # the run's summary, not a step
-        record = {"epoch": number(entry.get("epoch")), "step": number(entry.get("step")),
-                  "train_loss": number(entry.get(train_key)),
-                  "val_loss": number(entry.get(val_key)) if val_key else None,
-                  "lr": number(entry.get(given.get("lr", "learning_rate"))),
-                  "grad_norm": number(entry.get(given.get("grad_norm", "grad_norm")))}
+        names = {"epoch": "epoch", "step": "step", "train_loss": train_key,
+                 "val_loss": val_key, "lr": given.get("lr", "learning_rate"),
+                 "grad_norm": given.get("grad_norm", "grad_norm")}
+        record = {ours: _number(entry, theirs, path, n) for ours, theirs in names.items()}
         kept = {k: v for k, v in record.items() if v is not None}
         if any(k in kept for k in ("train_loss", "val_loss")):
             records.append(kept)
@@ -51,7 +50,7 @@ def read_trainer_state(path: Path, state: Mapping[str, Any], given: Mapping[str,
     for kept in records:
         if "step" not in kept:
             kept["step"] = math.nan
-    planned = number(state.get("num_train_epochs"))
+    planned = _number(state, "num_train_epochs", path, None)
     columns = {"epoch": "epoch", "step": "step", "train_loss": train_key, "lr": "learning_rate",
                "grad_norm": "grad_norm", **({"val_loss": val_key} if val_key else {})}
     return Log(path, "huggingface", merge_rows(records, "step"), columns, per_step=True,
@@ -69,6 +68,23 @@ def _eval_size(history: list[dict[str, Any]], val_key: str | None) -> int | None
                 runtime > 0 and rate > 0):
             return max(int(round(runtime * rate)), 1)
     return None
+
+
+def _number(entry: Mapping[str, Any], key: str | None, path: Path, n: int | None
+            ) -> float | None:
+    """`entry[key]` as a number (None when absent); ConfigError naming where it is."""
+    if key is None:
+        return None
+    value = entry.get(key)
+    try:
+        out = number(value)
+    except (ValueError, TypeError):
+        where = f"log_history[{n}]" if n is not None else "the state"
+        raise ConfigError(f"{path}: {where} {excerpt(key, 40)} is {excerpt(value, 40)}, not a "
+                          f"number.") from None
+    if n is None and out is not None and not math.isfinite(out):
+        return None
+    return out
 
 
 def _eval_key(history: list[dict[str, Any]]) -> str | None:

@@ -23,6 +23,7 @@ from autotune.jsonio import read_jsonl
 from autotune.recovery.rundir import CONFIG, EVENTS, METRICS
 from autotune.recovery.settings import SUPERVISOR_KEYS
 from trainer.config import TrainConfig, check_keys
+from trainer.userfiles import load_yaml_text, yaml_error
 
 __all__ = ["ARC_CONFIG_KEYS", "ARC_METRIC_KEYS", "RunRecord", "is_run_dir", "read_run"]
 
@@ -77,9 +78,9 @@ def read_run(run_dir: Path) -> RunRecord:
 
 def _load_config(path: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(read_text(path))
+        loaded = load_yaml_text(read_text(path))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}.") from None
+        raise ConfigError(f"{path} is not valid YAML: {yaml_error(exc)}.") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

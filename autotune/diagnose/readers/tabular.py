@@ -18,6 +18,7 @@ from typing import TextIO
 from autotune.diagnose.readers.columns import Log
 from autotune.diagnose.readers.table import Remap, Rows, Table, csv_rows
 from autotune.errors import ConfigError
+from trainer import userfiles
 
 __all__ = ["Remap", "Table", "csv_rows", "json_lines", "json_rows", "opened", "read_block",
            "read_csv", "read_jsonl", "read_text"]
@@ -26,10 +27,10 @@ log = logging.getLogger(__name__)
 
 
 def read_text(path: Path) -> str:
+    """A log's whole text (small logs and JSON files): a regular file, at most
+    `trainer.userfiles.LOG_LIMIT` bytes, UTF-8; long logs are read in blocks (`opened`)."""
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist.") from None
+        return userfiles.read_bytes(path, "training log", userfiles.LOG_LIMIT).decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path} cannot be read: it is not UTF-8 text (a training log must "
                           f"be CSV, JSON, a text log or a TensorBoard event file).") from None

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, excerpt, quote_path
 from autotune.recovery.settings import RecoveryMode
 from autotune.search.factory import check as check_factory
 from autotune.search.objective import (
@@ -32,6 +33,7 @@ from trainer.loop import default_profile
 
 DEFAULT_STUDY = "arc"
 DEFAULT_TRIALS = 30
+HELD_OUT = ("winner", "all")
 
 
 @dataclass(frozen=True)
@@ -55,19 +57,23 @@ class SearchSettings:
     """on or off; None: the study's (on for a new one)."""
     trainer: str | None = None
     """MODULE:FACTORY: search a user's trainer (`autotune.search.factory`); None: ARC."""
+    held_out: str | None = None
+    """winner (score the winner on ARC's held-out pairs, after the search) or all (every
+    stable trial as it ends); None: the study's (winner for a new one)."""
 
     def __post_init__(self) -> None:
         for name, low in (("trials", 1), ("epochs", 1), ("jobs", 1), ("seed", 0)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < low):
-                raise ConfigError(f"--{name} must be an integer >= {low} but got {value!r}.")
+                raise ConfigError(f"--{name} must be an integer >= {low} but got "
+                                  f"{excerpt(value)}.")
         if self.timeout is not None and not (self.timeout > 0 and math.isfinite(self.timeout)):
-            raise ConfigError(f"--timeout must be a number of seconds > 0 but got "
-                              f"{self.timeout!r}.")
+            raise ConfigError(f"--timeout must be a finite number of seconds > 0 but got "
+                              f"{excerpt(self.timeout)}.")
         if self.trainer is not None and self.profile is not None:
-            raise ConfigError(f"--profile {self.profile!r} does not apply with --trainer "
-                              f"(profiles size our ARC trainer); drop it.")
+            raise ConfigError(f"--profile {excerpt(self.profile)} does not apply with "
+                              f"--trainer (profiles size our ARC trainer); drop it.")
         if self.trainer is not None and self.space is None:
             raise ConfigError("--trainer needs --space FILE: a space over the factory's "
                               "hyperparameters.")
@@ -76,14 +82,54 @@ class SearchSettings:
                               f"{self.profile!r}.")
         if self.recovery is not None and self.recovery not in (RecoveryMode.ON, RecoveryMode.OFF):
             raise ConfigError(f"--recovery must be on or off but got {self.recovery!r}.")
+        if self.held_out is not None and self.held_out not in HELD_OUT:
+            raise ConfigError(f"--held-out must be winner or all but got {self.held_out!r}.")
         if not self.study or not self.study.strip():
             raise ConfigError("--study must be a non-empty name.")
+        check_study_name(self.study)
+        check_seed(self.seed, "--seed")
+        if self.artifacts is not None:
+            check_artifacts(self.artifacts, "--artifacts")
         if self.artifacts is None and (Path(self.study).name != self.study
                                        or self.study in (".", "..")):
             # The default artifacts folder is studies/artifacts/STUDY: never outside it.
-            raise ConfigError(f"--study {self.study!r} would put its runs outside "
+            raise ConfigError(f"--study {excerpt(self.study)} would put its runs outside "
                               f"studies/artifacts/; give a name without '/' or '..', or "
                               f"an --artifacts folder.")
+
+
+SEED_MAX = 2**31 - 1
+"""The largest seed (a run's seed too, `trainer.config`; the sampler's stream per worker and
+resume is derived from it modulo 2**32)."""
+
+
+def check_study_name(name: str) -> None:
+    """ConfigError for a study name with a control character (a newline, a tab, ...):
+    it would break every line that names the study."""
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        raise ConfigError(f"--study {excerpt(name)} holds a control character (a newline, a "
+                          f"tab, ...); give a name of printable characters.")
+
+
+def check_seed(seed: object, what: str) -> None:
+    """ConfigError unless `seed` is None or an integer in 0..SEED_MAX."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"{what} must be an integer >= 0 and <= {SEED_MAX} but got "
+                          f"{excerpt(seed)}.")
+
+
+def check_artifacts(value: str, what: str) -> None:
+    """ConfigError unless `value` can be the artifacts folder: not empty, and neither it
+    nor a folder above it an existing file."""
+    if not value.strip():
+        raise ConfigError(f"{what} must be a folder but got {excerpt(value)}.")
+    path = Path(value)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"{what} {excerpt(value)} is not a folder: {quote_path(p)} is "
+                              f"a file; give a folder.")
 
 
 @dataclass(frozen=True)
@@ -101,6 +147,7 @@ class StudyPlan:
     jobs: int = 1
     device: str = "auto"
     recovery: str = RecoveryMode.ON.value
+    held_out: str = "winner"
     version: int = 1
     kind: str = "arc"
     """What trains (`ObjectiveSettings.kind`): arc, factory (`--trainer`) or build
@@ -112,14 +159,16 @@ class StudyPlan:
     """Why `jobs` is what it is (for the startup line); not stored with the study."""
 
     def space_obj(self) -> Space:
-        return parse_space(self.space, f"of study {self.study!r}", free=self.kind != "arc")
+        return parse_space(self.space, f"of study {excerpt(self.study)}",
+                           free=self.kind != "arc")
 
     def objective_settings(self) -> ObjectiveSettings:
         overrides = {"epochs": self.epochs} if self.epochs is not None else {}
         return ObjectiveSettings(self.space_obj(), self.profile, Path(self.artifacts),
                                  overrides, self.device, self.trials,
                                  recovery=RecoveryMode(self.recovery), kind=self.kind,
-                                 trainer=self.trainer, max_recoveries=self.max_recoveries)
+                                 trainer=self.trainer, max_recoveries=self.max_recoveries,
+                                 held_out=self.held_out)
 
     def stored(self) -> dict[str, Any]:
         """The plan as a study attribute (the storage URL is not stored: it is where the
@@ -136,11 +185,27 @@ class StudyPlan:
 
 
 def stored_plan(study: optuna.Study, url: str | None) -> StudyPlan:
+    """The plan stored with `study`, validated: a value an older autotune let in that
+    would fail later (a seed out of range, an artifacts folder that is a file) is
+    ConfigError naming it, before anything runs."""
     attrs = study.user_attrs.get(StudyAttr.PLAN)
     if not isinstance(attrs, dict):
-        raise ConfigError(f"study {study.study_name!r} was not created by `autotune search` "
+        raise ConfigError(f"study {excerpt(study.study_name)} was not created by "
+                          f"`autotune search` "
                           f"(it has no stored plan), so it cannot be resumed.")
-    return StudyPlan.from_stored(attrs, study.study_name, storage_url(url))
+    name = excerpt(study.study_name)
+    try:
+        plan = StudyPlan.from_stored(attrs, study.study_name, storage_url(url))
+    except TypeError as exc:
+        raise ConfigError(f"study {name} has a damaged stored plan ({exc}); start a new "
+                          f"study.") from None
+    try:
+        check_seed(plan.seed, "its seed")
+        check_artifacts(str(plan.artifacts), "its artifacts folder")
+    except ConfigError as exc:
+        raise ConfigError(f"study {name} was stored with a bad value: {exc} It cannot run; "
+                          f"start a new study (--study) with good values.") from None
+    return plan
 
 
 def _corners(space: Space, profile: str, overrides: dict[str, Any]) -> list[TrainConfig]:
@@ -155,7 +220,8 @@ def _probe(space: Space, profile: str, overrides: dict[str, Any]) -> None:
     exit 2 before the study exists; a data path must exist."""
     for config in _corners(space, profile, overrides):
         if config.data not in ("arcagi", "arcagi2") and not Path(config.data).exists():
-            raise ConfigError(f"data {config.data!r} does not exist; give arcagi, arcagi2 or "
+            raise ConfigError(f"data {excerpt(config.data)} does not exist; give arcagi, "
+                              f"arcagi2 or "
                               f"an existing path.")
 
 
@@ -200,16 +266,20 @@ def prepare(settings: SearchSettings) -> StudyPlan:
                                    ("--epochs", settings.epochs, plan.epochs),
                                    ("--recovery", settings.recovery, plan.recovery)):
             if mine is not None and mine != theirs:
-                raise ConfigError(f"study {settings.study!r} exists with another {flag[2:]} "
-                                  f"({theirs!r}); continue it without {flag}, or use another "
+                raise ConfigError(f"study {excerpt(settings.study)} exists with another "
+                                  f"{flag[2:]} "
+                                  f"({excerpt(theirs)}); continue it without {flag}, or "
+                                  f"use another "
                                   f"--study.")
         if plan.kind == "factory" and plan.trainer is not None:
             check_factory(plan.trainer, plan.space_obj(), plan.epochs)
+        trials = max(plan.trials, settings.trials or 0)
         packing = _jobs(settings, plan.space_obj(), plan.profile,
                         {"epochs": plan.epochs} if plan.epochs is not None else {})
-        plan = replace(plan, storage=url, trials=max(plan.trials, settings.trials or 0),
+        plan = replace(plan, storage=url, trials=trials,
                        jobs=packing.jobs, jobs_reason=packing.reason, device=settings.device,
-                       seed=settings.seed if settings.seed is not None else plan.seed)
+                       seed=settings.seed if settings.seed is not None else plan.seed,
+                       held_out=settings.held_out or plan.held_out)
         study.set_user_attr(StudyAttr.PLAN, plan.stored())
         return plan
     artifacts = Path(settings.artifacts or Path("studies") / "artifacts" / settings.study)
@@ -221,7 +291,7 @@ def prepare(settings: SearchSettings) -> StudyPlan:
                      jobs=packing.jobs, device=settings.device,
                      recovery=settings.recovery or RecoveryMode.ON.value,
                      jobs_reason=packing.reason, kind="factory" if own else "arc",
-                     trainer=settings.trainer)
+                     trainer=settings.trainer, held_out=settings.held_out or "winner")
     study = optuna.create_study(study_name=settings.study, storage=storage,
                                 direction="minimize", load_if_exists=True)
     if StudyAttr.PLAN not in study.user_attrs:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from optuna.exceptions import UpdateFinishedTrialError
@@ -44,12 +44,13 @@ from tenacity import (
     wait_random,
 )
 
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, excerpt
 
 __all__ = ["DEFAULT_RETRY_S", "RetryingRDBStorage", "StorageUnavailable", "is_transient",
            "retry_bound", "unavailable_in"]
 
 DEFAULT_RETRY_S = 120.0
+MAX_RETRY_S = 86400.0  # a day
 ENV = "AUTOTUNE_STORAGE_RETRY"
 _SQLITE_TRANSIENT = ("database is locked", "database table is locked", "busy")
 
@@ -73,8 +74,9 @@ def retry_bound(raw: str | None = None) -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value >= 0:  # also NaN
-        raise ConfigError(f"{ENV} takes a number of seconds >= 0 but got {raw!r}.")
+    if not 0 <= value <= MAX_RETRY_S:  # also NaN and inf
+        raise ConfigError(f"{ENV} takes a finite number of seconds >= 0 and <= {MAX_RETRY_S:g} "
+                          f"but got {excerpt(raw)}.")
     return value
 
 
@@ -169,7 +171,7 @@ class RetryingRDBStorage(RDBStorage):
             root = list(_chain(last))[-1]
             text = str(root).strip().splitlines()
             cause = f": {text[0] if text else type(root).__name__}"
-        return (f"storage {self._shown!r} unreachable for more than {self._bound:g} s "
+        return (f"storage {excerpt(self._shown)} unreachable for more than {self._bound:g} s "
                 f"({ENV}){cause}; when it is back, `autotune resume --study NAME` continues")
 
     # The methods that open a session: each retried as a whole (none calls another).
@@ -197,6 +199,20 @@ class RetryingRDBStorage(RDBStorage):
     _get_trials = _retried(RDBStorage._get_trials)
     _get_best_trial_id = _retried(RDBStorage._get_best_trial_id)
     _get_stale_trial_ids = _retried(RDBStorage._get_stale_trial_ids)
+
+    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
+        """Several user attributes in one transaction (one commit, where Optuna's
+        `set_trial_user_attr` makes one a key), retried like every call."""
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        def once() -> None:
+            with _create_scoped_session(self.scoped_session, True) as session:
+                for key, value in attrs.items():
+                    self._set_trial_attr_without_commit(
+                        session, models.TrialUserAttributeModel, trial_id, key, value)
+
+        self._call(once)
 
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Any = None) -> bool:

@@ -10,6 +10,7 @@ password.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +28,14 @@ from tenacity import (
     wait_random,
 )
 
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, excerpt, quote_path
 from autotune.search.study.journal import HeartbeatJournalStorage, journal_path
 from autotune.search.study.retry import RetryingRDBStorage, retry_bound
+from autotune.secrets import mask_url, scrub
 
 DEFAULT_STORAGE = "sqlite:///studies/autotune.db"
+HEARTBEAT_MAX = 86400  # seconds: a day; more is a typo, and overflows a timer
+_SECONDS = re.compile(r"[0-9]{1,9}")
 
 
 # -- settings -----------------------------------------------------------------------------
@@ -48,23 +52,29 @@ class Heartbeat:
     grace: int = 60
 
     def __post_init__(self) -> None:
-        if self.interval < 1:
-            raise ConfigError(f"heartbeat interval must be >= 1 s but got {self.interval}.")
-        if self.grace <= self.interval:
+        if not 1 <= self.interval <= HEARTBEAT_MAX:
+            raise ConfigError(f"heartbeat interval must be >= 1 and <= {HEARTBEAT_MAX} s but "
+                              f"got {excerpt(self.interval)}.")
+        if not self.interval < self.grace <= HEARTBEAT_MAX:
             raise ConfigError(f"heartbeat grace period must exceed the interval "
-                              f"({self.interval} s) but got {self.grace}.")
+                              f"({self.interval} s) and be <= {HEARTBEAT_MAX} s but got "
+                              f"{excerpt(self.grace)}.")
 
     @classmethod
     def from_env(cls) -> Heartbeat:
         raw = os.environ.get("AUTOTUNE_HEARTBEAT", "").strip()
         if not raw:
             return cls()
+        parts = raw.split(",")
+        if len(parts) > 2 or not all(_SECONDS.fullmatch(p.strip()) for p in parts):
+            raise ConfigError(f"AUTOTUNE_HEARTBEAT takes INTERVAL[,GRACE], one or two whole "
+                              f"numbers of seconds (at most {HEARTBEAT_MAX}), but got "
+                              f"{excerpt(raw)}.")
+        numbers = [int(p) for p in parts]
         try:
-            parts = [int(p) for p in raw.split(",")]
-        except ValueError:
-            raise ConfigError(f"AUTOTUNE_HEARTBEAT takes INTERVAL[,GRACE] in seconds but got "
-                              f"{raw!r}.") from None
-        return cls(parts[0], parts[1] if len(parts) > 1 else 3 * parts[0])
+            return cls(numbers[0], numbers[1] if len(numbers) > 1 else 3 * numbers[0])
+        except ConfigError as exc:
+            raise ConfigError(f"AUTOTUNE_HEARTBEAT {excerpt(raw)}: {exc}") from None
 
 
 # -- storage ------------------------------------------------------------------------------
@@ -74,15 +84,20 @@ def storage_url(url: str | None) -> str:
     return DEFAULT_STORAGE if url is None else url
 
 
-def mask_url(url: str) -> str:
-    """The URL with its password hidden, for messages."""
-    if journal_path(url) is not None:
-        return url
+def storage_files(url: str | None) -> list[Path]:
+    """The files that hold a study on this machine (a SQLite database with its journal
+    and WAL files, or a journal file); [] for a database server."""
+    url = storage_url(url)
+    journal = journal_path(url)
+    if journal is not None:
+        return [Path(journal)] if journal else []
     try:
-        from sqlalchemy.engine import make_url
-        return make_url(url).render_as_string(hide_password=True)
+        path = _sqlite_file(url)
     except Exception:
-        return url.split("@")[-1] if "@" in url else url
+        return []
+    if path is None:
+        return []
+    return [path, *(path.with_name(path.name + s) for s in ("-journal", "-wal", "-shm"))]
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -128,10 +143,10 @@ def _with_driver(url: str) -> str:
 def _open_journal(url: str, path: str, create: bool, heartbeat: Heartbeat) -> BaseStorage:
     file = Path(path)
     if not path or file.is_dir():
-        raise ConfigError(f"--storage {url!r} needs a file: journal:PATH, e.g. "
+        raise ConfigError(f"--storage {excerpt(url)} needs a file: journal:PATH, e.g. "
                           f"journal:studies/autotune.log.")
     if not file.exists() and not create:
-        raise ConfigError(f"storage {url!r} does not exist (no file {path!r}); run "
+        raise ConfigError(f"storage {excerpt(url)} does not exist (no file {excerpt(path)}); run "
                           f"`autotune search` first.")
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +156,7 @@ def _open_journal(url: str, path: str, create: bool, heartbeat: Heartbeat) -> Ba
                                            grace=heartbeat.grace,
                                            callback=RetryHeartbeatStaleTrialCallback())
     except OSError as exc:
-        raise ConfigError(f"storage {url!r} cannot be opened: {exc.strerror} "
+        raise ConfigError(f"storage {excerpt(url)} cannot be opened: {exc.strerror} "
                           f"({exc.filename or path}).") from None
 
 
@@ -161,18 +176,20 @@ def open_storage(url: str | None, *, create: bool = True,
     try:
         path = _sqlite_file(url)
     except Exception as exc:
-        raise ConfigError(f"--storage {shown!r} is not a database URL "
+        raise ConfigError(f"--storage {excerpt(shown)} is not a database URL "
                           f"(e.g. sqlite:///studies/autotune.db or "
-                          f"postgresql://user:password@host/db): {exc}") from None
+                          f"postgresql://user:password@host/db): "
+                          f"{scrub(str(exc), url)[:200]}") from None
     if path is not None:
         if not path.exists() and not create:
-            raise ConfigError(f"storage {shown!r} does not exist (no file {str(path)!r}); "
+            raise ConfigError(f"storage {excerpt(shown)} does not exist (no file "
+                              f"{quote_path(path)}); "
                               f"run `autotune search` first.")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"storage {shown!r}: cannot create folder "
-                              f"{str(path.parent)!r}: {exc.strerror}.") from None
+            raise ConfigError(f"storage {excerpt(shown)}: cannot create folder "
+                              f"{quote_path(path.parent)}: {exc.strerror}.") from None
     engine_kwargs: dict[str, Any] = {}
     if path is not None:
         # Several local processes share one SQLite file: wait for its lock, don't fail.
@@ -198,12 +215,12 @@ def open_storage(url: str | None, *, create: bool = True,
         except ImportError as exc:
             hint = ("pip install 'autotune[postgres]'" if url.startswith("postgres")
                     else "install the SQLAlchemy driver of that database")
-            raise ConfigError(f"storage {shown!r} needs a database driver that is not "
-                              f"installed ({exc.name or exc}); {hint}.") from None
+            raise ConfigError(f"storage {excerpt(shown)} needs a database driver that is not "
+                              f"installed ({scrub(str(exc.name or exc), url)}); {hint}.") from None
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"storage {shown!r} cannot be opened: "
-                              f"{first.replace(url, shown)}") from None
+            raise ConfigError(f"storage {excerpt(shown)} cannot be opened: "
+                              f"{scrub(first, url)[:300]}") from None
 
 
 def load_study(name: str, url: str | None) -> optuna.Study:
@@ -215,5 +232,6 @@ def load_study(name: str, url: str | None) -> optuna.Study:
     except KeyError:
         known = optuna.get_all_study_names(storage)
         shown = ", ".join(sorted(known)) or "none"
-        raise ConfigError(f"no study {name!r} in storage {mask_url(storage_url(url))!r} "
+        raise ConfigError(f"no study {excerpt(name)} in storage "
+                          f"{excerpt(mask_url(storage_url(url)))} "
                           f"(studies there: {shown}).") from None

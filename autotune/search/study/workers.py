@@ -70,7 +70,7 @@ MACHINE_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 def make_sampler(plan: StudyPlan, worker: int, existing: int) -> optuna.samplers.BaseSampler:
     """TPE that also sees what recovery's restarts achieved (`autotune.search.sampler`); with a
     seed, each worker (and each resume) draws its own reproducible stream."""
-    seed = None if plan.seed is None else plan.seed + 7919 * worker + existing
+    seed = None if plan.seed is None else (plan.seed + 7919 * worker + existing) % 2**32
     startup = max(3, min(10, plan.trials // 3))
     return CreditTPESampler(seed=seed, n_startup_trials=startup)
 
@@ -234,14 +234,16 @@ def work(plan: StudyPlan, worker: int = 0, on_event: EventSink | None = None,
 
 
 def worker_entry() -> None:
-    """Entry point of a `--jobs` worker process: `python -c ... PAYLOAD INDEX`.
+    """Entry point of a `--jobs` worker process: `python -c ... INDEX`, the payload (the
+    plan, whose storage URL may hold a password) on its standard input, never in its
+    command line, which every user of the machine can read.
 
     Events go to stdout as JSON lines (the parent renders them); the exit code says how
     it ended (2: bad input, with an `error` event first).
     """
     import sys
 
-    payload, worker = json.loads(sys.argv[1]), int(sys.argv[2])
+    payload, worker = json.loads(sys.stdin.readline()), int(sys.argv[1])
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
     set_threads(int(payload["threads"]))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -268,21 +270,35 @@ def worker_entry() -> None:
         raise
 
 
+def threads_per_worker(jobs: int) -> int:
+    """Torch threads for each of `jobs` trials at once: the cores this process may use,
+    shared out, or `OMP_NUM_THREADS` where the user set it (never more than one core's
+    share: threads beyond the cores oversubscribe them)."""
+    share = max(1, cores() // max(1, jobs))
+    told = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return min(share, int(told)) if told.isdigit() and int(told) > 0 else share
+
+
 def run_workers(plan: StudyPlan, emit: EventSink, deadline: float | None) -> list[int]:
     """Run `plan.jobs` worker processes to the end; returns their exit codes."""
     import selectors
     import subprocess
     import sys
 
-    threads = max(1, cores() // plan.jobs)
+    threads = threads_per_worker(plan.jobs)
     payload = json.dumps({"plan": asdict(plan), "deadline": deadline, "threads": threads})
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     command = [sys.executable, "-c",
-               "from autotune.search.study.workers import worker_entry; worker_entry()",
-               payload]
+               "from autotune.search.study.workers import worker_entry; worker_entry()"]
     # Their own session: a Ctrl-C reaches the parent only, which passes it on once.
-    procs = [subprocess.Popen([*command, str(i)], stdout=subprocess.PIPE, text=True, env=env,
+    procs = [subprocess.Popen([*command, str(i)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env,
                               start_new_session=True) for i in range(plan.jobs)]
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(payload + "\n")
+        proc.stdin.close()
     errors: list[SearchEvent] = []
     selector = selectors.DefaultSelector()
     for proc in procs:
