@@ -108,6 +108,25 @@ def test_replayed_epochs_count(workdir: Path, monkeypatch: pytest.MonkeyPatch) -
     assert study_epochs(stored_study("r").get_trials()) == 6
 
 
+def test_another_workers_trial_in_flight_counts(workdir: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # A worker elsewhere has trained 3 epochs of its trial and reported them: a worker
+    # joining the study with a budget of 3 starts nothing, and waits (that trial may die
+    # and need continuing) until its --timeout.
+    assert cli.main(["search", "--trials", "5", "--study", "w", "--space", "space.yaml",
+                     "--budget-epochs", "3", "--timeout", "0.001"]) == 3
+    elsewhere = stored_study("w").ask()
+    elsewhere.set_user_attr("worker", {"host": "another-machine", "pid": 1})
+    elsewhere.set_user_attr("run_dir", "elsewhere")
+    for epoch in (1, 2, 3):
+        elsewhere.report(2.0 - epoch / 10, epoch)
+    capsys.readouterr()
+    assert cli.main(["search", "--study", "w", "--timeout", "2"]) == 3
+    trials = stored_study("w").get_trials()
+    assert [t.number for t in trials] == [elsewhere.number]  # no trial started here
+    assert trials[0].state == TrialState.RUNNING
+
+
 def test_trials_bind_before_the_budget(workdir: Path) -> None:
     assert cli.main(["search", "--trials", "1", "--study", "t", "--space", "space.yaml",
                      "--budget-epochs", "100"]) == 0
