@@ -139,7 +139,7 @@ def test_resume_respects_the_budget(workdir: Path) -> None:
     killed = subprocess.run([sys.executable, "-m", "autotune", "search", "--trials", "5",
                              "--study", "k", "--space", "space.yaml", "--seed", "1",
                              "--budget-epochs", "3"],
-                            env=env, capture_output=True, text=True, timeout=120)
+                            env=env, capture_output=True, text=True, timeout=600)
     assert killed.returncode == 137, killed.stderr[-2000:]
     assert cli.main(["resume", "--study", "k"]) == 0
     # Trial 0 continues its run (epochs 1-2 of compute: 2 < 3), trial 1 starts and ends
