@@ -1,7 +1,8 @@
 """Plain Optuna against autotune with recovery off and on: same trainer, space, seeds, budget.
 
     python benchmarks/search_vs_optuna.py --space FILE_OR_NAME --seeds S... --budget SECONDS
-           [--epochs N] [--inject SPEC] [--arms plain,off,on] --json OUT [--plot PNG]
+           [--budget-epochs N] [--epochs N] [--inject SPEC] [--arms plain,off,on]
+           --json OUT [--plot PNG]
 
 Arms (the contract's benchmark interface):
 - `plain`: Optuna as users write it: TPE and the median pruner (startup 5 trials, warmup 2
@@ -19,6 +20,11 @@ draw the same trials until the first intervention. Every arm has the same trial 
 wall budget (no trial starts after it), runs on one core of its own (one thread), two
 arms at a time; a cap that binds before the budget makes every row repeatable bit for bit
 whatever the machine's load (the rows say whether the budget bound: `timed_out`).
+
+With `--budget-epochs N` every arm also starts no trial once its trials trained N epochs
+of compute in all (every epoch trained counts: replays after a rollback, a partial epoch
+that diverged), so the arms compare at equal compute; `epochs` in each row says what each
+spent (the trial that crossed the budget finishes, so an arm can end a little above N).
 
 Each row: `seed`, `arm`, `best_stable` (best validation loss of a trial that ended stable:
 complete, final loss within `max_loss_increase` of its best, no NaN; inf if none),
@@ -73,6 +79,11 @@ class Row:
     timed_out: bool = False
     triage: dict[str, int] = field(default_factory=dict)
     """on: recover-or-prune choices taken."""
+    epochs: int = 0
+    """Epochs of compute the search's trials trained in all (replays after a rollback
+    included, a partial epoch that diverged included)."""
+    budget_spent: bool = False
+    """The epoch budget (`--budget-epochs`) bound before the trial cap."""
 
 
 def _duration(t: FrozenTrial) -> float:
@@ -102,8 +113,10 @@ def space_with_seed(space_arg: str, seed: int, folder: Path) -> Path:
 
 
 def plain_optuna(space_file: Path, seed: int, budget: float, trials: int,
-                 epochs: int | None) -> Row:
-    """TPE + median pruner, a NaN trial fails, no recovery."""
+                 epochs: int | None, budget_epochs: int | None = None) -> Row:
+    """TPE + median pruner, a NaN trial fails, no recovery. With `budget_epochs`, no trial
+    starts once the trials trained that many epochs in all (as `autotune search
+    --budget-epochs` counts: every epoch trained, a partial one that diverged included)."""
     from autotune.detect import DetectorConfig, check_collapse
     from autotune.recovery.settings import SupervisorConfig
     from autotune.search.space import load_space
@@ -128,6 +141,7 @@ def plain_optuna(space_file: Path, seed: int, budget: float, trials: int,
         values: list[float] = []
         history: list[dict[str, float]] = []
         for epoch in range(1, config.epochs + 1):
+            trained[0] += 1  # counted as it starts: a partial epoch is compute spent too
             try:
                 train = trainer.train_epoch()
             except Diverged:
@@ -152,20 +166,31 @@ def plain_optuna(space_file: Path, seed: int, budget: float, trials: int,
         trial.set_user_attr("stable", not (unstable or collapsed))
         return best
 
+    trained = [0]
+
+    def stop_at_budget(study: optuna.Study, _trial: FrozenTrial) -> None:
+        if budget_epochs is not None and trained[0] >= budget_epochs:
+            study.stop()
+
     start = time.time()
-    study.optimize(objective, n_trials=trials, timeout=budget, catch=(Diverged,))
+    study.optimize(objective, n_trials=trials, timeout=budget, catch=(Diverged,),
+                   callbacks=[stop_at_budget])
     wall = time.time() - start
     done = study.get_trials(deepcopy=False)
     stable = [t.value for t in done if t.state == TrialState.COMPLETE
               and t.user_attrs.get("stable") and t.value is not None]
     diverged = [t for t in done if t.user_attrs.get("diverged")]
     spent = sum(_duration(t) for t in diverged)
+    spent_epochs = budget_epochs is not None and trained[0] >= budget_epochs
     return Row(seed, "plain", min(stable, default=math.inf), len(done), len(diverged), 0,
-               spent, wall, _curve(done, start), spent, len(done) < trials)
+               spent, wall, _curve(done, start), spent,
+               len(done) < trials and not spent_epochs, epochs=trained[0],
+               budget_spent=len(done) < trials and spent_epochs)
 
 
 def autotune_search(space_file: Path, seed: int, budget: float, trials: int,
-                    epochs: int | None, folder: Path, recovery: str) -> Row:
+                    epochs: int | None, folder: Path, recovery: str,
+                    budget_epochs: int | None = None) -> Row:
     """`autotune search` (recovery on or off) on the same space, seed, budget and cap."""
     from autotune.search import SearchSettings, prepare, run_search
 
@@ -173,7 +198,8 @@ def autotune_search(space_file: Path, seed: int, budget: float, trials: int,
     settings = SearchSettings(study=name, storage=f"sqlite:///{folder}/{name}.db",
                               trials=trials, space=str(space_file), profile="tiny",
                               epochs=epochs, timeout=budget, seed=seed, jobs=1,
-                              artifacts=str(folder / name), device="cpu", recovery=recovery)
+                              artifacts=str(folder / name), device="cpu", recovery=recovery,
+                              budget_epochs=budget_epochs)
     start = time.time()
     plan = prepare(settings)
     outcome = run_search(plan, timeout=budget, confirm_winner=False)
@@ -191,7 +217,7 @@ def autotune_search(space_file: Path, seed: int, budget: float, trials: int,
     return Row(seed, recovery, best, len(done), len(diverged), len(salvaged),
                sum(_duration(t) for t in diverged if not t.user_attrs.get("stable")), wall,
                _curve(done, start), sum(_duration(t) for t in diverged), outcome.timed_out,
-               choices)
+               choices, outcome.epochs_trained, outcome.budget_spent)
 
 
 # -- running the arms, one core each ------------------------------------------------------
@@ -234,8 +260,9 @@ def _cache_data() -> None:
     data.build_data = objective.build_data = cached
 
 
-def run_arm(job: tuple[str, str, int, float, int, int | None, str | None, str]) -> Row:
-    arm, space_arg, seed, budget, trials, epochs, inject, folder = job
+def run_arm(job: tuple[str, str, int, float, int, int | None, str | None, str, int | None]
+            ) -> Row:
+    arm, space_arg, seed, budget, trials, epochs, inject, folder, budget_epochs = job
     if inject:
         os.environ["AUTOTUNE_INJECT"] = inject
     else:
@@ -244,8 +271,8 @@ def run_arm(job: tuple[str, str, int, float, int, int | None, str | None, str]) 
     work.mkdir(parents=True, exist_ok=True)
     space_file = space_with_seed(space_arg, seed, work)
     if arm == "plain":
-        return plain_optuna(space_file, seed, budget, trials, epochs)
-    return autotune_search(space_file, seed, budget, trials, epochs, work, arm)
+        return plain_optuna(space_file, seed, budget, trials, epochs, budget_epochs)
+    return autotune_search(space_file, seed, budget, trials, epochs, work, arm, budget_epochs)
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -295,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, required=True,
                         help="wall seconds per arm and seed (no trial starts after it)")
     parser.add_argument("--trials", type=int, default=8, help="trial cap per arm and seed")
+    parser.add_argument("--budget-epochs", type=int, default=None,
+                        help="epochs of compute per arm and seed: no trial starts once the "
+                             "trials trained this many (replays after a rollback count)")
     parser.add_argument("--epochs", type=int, default=None, help="override the space's")
     parser.add_argument("--inject", default=None, help="AUTOTUNE_INJECT for every arm")
     parser.add_argument("--arms", default=",".join(ARMS))
@@ -307,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     if bad or not arms:
         parser.error(f"--arms takes a comma-separated list of {', '.join(ARMS)} "
                      f"but got {args.arms!r}")
+    if args.budget_epochs is not None and args.budget_epochs < 1:
+        parser.error(f"--budget-epochs must be an integer >= 1 but got {args.budget_epochs}")
     if args.inject:
         from trainer.inject import Injector
 
@@ -316,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="autotune-bench-") as tmp:
         # The arms of one seed next to each other in the queue: the machine's drift cancels.
         jobs = [(arm, args.space, seed, args.budget, args.trials, args.epochs, args.inject,
-                 tmp) for seed in args.seeds for arm in arms]
+                 tmp, args.budget_epochs) for seed in args.seeds for arm in arms]
         context = mp.get_context("spawn")
         counter = context.Value("i", 0)
         with ProcessPoolExecutor(args.procs, mp_context=context,
@@ -325,14 +357,18 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(asdict(row))
                 print(f"seed {row.seed:3d} {row.arm:5s} best stable {row.best_stable:.4f}  "
                       f"trials {row.trials:2d}  diverged {row.diverged:2d}  salvaged "
-                      f"{row.salvaged:2d}  wasted {row.wasted_s:6.1f} s  wall "
-                      f"{row.wall_s:6.1f} s{'  (budget bound)' if row.timed_out else ''}"
+                      f"{row.salvaged:2d}  wasted {row.wasted_s:6.1f} s  epochs "
+                      f"{row.epochs:4d}  wall {row.wall_s:6.1f} s"
+                      f"{'  (time budget bound)' if row.timed_out else ''}"
+                      f"{'  (epoch budget bound)' if row.budget_spent else ''}"
                       f"{'  triage ' + str(row.triage) if row.triage else ''}", flush=True)
     args.json.write_text(json.dumps(rows, indent=1))
     for line in report(rows):
         print(line)
-    print(f"space {args.space}, inject {args.inject or '-'}, budget {args.budget:g} s, cap "
-          f"{args.trials} trials, {len(args.seeds)} seeds; wall {time.time() - start:.0f} s")
+    epochs = "" if args.budget_epochs is None else f", {args.budget_epochs} epochs"
+    print(f"space {args.space}, inject {args.inject or '-'}, budget {args.budget:g} s"
+          f"{epochs}, cap {args.trials} trials, {len(args.seeds)} seeds; wall "
+          f"{time.time() - start:.0f} s")
     if args.plot:
         plot(rows, args.plot, f"{args.space}, inject {args.inject or '-'}, "
                               f"{len(args.seeds)} seeds, cap {args.trials} trials")

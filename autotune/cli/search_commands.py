@@ -181,8 +181,10 @@ RENDERERS: dict[SearchEventKind, Renderer] = {
 def render_outcome(console: Console, outcome: SearchOutcome) -> int:
     """The end of a search: the surviving stable configuration and its exit code."""
     t = outcome.tally
-    console.print(f"study {esc(outcome.study)}: {t.done}/{t.total} trials finished"
-                  f"{' (timeout)' if outcome.timed_out else ''}; {t.diverged} diverged, "
+    bound = (" (timeout)" if outcome.timed_out
+             else " (epoch budget spent)" if outcome.budget_spent else "")
+    console.print(f"study {esc(outcome.study)}: {t.done}/{t.total} trials finished{bound}, "
+                  f"{outcome.epochs_trained} epochs trained; {t.diverged} diverged, "
                   f"{t.recovered} salvaged by recovery, {t.gave_up} gave up, {t.pruned} "
                   f"pruned.")
     w = outcome.winner
@@ -264,17 +266,25 @@ def register(app: typer.Typer, console: Console) -> None:
             help="winner (score the winner on ARC's held-out test pairs after the search; "
                  "the default) or all (every stable trial as it ends: about a second "
                  "each on the tiny profile)")] = None,
+        budget_epochs: Annotated[int | None, typer.Option(
+            "--budget-epochs", min=1,
+            help="start no trial once the study's trials trained this many epochs in all "
+                 "(epochs replayed after a rollback count; the winner's re-check does "
+                 "not); with --trials and --timeout, whichever binds first")] = None,
     ) -> None:
         """Search hyperparameters; diverging trials are recovered, not thrown away."""
         _quiet_optuna()
         settings = SearchSettings(study=study, storage=storage, trials=trials, space=space,
                                   profile=profile, epochs=epochs, timeout=timeout, seed=seed,
                                   jobs=jobs, artifacts=artifacts, recovery=recovery,
-                                  trainer=trainer, held_out=held_out)
+                                  trainer=trainer, held_out=held_out,
+                                  budget_epochs=budget_epochs)
         plan = prepare(settings)
+        budget = (f" (or {plan.budget_epochs} epochs)" if plan.budget_epochs is not None
+                  else "")
         what = (f"trainer {esc(str(plan.trainer))}" if plan.kind != "arc"
                 else f"profile {plan.profile}")
-        console.print(f"study {esc(repr(plan.study))}: {plan.trials} trials, {what}, "
+        console.print(f"study {esc(repr(plan.study))}: {plan.trials} trials{budget}, {what}, "
                       f"{_jobs_text(plan)}, recovery {plan.recovery}; storage "
                       f"{esc(mask_url(plan.storage))}; runs in {esc(plan.artifacts)}")
         with SearchProgress(console) as progress:

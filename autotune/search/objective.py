@@ -40,6 +40,7 @@ from autotune.recovery.settings import RecoveryMode, SupervisorConfig, split
 from autotune.recovery.supervise import check_resumable, continue_run, start
 from autotune.recovery.supervisor import RunResult
 from autotune.search.arc import ArcBuild, data_for
+from autotune.search.budget import Budget
 from autotune.search.credit import credit_params, deserves_credit, restarted_from_scratch
 from autotune.search.dashboard import TrialStory, publish, rolled_back_steps, store_dir
 from autotune.search.factory import FactoryBuild, load
@@ -93,6 +94,9 @@ class ObjectiveSettings:
     """`all`: score every stable trial on ARC's held-out test pairs as it ends (about a
     second each on the tiny profile); `winner`: only the winner, after the search
     (`autotune.search.outcome.score_winner`)."""
+    budget: Budget = field(default_factory=lambda: Budget(None))
+    """The study's compute budget in epochs: no fresh trial starts once it is spent (a
+    retried trial still continues its run)."""
 
 
 def build_of(settings: ObjectiveSettings) -> TrialBuild:
@@ -116,7 +120,8 @@ def build_of(settings: ObjectiveSettings) -> TrialBuild:
 
 class SurplusTrial(Exception):
     """A trial that would exceed the requested number (two workers raced for the last
-    slot); it ends FAILED without training and is left out of exports."""
+    slot), or a fresh trial popped once the epoch budget is spent (a trial queued for
+    credit); it ends FAILED without training and is left out of exports."""
 
 
 # -- pure decisions -----------------------------------------------------------------------
@@ -169,6 +174,13 @@ def _frozen(trial: optuna.Trial) -> FrozenTrial:
     return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
 
 
+def _retried_from(frozen: FrozenTrial) -> int | None:
+    """The number of the killed trial that `frozen` continues, or None for a fresh one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+
+
 # -- one trial ----------------------------------------------------------------------------
 class Objective:
     """Callable objective for `study.optimize`: one trial, as the module docstring says."""
@@ -181,10 +193,14 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         s = self.settings
-        if s.target is not None and is_surplus(trial.study.get_trials(deepcopy=False),
-                                               trial.number, s.target):
+        trials = trial.study.get_trials(deepcopy=False)
+        if s.target is not None and is_surplus(trials, trial.number, s.target):
             trial.set_user_attr(TrialAttr.SURPLUS, True)
             raise SurplusTrial(f"trial {trial.number} is beyond the requested {s.target}")
+        if s.budget.spent(trials) and _retried_from(_frozen(trial)) is None:
+            trial.set_user_attr(TrialAttr.SURPLUS, True)
+            raise SurplusTrial(f"trial {trial.number} would start after the epoch budget: "
+                               f"{s.budget.describe(trials)}")
         trial.set_user_attr(TrialAttr.WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
         if trial.user_attrs.get(TrialAttr.INTERRUPTED):  # a retry inherits its attributes
             trial.set_user_attr(TrialAttr.INTERRUPTED, False)
@@ -216,9 +232,7 @@ class Objective:
     def _run_path(self, trial: optuna.Trial) -> tuple[Path, bool]:
         """The trial's run directory, and whether it continues a killed trial's run."""
         frozen = _frozen(trial)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            origin = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+        origin = _retried_from(frozen)
         if origin is not None:
             trial.set_user_attr(TrialAttr.RETRY_OF, origin)
             inherited = frozen.user_attrs.get(TrialAttr.RUN_DIR)
@@ -278,8 +292,12 @@ class Objective:
         config = (recorder.supervisor.effective_config if recorder.supervisor
                   else run.effective_config())
         events = run.events()
+        # Epochs of compute, a partial epoch that diverged at a step included.
+        trained = (recorder.supervisor.global_epoch if recorder.supervisor
+                   else max((int(r["global_epoch"]) for r in run.metrics()), default=0))
         self._record(trial, recorder, config, events, "pruned",
-                     {TrialAttr.STABLE: False, TrialAttr.PRUNED_REASON: recorder.pruned_reason})
+                     {TrialAttr.STABLE: False, TrialAttr.PRUNED_REASON: recorder.pruned_reason,
+                      TrialAttr.GLOBAL_EPOCHS: trained})
         self.emit(SearchEvent(SearchEventKind.TRIAL_END, trial.number, {
             "state": "PRUNED", "value": None, "stable": False,
             "reason": recorder.pruned_reason,

@@ -28,6 +28,7 @@ from autotune.events import changes_of
 from autotune.jsonio import jsonable
 from autotune.recovery.runs import RunConfig, score_run
 from autotune.recovery.supervise import start
+from autotune.search.budget import Budget, study_epochs
 from autotune.search.objective import build_of, data_for
 from autotune.search.setup import TrialBuild
 from autotune.search.study.plan import StudyPlan, stored_plan
@@ -78,12 +79,16 @@ class SearchOutcome:
     winner: Winner | None
     timed_out: bool = False
     workers: list[int] = field(default_factory=list)
+    budget_spent: bool = False
+    """The epoch budget bound before the requested number of trials."""
+    epochs_trained: int = 0
+    """The epochs of compute the study's trials trained in all (the re-check not)."""
 
 
 def run_search(plan: StudyPlan, on_event: EventSink | None = None,
                timeout: float | None = None, confirm_winner: bool = True) -> SearchOutcome:
-    """Run the study to its requested number of trials (or the timeout), then re-check the
-    winner from scratch."""
+    """Run the study to its requested number of trials (or the timeout, or the epoch
+    budget, whichever binds first), then re-check the winner from scratch."""
     emit = on_event or (lambda event: None)
     deadline = time.time() + timeout if timeout is not None else None
     Injector.from_env()  # a bad AUTOTUNE_INJECT is exit 2 before any trial is touched
@@ -100,7 +105,10 @@ def run_search(plan: StudyPlan, on_event: EventSink | None = None,
     work(plan, 0, emit, deadline, storage)
     trials = study.get_trials(deepcopy=False)
     result = tally(trials, plan.trials)
-    timed_out = result.done < plan.trials
+    budget = Budget(plan.budget_epochs)
+    spent = result.done < plan.trials and budget.spent(trials)
+    timed_out = result.done < plan.trials and not spent
+    epochs = study_epochs(trials)
     best = winner_of(trials)
     win = None
     if best is not None:
@@ -109,7 +117,7 @@ def run_search(plan: StudyPlan, on_event: EventSink | None = None,
             win = confirm(study, plan, best, emit)
         else:
             win = winner_info(study, best)
-    return SearchOutcome(plan.study, result, win, timed_out, codes)
+    return SearchOutcome(plan.study, result, win, timed_out, codes, spent, epochs)
 
 
 def resume(name: str, url: str | None, on_event: EventSink | None = None,

@@ -18,7 +18,7 @@ from autotune.jsonio import as_float, jsonable
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.supervisor import Hooks, PlannedRollback, Supervisor
 from autotune.search.study import ownership
-from autotune.search.triage import peer_values, triage
+from autotune.search.triage import fresh_trial, peer_values, triage
 from autotune.search.vocabulary import EventSink, SearchEvent, SearchEventKind, TrialAttr
 
 __all__ = ["TrialRecorder"]
@@ -92,9 +92,12 @@ class TrialRecorder:
     def before_rollback(self, planned: PlannedRollback) -> None:
         """Recover or prune (`autotune.search.triage`): record the choice, and prune a trial
         whose rolled-back state is not competitive."""
-        peers = peer_values(self.trial.study.get_trials(deepcopy=False), self.trial.number,
-                            planned.epoch)
-        decision = triage(planned.epoch, planned.best_val_loss, peers)
+        trials = self.trial.study.get_trials(deepcopy=False)
+        planned_epochs = self.supervisor.epochs if self.supervisor else planned.epoch
+        decision = triage(planned.epoch, planned.best_val_loss,
+                          peer_values(trials, self.trial.number, planned.epoch),
+                          remaining=planned_epochs - planned.epoch,
+                          fresh=fresh_trial(trials, self.trial.number, planned_epochs))
         self.triaged.append({"divergence": planned.reason, **decision.to_dict()})
         self.trial.set_user_attr(TrialAttr.TRIAGE, jsonable(self.triaged))
         self.emit(SearchEvent(SearchEventKind.TRIAGE, self.trial.number, {

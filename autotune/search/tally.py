@@ -77,11 +77,18 @@ def tally(trials: list[FrozenTrial], total: int) -> Tally:
                    for t in trials))
 
 
-def next_action(target: int, finished: int, running: int) -> NextAction:
+def next_action(target: int, finished: int, running: int, *, budget_spent: bool = False,
+                continuations: int = 0) -> NextAction:
     """`run` a trial, `wait` (the rest are running elsewhere and may need taking over), or
-    `stop` (the requested number finished)."""
+    `stop` (the requested number finished, or the epoch budget is spent and nothing is
+    left to continue). Once the budget is spent no fresh trial starts, but a killed trial
+    queued to continue its run (`continuations`) still does."""
     if finished >= target:
         return NextAction.STOP
+    if budget_spent:
+        if continuations:
+            return NextAction.RUN
+        return NextAction.WAIT if running else NextAction.STOP
     if finished + running < target:
         return NextAction.RUN
     return NextAction.WAIT

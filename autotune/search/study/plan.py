@@ -18,6 +18,7 @@ import optuna
 
 from autotune.errors import ConfigError, excerpt, quote_path
 from autotune.recovery.settings import RecoveryMode
+from autotune.search.budget import Budget
 from autotune.search.factory import check as check_factory
 from autotune.search.objective import (
     ObjectiveSettings,
@@ -60,13 +61,18 @@ class SearchSettings:
     held_out: str | None = None
     """winner (score the winner on ARC's held-out pairs, after the search) or all (every
     stable trial as it ends); None: the study's (winner for a new one)."""
+    budget_epochs: int | None = None
+    """Start no trial once the study's trials trained this many epochs in all
+    (`autotune.search.budget`); None: the study's (no budget for a new one)."""
 
     def __post_init__(self) -> None:
-        for name, low in (("trials", 1), ("epochs", 1), ("jobs", 1), ("seed", 0)):
+        for name, low in (("trials", 1), ("epochs", 1), ("jobs", 1), ("seed", 0),
+                          ("budget_epochs", 1)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < low):
-                raise ConfigError(f"--{name} must be an integer >= {low} but got "
+                flag = name.replace("_", "-")
+                raise ConfigError(f"--{flag} must be an integer >= {low} but got "
                                   f"{excerpt(value)}.")
         if self.timeout is not None and not (self.timeout > 0 and math.isfinite(self.timeout)):
             raise ConfigError(f"--timeout must be a finite number of seconds > 0 but got "
@@ -148,6 +154,8 @@ class StudyPlan:
     device: str = "auto"
     recovery: str = RecoveryMode.ON.value
     held_out: str = "winner"
+    budget_epochs: int | None = None
+    """`--budget-epochs`: no trial starts once the study's trials trained this many epochs."""
     version: int = 1
     kind: str = "arc"
     """What trains (`ObjectiveSettings.kind`): arc, factory (`--trainer`) or build
@@ -168,7 +176,7 @@ class StudyPlan:
                                  overrides, self.device, self.trials,
                                  recovery=RecoveryMode(self.recovery), kind=self.kind,
                                  trainer=self.trainer, max_recoveries=self.max_recoveries,
-                                 held_out=self.held_out)
+                                 held_out=self.held_out, budget=Budget(self.budget_epochs))
 
     def stored(self) -> dict[str, Any]:
         """The plan as a study attribute (the storage URL is not stored: it is where the
@@ -241,7 +249,8 @@ def prepare(settings: SearchSettings) -> StudyPlan:
     """Validate everything, then create the study or join the existing one of that name.
 
     Joining checks that a given space, profile and epochs agree with the stored plan; a
-    larger `--trials` raises the study's target.
+    larger `--trials` raises the study's target, and a given `--budget-epochs` replaces
+    the study's budget (to extend a study that spent it, or to bound one that had none).
     """
     url = storage_url(settings.storage)
     own = settings.trainer is not None
@@ -276,7 +285,9 @@ def prepare(settings: SearchSettings) -> StudyPlan:
         trials = max(plan.trials, settings.trials or 0)
         packing = _jobs(settings, plan.space_obj(), plan.profile,
                         {"epochs": plan.epochs} if plan.epochs is not None else {})
-        plan = replace(plan, storage=url, trials=trials,
+        budget = (settings.budget_epochs if settings.budget_epochs is not None
+                  else plan.budget_epochs)
+        plan = replace(plan, storage=url, trials=trials, budget_epochs=budget,
                        jobs=packing.jobs, jobs_reason=packing.reason, device=settings.device,
                        seed=settings.seed if settings.seed is not None else plan.seed,
                        held_out=settings.held_out or plan.held_out)
@@ -291,7 +302,8 @@ def prepare(settings: SearchSettings) -> StudyPlan:
                      jobs=packing.jobs, device=settings.device,
                      recovery=settings.recovery or RecoveryMode.ON.value,
                      jobs_reason=packing.reason, kind="factory" if own else "arc",
-                     trainer=settings.trainer, held_out=settings.held_out or "winner")
+                     trainer=settings.trainer, held_out=settings.held_out or "winner",
+                     budget_epochs=settings.budget_epochs)
     study = optuna.create_study(study_name=settings.study, storage=storage,
                                 direction="minimize", load_if_exists=True)
     if StudyAttr.PLAN not in study.user_attrs:

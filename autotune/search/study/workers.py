@@ -9,10 +9,12 @@ process (`--jobs`) or another machine pointed at the same storage, runs the same
    at once, any other when its heartbeat is older than the grace period (Optuna's
    `fail_stale_trials` with `RetryHeartbeatStaleTrialCallback`), and trials a Ctrl-C
    interrupted;
-2. count: stop when the requested number of trials finished (complete or pruned); wait
-   while the remaining ones are running elsewhere (one of them may die and need a worker);
-   otherwise run one trial (`study.optimize(n_trials=1)`: Optuna pops a re-queued trial
-   first, and the objective continues its run directory from the last checkpoint).
+2. count: stop when the requested number of trials finished (complete or pruned), or when
+   the epoch budget (`autotune.search.budget`) is spent and no killed trial waits to be
+   continued; wait while the remaining ones are running elsewhere (one of them may die and
+   need a worker); otherwise run one trial (`study.optimize(n_trials=1)`: Optuna pops a
+   re-queued trial first, and the objective continues its run directory from the last
+   checkpoint).
 
 The trial numbers decide a race for the last slot (`objective.is_surplus`), so the number
 of finished trials is exactly the requested one across workers.
@@ -215,14 +217,19 @@ def work(plan: StudyPlan, worker: int = 0, on_event: EventSink | None = None,
     deadline (time.time()) passes; trials already running finish."""
     emit = on_event or (lambda event: None)
     study = open_study(plan, worker, storage)
-    objective = _Guarded(Objective(plan.objective_settings(), emit))
+    settings = plan.objective_settings()
+    budget = settings.budget
+    objective = _Guarded(Objective(settings, emit))
     while deadline is None or time.time() < deadline:
         for number in reap(study):
             emit(SearchEvent(SearchEventKind.RETRY, number, {}))
         trials = study.get_trials(deepcopy=False)
         finished = len(finished_trials(trials))
         running = sum(t.state == TrialState.RUNNING for t in trials)
-        action = next_action(plan.trials, finished, running)
+        continuations = sum(t.state == TrialState.WAITING and "failed_trial" in t.system_attrs
+                            for t in trials)
+        action = next_action(plan.trials, finished, running,
+                             budget_spent=budget.spent(trials), continuations=continuations)
         if action is NextAction.STOP:
             break
         if action is NextAction.WAIT:
