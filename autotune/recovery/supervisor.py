@@ -29,7 +29,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from autotune.detect import (
@@ -40,11 +40,12 @@ from autotune.detect import (
     detector_config,
 )
 from autotune.errors import Interrupted
-from autotune.events import Event, EventCounts, EventKind, RunStatus, surviving
+from autotune.events import Event, EventKind, RunStatus, surviving
 from autotune.jsonio import as_float, jsonable
 from autotune.recovery import checkpoint_files, lr_check
 from autotune.recovery.checkpoints import BackgroundCheckpoints, CheckpointStore
 from autotune.recovery.policy import RecoveryConfig, decide
+from autotune.recovery.results import PlannedRollback, RunResult, StepDiverged
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
 from autotune.recovery.trainable import Trainable
@@ -58,28 +59,6 @@ STATE_VERSION = 1
 STEP_HISTORY = 256
 
 
-class StepDiverged(Exception):
-    """Raised from `on_step` to stop a step the detectors judged diverged."""
-
-    def __init__(self, verdict: Verdict) -> None:
-        super().__init__(verdict.message or str(verdict.reason))
-        self.verdict = verdict
-
-
-@dataclass(frozen=True)
-class PlannedRollback:
-    """A recovery the policy decided on, before it is carried out."""
-
-    reason: str
-    """The divergence's reason."""
-    epoch: int
-    """The logical epoch it rolls back to."""
-    best_val_loss: float
-    """The best validation loss of the surviving history up to that epoch (inf: none)."""
-    changes: dict[str, list[Any]]
-    """What it would change: {key: [old, new]}."""
-
-
 @dataclass
 class Hooks:
     """Optional observers; `on_epoch` may raise (an Optuna prune) to stop the run, and so
@@ -91,34 +70,6 @@ class Hooks:
     on_epoch: Callable[[dict[str, Any]], None] | None = None
     on_event: Callable[[Event], None] | None = None
     before_rollback: Callable[[PlannedRollback], None] | None = None
-
-
-@dataclass
-class RunResult(EventCounts):
-    """How a supervised run ended and what survived."""
-
-    status: RunStatus
-    hparams: dict[str, Any]
-    """The trainer's effective hyperparameters at the end."""
-    config: dict[str, Any]
-    """The whole effective configuration (what effective_config.yaml holds)."""
-    best_val_loss: float
-    best_epoch: int | None
-    final: dict[str, Any]
-    """The last epoch's metrics record."""
-    events: list[Event] = field(default_factory=list)
-    global_epochs: int = 0
-    scores: dict[str, Any] = field(default_factory=dict)
-    """Held-out scores a trainer-specific runner adds (an ARC run: `test_pass2`, ...)."""
-
-    @property
-    def stable(self) -> bool:
-        return self.status is RunStatus.COMPLETED
-
-    @property
-    def objective(self) -> float:
-        """The best validation loss, inf when the run never had a finite one."""
-        return self.best_val_loss if math.isfinite(self.best_val_loss) else math.inf
 
 
 def _best(infos: list[checkpoint_files.CheckpointInfo]) -> checkpoint_files.CheckpointInfo | None:

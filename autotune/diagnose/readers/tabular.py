@@ -49,21 +49,7 @@ def json_rows(text: str, path: Path) -> Rows:
         if not all(isinstance(row, dict) for row in loaded):
             raise ConfigError(f"{path} must be a list of JSON objects, one per record.")
         return [(i + 1, row) for i, row in enumerate(loaded)]
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    rows: Rows = []
-    for n, line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if n == lines[-1][0] and rows:
-                # A process killed while appending leaves half a last line: skip it.
-                log.warning("%s: skipping the unfinished last line %d", path, n)
-                continue
-            raise ConfigError(f"{path}: line {n} is not valid JSON ({exc.msg}).") from None
-        if not isinstance(row, dict):
-            raise ConfigError(f"{path}: line {n} is not a JSON object.")
-        rows.append((n, row))
-    return rows
+    return json_lines(text.splitlines(), 1, path, last=True)
 
 
 BLOCK_BYTES = 8 << 20
