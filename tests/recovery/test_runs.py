@@ -239,7 +239,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_to_trust(tmp_path: Path) -> 
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "autotune", "train", "--device", "cpu", "--run-dir", str(run),
            *small_set_args(epochs=2)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           preexec_fn=small_files)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()

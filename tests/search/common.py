@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -11,6 +14,18 @@ STORAGE = "sqlite:///studies/autotune.db"  # the default, under the test's worki
 SPACE = {"learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
          "label_smoothing": {"choices": [0.0, 0.1]},
          "epochs": 2, "max_tasks": 40}
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process that imports this repository's test modules (a
+    user's trainer in a test), from whatever folder it runs in, with `extra` set and no
+    fault injection inherited."""
+    env = {k: v for k, v in os.environ.items() if k != "AUTOTUNE_INJECT"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return {**env, **extra}
 
 
 def stored_study(name: str) -> optuna.Study:

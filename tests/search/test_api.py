@@ -5,7 +5,6 @@ MLP and a character-level language model, through `autotune.create_study` and
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import autotune
 from autotune import cli
 from autotune.search.pruner import TimelinePruner
 from autotune.search.sampler import CreditSampler, sampled_view
+from tests.search.common import child_env
 from tests.search.own_trainers import build_charlm, build_mlp
 
 STORAGE = "sqlite:///own.db"
@@ -133,9 +133,9 @@ study.optimize(autotune.objective(build_mlp, epochs=6, run_root="runs/k"), n_tri
 @pytest.mark.slow
 def test_a_killed_script_is_finished_by_resume_study_to_the_exact_count(here: Path) -> None:
     (here / "search.py").write_text(SCRIPT.format(storage=STORAGE))
-    env = {**os.environ, "AUTOTUNE_INJECT": "kill@20"}  # trial 0, in its epoch 3 (8 steps)
+    env = child_env(AUTOTUNE_INJECT="kill@20")  # trial 0, in its epoch 3 (8 steps)
     killed = subprocess.run([sys.executable, "search.py"], env=env, capture_output=True,
-                            text=True, timeout=120)
+                            text=True, timeout=600)
     assert killed.returncode == 137, killed.stderr[-2000:]
     run = here / "runs" / "k" / "trial-0000"
     assert _global_epochs(run) == [1, 2]
@@ -156,13 +156,12 @@ def test_a_killed_script_is_finished_by_resume_study_to_the_exact_count(here: Pa
 def test_rerunning_a_killed_script_continues_its_trial_from_the_checkpoint(
         here: Path) -> None:
     (here / "search.py").write_text(SCRIPT.format(storage=STORAGE))
-    env = {**os.environ, "AUTOTUNE_INJECT": "kill@20"}
+    env = child_env(AUTOTUNE_INJECT="kill@20")
     killed = subprocess.run([sys.executable, "search.py"], env=env, capture_output=True,
-                            text=True, timeout=120)
+                            text=True, timeout=600)
     assert killed.returncode == 137, killed.stderr[-2000:]
     again = subprocess.run([sys.executable, "search.py"], capture_output=True, text=True,
-                           timeout=120, env={k: v for k, v in os.environ.items()
-                                             if k != "AUTOTUNE_INJECT"})
+                           timeout=600, env=child_env())
     assert again.returncode == 0, again.stderr[-2000:]
     trials = optuna.load_study(study_name="k", storage=STORAGE).get_trials()
     [retry] = [t for t in trials if t.user_attrs.get("retry_of") == 0]

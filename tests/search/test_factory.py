@@ -4,7 +4,6 @@ searched from the command line, the entry stored with the study, bad entries exi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from autotune.errors import ConfigError
 from autotune.search.factory import first_point, load
 from autotune.search.sampler import sampled_view
 from autotune.search.space import parse_space
-from tests.search.common import stored_study
+from tests.search.common import child_env, stored_study
 
 LM = "tests.search.own_trainers:charlm"
 MLP = "tests.search.own_trainers:mlp"
@@ -131,11 +130,11 @@ def test_trainer_flags_that_do_not_fit_are_exit_2(
 @pytest.mark.slow
 def test_a_killed_search_resumes_to_the_exact_count_without_repeating_the_trainer(
         here: Path) -> None:
-    env = {**os.environ, "AUTOTUNE_INJECT": "kill@60"}  # trial 0, in its epoch 3
+    env = child_env(AUTOTUNE_INJECT="kill@60")  # trial 0, in its epoch 3
     killed = subprocess.run([sys.executable, "-m", "autotune", "search", "--trainer", LM,
                              "--space", "lm.yaml", "--trials", "3", "--study", "k",
                              "--epochs", "4", "--seed", "1"],
-                            env=env, capture_output=True, text=True, timeout=120)
+                            env=env, capture_output=True, text=True, timeout=600)
     assert killed.returncode == 137, killed.stderr[-2000:]
     [run] = list(Path("studies/artifacts/k").iterdir())
     before = [json.loads(line)["global_epoch"]
