@@ -171,7 +171,7 @@ def test_autotune_inject_is_parsed_or_config_error(raw: str, seed: int) -> None:
         assert "AUTOTUNE_INJECT" in str(exc)
         return
     for step in range(0, 8):
-        injector._has(step, "kill")  # drawing rate faults never fails
+        injector.fires(step, "kill")  # drawing rate faults never fails
 
 
 @BOUNDED
