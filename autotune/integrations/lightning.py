@@ -41,8 +41,7 @@ import torch
 
 from autotune.events import RunStatus
 from autotune.integrations.parts import TrainingParts, grad_norm
-from autotune.integrations.session import Session, check_single_process
-from autotune.recovery.settings import RecoveryMode, SupervisorConfig
+from autotune.integrations.session import Session, callback_settings, check_single_process
 from autotune.recovery.supervisor import RunResult
 
 __all__ = ["RecoveryCallback"]
@@ -72,9 +71,7 @@ class RecoveryCallback(pl.Callback):
                  trial: optuna.Trial | None = None, *, monitor: str = "val_loss") -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
-        # Validated now, not at the start of fit: a typo fails where it was written.
-        self.recovery = RecoveryMode.parse(recovery)
-        self.max_recoveries = SupervisorConfig(max_recoveries=max_recoveries).max_recoveries
+        self.recovery, self.max_recoveries = callback_settings(recovery, max_recoveries)
         self.trial = trial
         self.monitor = monitor
         self.session: Session | None = None

@@ -48,6 +48,13 @@ __all__ = ["Session", "check_single_process"]
 T = TypeVar("T")
 
 
+def callback_settings(recovery: str, max_recoveries: int) -> tuple[RecoveryMode, int]:
+    """A callback's recovery arguments, validated when the callback is made, so a typo
+    fails where it was written rather than at the start of training."""
+    return (RecoveryMode.parse(recovery),
+            SupervisorConfig(max_recoveries=max_recoveries).max_recoveries)
+
+
 def check_single_process(world_size: int, framework: str) -> None:
     """Multi-process training is out of scope: one process cannot roll the others back."""
     if world_size > 1:
