@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from itertools import islice
 
 from autotune.detect.thresholds import DetectorConfig
 from autotune.detect.verdict import OK, Reason, Verdict, nonfinite_loss
 
-__all__ = ["check_nonfinite", "check_step"]
+__all__ = ["check_nonfinite", "check_step", "healthy_before"]
 
 
 def check_nonfinite(loss: float, grad_norm: float | None, step: int) -> Verdict:
@@ -49,7 +50,8 @@ def check_step(losses: Sequence[float], grad_norms: Sequence[float], step: int,
     grad = float(grad_norms[-1]) if len(grad_norms) > 0 else None
     verdict = check_nonfinite(loss, grad, step)
     if verdict:
-        return verdict
+        steady = healthy_before(losses, grad_norms, cfg)
+        return replace(verdict, evidence={**verdict.evidence, "sudden": float(steady)})
     verdict = _check_spike(loss, _preceding(losses, cfg.spike_window), step, cfg)
     if verdict or grad is None:
         return verdict
@@ -57,6 +59,24 @@ def check_step(losses: Sequence[float], grad_norms: Sequence[float], step: int,
     if verdict and cfg.clipped and not _rising(loss, _preceding(losses, cfg.spike_window)):
         return OK  # clipping cut the step down and the loss did not suffer: no harm done
     return verdict
+
+
+def healthy_before(losses: Sequence[float], grad_norms: Sequence[float],
+                   cfg: DetectorConfig) -> bool:
+    """The steps before the last one were a healthy stretch: at least `spike_min_steps`
+    finite losses, and the step just before it neither a loss spike nor a gradient
+    explosion against the steps before that. A non-finite value out of such a stretch came
+    without warning (a bad batch, a numerical fluke), not at the end of a climb."""
+    if len(losses) < 2 or not math.isfinite(float(losses[-2])):
+        return False
+    window = _preceding(losses, cfg.spike_window + 1)
+    if len(window) < cfg.spike_min_steps + 1:
+        return False
+    if _check_spike(window[-1], window[:-1], 0, cfg):
+        return False
+    grads = _preceding(grad_norms, cfg.grad_window + 1)
+    return len(grads) < cfg.grad_min_steps + 1 or not _check_explosion(grads[-1], grads[:-1],
+                                                                       0, cfg)
 
 
 def _rising(loss: float, window: list[float]) -> bool:

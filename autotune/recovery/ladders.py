@@ -21,7 +21,8 @@ from typing import Any
 
 from autotune.detect import Reason
 
-__all__ = ["DEFAULT_LADDERS", "INSTABILITY_REASONS", "ROLLBACKS", "Action", "Ladder",
+__all__ = ["DEFAULT_LADDERS", "INSTABILITY_REASONS", "NONFINITE_REASONS", "ROLLBACKS", "Action",
+           "Ladder",
            "RecoveryConfig", "Rung"]
 
 
@@ -38,6 +39,7 @@ class Action(str, Enum):
     CLIP_ON = "clip_on"
     MORE_WEIGHT_DECAY = "more_weight_decay"
     SKIP_BATCHES = "skip_batches"
+    SKIP_BATCH = "skip_batch"
 
 
 Rung = tuple[Action, ...]
@@ -80,6 +82,7 @@ DEFAULT_LADDERS: Mapping[Reason, Ladder] = MappingProxyType({
 ROLLBACKS = ("best", "before_trouble")
 INSTABILITY_REASONS = frozenset({Reason.NONFINITE_LOSS, Reason.NONFINITE_GRAD,
                                   Reason.LOSS_INCREASE, Reason.GRAD_EXPLOSION})
+NONFINITE_REASONS = frozenset({Reason.NONFINITE_LOSS, Reason.NONFINITE_GRAD})
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,10 @@ class RecoveryConfig:
     """`best`: the best checkpoint before the trouble; `before_trouble`: the last one."""
     suspect_augmentation: bool = True
     """Switch augmentation off when instability follows a recovery that switched it on."""
+    suspect_batch: bool = True
+    """Blame the batch for a run's first non-finite value that came out of a healthy
+    stretch (the detector's `sudden` evidence): roll back to the last checkpoint before it
+    and skip that one batch, changing no hyperparameter."""
 
     def __post_init__(self) -> None:
         if isinstance(self.max_recoveries, bool) or not isinstance(self.max_recoveries, int) \

@@ -6,9 +6,13 @@ changes, with a sentence for the user). Loading the checkpoint, applying the cha
 writing events is the supervisor's business. The ladders it climbs are data
 (`autotune.recovery.ladders`).
 
-One rule sits before the ladders: when an instability verdict comes right after a recovery
+Two rules sit before the ladders. When an instability verdict comes right after a recovery
 that switched augmentation on, augmentation is the suspect, and it is switched off again
 (without climbing the ladder); the overfitting ladder then does not switch it on again.
+When a run's first non-finite loss or gradient comes out of a healthy stretch (the step
+detector's `sudden` evidence: no spike, no explosion just before), the batch is the
+suspect: the run goes back to the last checkpoint before it and skips that one batch, with
+every hyperparameter as it was; a second non-finite value climbs the instability ladder.
 A hyperparameter the trainer does not have is never changed: its actions are dropped.
 """
 
@@ -16,12 +20,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from autotune.detect import Reason, Verdict
 from autotune.recovery.ladders import (
     INSTABILITY_REASONS,
+    NONFINITE_REASONS,
     Action,
     Ladder,
     RecoveryConfig,
@@ -135,6 +140,14 @@ def decide(verdict: Verdict, config: Mapping[str, Any] | Any,
         return Decision(False, reason, target, changes, actions,
                         _explain(seen, target, where, actions, changes, ctx), level=None)
 
+    if _batch_suspect(verdict, values, past, cfg):
+        target, where = _rollback_target(verdict, checkpoint_epochs, best_epoch,
+                                         steps_per_epoch, replace(cfg, rollback="before_trouble"))
+        changes, actions = ctx.apply((Action.SKIP_BATCH,))
+        if changes:
+            return Decision(False, reason, target, changes, actions,
+                            _explain(seen, target, where, actions, changes, ctx), level=None)
+
     ladder = cfg.ladders[reason]
     start = min(_next_level(ladder, past, cfg), len(ladder) - 1)
     for level in range(start, len(ladder)):
@@ -145,6 +158,16 @@ def decide(verdict: Verdict, config: Mapping[str, Any] | Any,
     return Decision(True, reason, explanation=(
         f"{seen} Giving up: every change left on the {reason.value} ladder has been made or "
         f"would change nothing."))
+
+
+def _batch_suspect(verdict: Verdict, values: Mapping[str, Any], past: list[_Past],
+                   cfg: RecoveryConfig) -> bool:
+    """A run's first non-finite value, out of a healthy stretch, on a trainer that can skip
+    a batch: most likely the batch (or a fluke), not the configuration."""
+    return (cfg.suspect_batch and verdict.reason in NONFINITE_REASONS
+            and bool(verdict.evidence.get("sudden")) and verdict.step is not None
+            and "skip_batches" in values
+            and not any(rec.reason in NONFINITE_REASONS for rec in past))
 
 
 def _next_level(ladder: Ladder, past: list[_Past], cfg: RecoveryConfig) -> int:
@@ -246,6 +269,10 @@ class _Changes:
             wd = now("weight_decay")
             new = cfg.wd_default if wd <= 0 else wd * cfg.wd_factor
             return "weight_decay", min(new, WEIGHT_DECAY_CAP)
+        if action is Action.SKIP_BATCH:
+            skip = list(now("skip_batches"))
+            step = self.verdict.step
+            return "skip_batches", skip if step is None else sorted({*skip, step})
         if action is Action.SKIP_BATCHES:
             skip = list(now("skip_batches"))
             step = self.verdict.step
@@ -276,6 +303,9 @@ _WHY: Mapping[Action, str] = {
     Action.MORE_WEIGHT_DECAY: "raised weight decay {old:g} -> {new:g} to regularise",
     Action.SKIP_BATCHES: "will skip the batches of steps {first}-{last} around the spike, as "
                          "PaLM does",
+    Action.SKIP_BATCH: "will skip the batch of step {step}, with every hyperparameter as it "
+                       "was: the loss and gradient norm were steady right up to it, so the "
+                       "batch is the likely cause, not the configuration",
 }
 _KEY: Mapping[Action, str] = {
     Action.LOWER_LR: "learning_rate", Action.CUT_LR: "learning_rate",
@@ -283,7 +313,7 @@ _KEY: Mapping[Action, str] = {
     Action.AUGMENTATION_ON: "use_augmentation", Action.AUGMENTATION_OFF: "use_augmentation",
     Action.LONGER_WARMUP: "warmup_epochs", Action.TIGHTER_CLIP: "grad_clip",
     Action.CLIP_ON: "grad_clip", Action.MORE_WEIGHT_DECAY: "weight_decay",
-    Action.SKIP_BATCHES: "skip_batches",
+    Action.SKIP_BATCHES: "skip_batches", Action.SKIP_BATCH: "skip_batches",
 }
 
 
@@ -294,5 +324,5 @@ def _explain(seen: str, target: int, where: str, actions: tuple[Action, ...],
         old, new = changes[_KEY[action]]
         step, radius = ctx.verdict.step or 0, ctx.cfg.skip_radius
         phrases.append(_WHY[action].format(old=old, new=new, first=max(0, step - radius),
-                                           last=step + radius))
+                                           last=step + radius, step=step))
     return f"{seen} Rolled back to epoch {target} ({where}) and {'; '.join(phrases)}."

@@ -115,3 +115,21 @@ def test_check_step_explosion_evidence() -> None:
 
 
 MARGINAL, TRAIN_MARGINAL = 1.747, 1.759
+
+
+def test_a_nan_out_of_a_steady_stretch_is_sudden() -> None:
+    cfg = DetectorConfig()
+    steady = _noisy(40)
+    grads = [1.0] * 41
+    verdict = check_step(deque(steady + [NAN], maxlen=100), grads, 40, cfg)
+    assert verdict.reason is Reason.NONFINITE_LOSS and verdict.evidence["sudden"] == 1.0
+    # A spike just before, an exploding gradient just before, too few steps, or a NaN
+    # right after another: not sudden.
+    spiked = steady[:-1] + [9.0]
+    assert check_step(spiked + [NAN], grads, 40, cfg).evidence["sudden"] == 0.0
+    exploding = [1.0] * 39 + [80.0, NAN]
+    assert check_step(steady + [NAN], exploding, 40, cfg).evidence["sudden"] == 0.0
+    assert check_step(_noisy(5) + [NAN], grads[:6], 5, cfg).evidence["sudden"] == 0.0
+    assert check_step(steady + [NAN, NAN], grads + [1.0], 41, cfg).evidence["sudden"] == 0.0
+    # A NaN gradient out of the same stretch is sudden as well.
+    assert check_step(steady + [1.0], [1.0] * 40 + [NAN], 40, cfg).evidence["sudden"] == 1.0

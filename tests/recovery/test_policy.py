@@ -363,3 +363,40 @@ def test_a_ladder_of_ones_own_for_a_collapse() -> None:
     decision = _decide(_collapse(3, 0), BASE.replace(learning_rate=0.3), policy=policy)
     assert decision.actions == (Action.CUT_LR,)
     assert decision.changes == {"learning_rate": (0.3, pytest.approx(0.06))}
+
+
+def _sudden_nan(step: int = 45, sudden: bool = True) -> Verdict:
+    return Verdict(True, Reason.NONFINITE_LOSS, f"NaN at step {step}.",
+                   {"loss": float("nan"), "sudden": float(sudden)}, step=step)
+
+
+def test_a_first_sudden_nan_blames_the_batch() -> None:
+    decision = _decide(_sudden_nan(), BASE.replace(label_smoothing=0.1), best=3)
+    assert decision.actions == (Action.SKIP_BATCH,) and decision.level is None
+    assert decision.changes == {"skip_batches": ([], [45])}
+    # The weights were healthy right up to the step: the last checkpoint before it, not the
+    # best one, and no hyperparameter changes.
+    assert decision.rollback_to == 4
+    assert "step 45" in decision.explanation and "batch" in decision.explanation
+
+
+def test_a_second_nan_or_one_after_a_climb_is_the_configuration() -> None:
+    config = BASE.replace(label_smoothing=0.1)
+    decisions, config = _run([_sudden_nan(45), _sudden_nan(77)], config)
+    assert decisions[0].actions == (Action.SKIP_BATCH,)
+    assert decisions[1].actions == (Action.SMOOTHING_OFF,) and decisions[1].level == 0
+    assert config.skip_batches == [45]
+    # Not sudden (a climb before it): the ladder at once.
+    climb = _decide(_sudden_nan(sudden=False), BASE.replace(label_smoothing=0.1))
+    assert climb.actions == (Action.SMOOTHING_OFF,)
+    # Switched off, or a trainer with no batches to skip: the ladder too.
+    off = _decide(_sudden_nan(), BASE.replace(label_smoothing=0.1),
+                  policy=RecoveryConfig(suspect_batch=False))
+    assert off.actions == (Action.SMOOTHING_OFF,)
+    foreign = decide(_sudden_nan(), {"learning_rate": 0.1, "label_smoothing": 0.1}, [],
+                     CHECKPOINTS, 3, SPE, POLICY)
+    assert foreign.actions == (Action.SMOOTHING_OFF,)
+    # Read back from events.jsonl, the skip still counts as the run's first NaN recovery.
+    again = _decide(_sudden_nan(90), config.replace(skip_batches=[45]),
+                    [_event(decisions[0])])
+    assert again.actions != (Action.SKIP_BATCH,)

@@ -31,6 +31,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
+import sqlalchemy.event
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
@@ -123,6 +124,16 @@ def _retried(method: F) -> F:
     return call  # type: ignore[return-value]  # same signature as `method` (wraps)
 
 
+def _normal_sync_if_wal(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        mode = cursor.execute("PRAGMA journal_mode").fetchone()
+        if mode and str(mode[0]).lower() == "wal":
+            cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
 class RetryingRDBStorage(RDBStorage):
     """`RDBStorage` whose database calls retry a lost connection (see the module docstring).
 
@@ -137,6 +148,7 @@ class RetryingRDBStorage(RDBStorage):
         self._down = threading.Event()
         self._sqlite = url.startswith("sqlite")
         super().__init__(url, **kwargs)
+        self._sync_normal_in_wal()
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
@@ -146,6 +158,15 @@ class RetryingRDBStorage(RDBStorage):
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
         self._down = threading.Event()
+        self._sync_normal_in_wal()
+
+    def _sync_normal_in_wal(self) -> None:
+        """A SQLite file in WAL mode (`storage.start_in_wal`) commits without waiting for
+        the disk; a file in any other mode keeps SQLite's default (FULL)."""
+        if not self._sqlite:
+            return
+        sqlalchemy.event.listen(self.engine, "connect", _normal_sync_if_wal)
+        self.engine.dispose()  # connections opened before the listener reconnect with it
 
     def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._down.is_set():

@@ -9,6 +9,7 @@ password.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import warnings
@@ -98,6 +99,23 @@ def storage_files(url: str | None) -> list[Path]:
     if path is None:
         return []
     return [path, *(path.with_name(path.name + s) for s in ("-journal", "-wal", "-shm"))]
+
+
+def start_in_wal(path: Path) -> None:
+    """Create a new SQLite file in write-ahead-log mode (a setting the file keeps).
+
+    Only for a file a search creates: a file that exists keeps the mode its owner chose
+    (opening one must write nothing). In WAL mode `RetryingRDBStorage` commits with
+    `synchronous=NORMAL`: a commit no longer waits for the disk (5-60 ms each here); a
+    killed process loses nothing, a power cut may lose the last commits but never
+    corrupts the file (sqlite.org/wal.html). Not for a file on a network file system.
+    """
+    import sqlite3
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error:
+        pass  # the storage's own open reports a file it cannot use
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -194,6 +212,8 @@ def open_storage(url: str | None, *, create: bool = True,
     if path is not None:
         # Several local processes share one SQLite file: wait for its lock, don't fail.
         engine_kwargs["connect_args"] = {"timeout": 60}
+        if not path.exists():
+            start_in_wal(path)
     else:
         engine_kwargs["pool_pre_ping"] = True
     with warnings.catch_warnings():
