@@ -93,6 +93,20 @@ def test_the_rechecked_winner_of_a_clean_search_is_confirmed(here: Path) -> None
     assert Path(check["run_dir"]).name == f"confirm-trial-{check['trial']:04d}"
 
 
+def test_the_study_of_a_trainer_is_joined_with_its_space_and_no_trainer_flag(
+        here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["search", "--trainer", LM, "--space", "lm.yaml", "--trials", "1",
+                     "--study", "j", "--epochs", "2", "--seed", "0"]) == 0
+    # `width` is the trainer's key, not ARC's: the stored study says whose.
+    assert cli.main(["search", "--study", "j", "--space", "lm.yaml", "--trials", "2"]) == 0
+    assert len(_finished("j")) == 2
+    # A study of that name does not exist: the space is read as ARC's, exit 2.
+    capsys.readouterr()
+    assert cli.main(["search", "--study", "other", "--space", "lm.yaml", "--trials", "1"]) == 2
+    assert "width" in capsys.readouterr().err
+    assert not (here / "studies" / "artifacts" / "other").exists()
+
+
 @pytest.mark.parametrize(("entry", "named"), [
     ("no_such_module_xyz:make", "'no_such_module_xyz' cannot be imported"),
     ("tests.search.own_trainers:nope", "has no 'nope'"),

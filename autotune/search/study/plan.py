@@ -245,6 +245,19 @@ def _jobs(settings: SearchSettings, space: Space, profile: str,
     return choose_jobs(settings.jobs, settings.device, need, packing.cores())
 
 
+def _joins_own_trainer(study: str, url: str) -> bool:
+    """`study` exists in a storage that exists and searches a user's trainer (its space's
+    keys are that trainer's, not ARC's). Creates no storage."""
+    try:
+        storage = open_storage(url, create=False)
+        if study not in optuna.get_all_study_names(storage):
+            return False
+        return stored_plan(optuna.load_study(study_name=study, storage=storage),
+                           url).kind == "factory"
+    except ConfigError:
+        return False
+
+
 def prepare(settings: SearchSettings) -> StudyPlan:
     """Validate everything, then create the study or join the existing one of that name.
 
@@ -254,14 +267,20 @@ def prepare(settings: SearchSettings) -> StudyPlan:
     """
     url = storage_url(settings.storage)
     own = settings.trainer is not None
-    space = load_space(settings.space, free=own)
+    try:
+        space = load_space(settings.space, free=own)
+    except ConfigError:
+        if own or not _joins_own_trainer(settings.study, url):
+            raise
+        own = True  # `--study S --space F` continues the study of a user's trainer
+        space = load_space(settings.space, free=True)
     if settings.epochs is not None and space.param("epochs") is not None:
         raise ConfigError("--epochs conflicts with the space's epochs range; drop one.")
     overrides = {"epochs": settings.epochs} if settings.epochs is not None else {}
     profile = "" if own else settings.profile or default_profile(settings.device)
     if settings.trainer is not None:
         check_factory(settings.trainer, space, settings.epochs)  # before a trial is spent
-    else:
+    elif not own:
         _probe(space, profile, overrides)
     Injector.from_env()  # a bad AUTOTUNE_INJECT is exit 2 here, not a failed trial each
     storage = open_storage(url)  # the first thing written
