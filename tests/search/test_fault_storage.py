@@ -201,3 +201,28 @@ def test_several_user_attributes_are_one_transaction(tmp_path: Path) -> None:
     other = memory.ask()
     set_user_attrs(other, {"a": 1})
     assert memory.trials[0].user_attrs == {"a": 1}
+
+
+def test_a_new_sqlite_file_is_in_wal_mode_and_an_existing_one_keeps_its_own(
+        tmp_path: Path) -> None:
+    import sqlite3
+
+    new = tmp_path / "new.db"
+    storage = open_storage(f"sqlite:///{new}")
+    optuna.create_study(storage=storage, study_name="s").ask().set_user_attr("k", 1)
+    with sqlite3.connect(new) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert isinstance(storage, RDBStorage)
+    with storage.engine.connect() as connection:  # commits do not wait for the disk
+        assert connection.exec_driver_sql("PRAGMA synchronous").fetchone() == (1,)
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE mine (a)")
+    kept = open_storage(f"sqlite:///{old}", create=False)
+    assert isinstance(kept, RDBStorage)
+    with sqlite3.connect(old) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    with kept.engine.connect() as connection:  # SQLite's default durability
+        assert connection.exec_driver_sql("PRAGMA synchronous").fetchone() == (2,)
+    assert not (tmp_path / "old.db-wal").exists()
