@@ -15,6 +15,12 @@ above its best by more than `max_loss_increase`:
 - otherwise (the training loss rose, stalled, or is missing somewhere since the best): the
   optimisation itself went wrong, so it is LOSS_INCREASE (instability).
 
+A rise past that threshold in an epoch that ends inside the warmup or right after it
+(epoch <= warmup + 1) waits for confirmation, whichever of the two it would be: it is called when `warmup_rise_patience`
+epochs in a row were above their best + `max_loss_increase`. A run whose rate is still
+climbing often bumps and comes back by itself (measured: docs/decisions.md). A loss above
+the know-nothing level (`reference_loss`) is called at once, at any epoch.
+
 Below that threshold, OVERFITTING is also reported early, when over the last
 `overfit_patience` epochs the training loss fell at every epoch while the validation loss
 rose by at least `overfit_min_rise` in total, rising at most of those epochs (a monotone
@@ -109,6 +115,8 @@ def _check_increase(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -
     epoch, val = int(last["epoch"]), value_of(last, "val_loss")
     if val <= best + cfg.max_loss_increase:
         return OK
+    if not _confirmed(history, epoch, cfg):
+        return OK  # a bump while the rate still climbs: wait for the next epoch
     best_epoch = int(history[best_i]["epoch"])
     trains = [value_of(r, "train_loss") for r in history[best_i:]]
     evidence = {"val_loss": val, "best_val_loss": best, "best_epoch": float(best_epoch),
@@ -153,3 +161,20 @@ def _check_overfitting(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig
                    {"val_rise": net, "rising_epochs": float(rises),
                     "train_loss": trains[-1], "val_loss": vals[-1],
                     "first_epoch": float(first)}, epoch=epoch)
+
+
+def _confirmed(history: Sequence[Mapping[str, Any]], epoch: int, cfg: DetectorConfig) -> bool:
+    """A rise past the threshold may be called: after the warmup's next epoch at once,
+    before it only when the `warmup_rise_patience - 1` epochs before were above their own
+    threshold too."""
+    if cfg.warmup_rise_patience <= 1 or epoch > math.ceil(cfg.warmup_epochs) + 1:
+        return True
+    need = cfg.warmup_rise_patience - 1
+    if len(history) < need + 2:
+        return False
+    for k in range(2, need + 2):
+        before = [value_of(r, "val_loss") for r in history[:-k]]
+        best = min((v for v in before if math.isfinite(v)), default=math.inf)
+        if not value_of(history[-k], "val_loss") > best + cfg.max_loss_increase:
+            return False
+    return True

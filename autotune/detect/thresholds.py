@@ -58,6 +58,12 @@ class DetectorConfig:
     warmup_epochs: float = 0.0
     """Epochs that end inside the warmup do not count towards a collapse (nor does the
     first: every run ends its first epoch near the level)."""
+    warmup_rise_patience: int = 2
+    """A validation rise past the run's best + `max_loss_increase` (not above
+    `reference_loss`; instability or overfitting) in an epoch
+    that ends inside the warmup or in the epoch after it is called only when this many
+    epochs in a row are above (why 2: docs/decisions.md, "A rise during warmup waits an
+    epoch"); 1 calls it at once, as at any later epoch."""
     noise_sigmas: float = 3.0
     """A change smaller than this many times the noise of its own curve is noise, not a
     rise (for Gaussian noise about 1 in 700 such changes would be chance). The noise is
@@ -75,6 +81,7 @@ class DetectorConfig:
         _check_positive("overfit_patience", self.overfit_patience)
         _check_positive("min_epochs", self.min_epochs)
         _check_positive("collapse_patience", self.collapse_patience)
+        _check_positive("warmup_rise_patience", self.warmup_rise_patience)
         _check_positive("noise_sigmas", self.noise_sigmas)
         _check_positive("flat_min_records", self.flat_min_records)
         if not (math.isfinite(self.flat_max_drop) and 0.0 <= self.flat_max_drop < 1.0):

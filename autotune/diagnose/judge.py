@@ -116,7 +116,9 @@ def judging_config(detector: DetectorConfig | None, pts: Sequence[Point], arc: b
     100 (MSE, a sum over tokens), so for a log that is not one of our ARC runs they are read
     as fractions of its best validation (else training) loss.
     """
-    cfg = detector or DetectorConfig()
+    # A log is judged whole: a bump during warmup that came back is reported (as such),
+    # not waited for as a live run waits for its next epoch.
+    cfg = dataclasses.replace(detector or DetectorConfig(), warmup_rise_patience=1)
     if classes is not None and cfg.reference_loss is None:
         cfg = dataclasses.replace(cfg, reference_loss=math.log(classes))
     if arc:

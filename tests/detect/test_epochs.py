@@ -113,3 +113,19 @@ def test_a_rise_past_the_threshold_is_instability_before_collapse() -> None:
     # From 1.4 up to the level is a rise of 0.35 > 0.3: the rise is what the user sees.
     history = records([1.5, 1.5, 1.8, 1.8, 1.8], [1.4, 1.45, 1.75, 1.76, 1.75])
     assert check_epoch(history, COLLAPSE).reason is Reason.LOSS_INCREASE
+
+
+def test_a_rise_inside_the_warmup_waits_an_epoch_for_confirmation() -> None:
+    cfg = DetectorConfig(warmup_epochs=2.0)
+    bump = records([2.0, 1.9, 1.8], [1.9, 1.7, 2.2])  # epoch 3, right after the warmup
+    assert not check_epoch(bump, cfg)  # not yet
+    assert not check_epoch(records([2.0, 1.9, 1.8, 1.7], [1.9, 1.7, 2.2, 1.6]), cfg)  # back
+    held = records([2.0, 1.9, 1.8, 1.8], [1.9, 1.7, 2.2, 2.3])
+    assert check_epoch(held, cfg).reason is Reason.LOSS_INCREASE  # two in a row: called
+    # After the warmup's next epoch, and with a patience of 1, at once.
+    late = records([2.0, 1.9, 1.8, 1.8, 1.8], [1.9, 1.7, 1.6, 1.6, 2.1])
+    assert check_epoch(late, cfg).reason is Reason.LOSS_INCREASE
+    assert check_epoch(bump, DetectorConfig(warmup_epochs=2.0, warmup_rise_patience=1))
+    # Above the know-nothing level: at once, at any epoch.
+    assert check_epoch(records([2.0, 9.0], [1.9, 9.0]),
+                       DetectorConfig(warmup_epochs=2.0, reference_loss=2.48))
