@@ -37,12 +37,14 @@ class LrExpectation:
 
 
 def expect(changes: Mapping[str, Sequence[Any]], undone: Sequence[Mapping[str, Any]],
-           resume_epoch: int) -> LrExpectation | None:
+           resume_epoch: int, since_global_epoch: int = 0) -> LrExpectation | None:
     """What to check after a recovery with `changes` that resumes at `resume_epoch`.
 
     None when the recovery did not change the learning rate alone (a new warmup or schedule
     moves the rate for other reasons), or when no record of the next logical epoch was
-    reported before the rollback (`undone`: the records the rollback took off the timeline).
+    reported before the rollback (`undone`: the records the rollback took off the timeline)
+    under the rate this recovery changed: a record from before an earlier recovery's rate
+    change (`global_epoch` at most `since_global_epoch`) ran at another base rate.
     """
     if "learning_rate" not in changes or {"warmup_epochs", "schedule"} & set(changes):
         return None
@@ -50,7 +52,9 @@ def expect(changes: Mapping[str, Sequence[Any]], undone: Sequence[Mapping[str, A
     if not (old > 0 and math.isfinite(new)):
         return None
     epoch = resume_epoch + 1
-    record = next((r for r in undone if int(r["epoch"]) == epoch), None)
+    record = next((r for r in undone if int(r["epoch"]) == epoch
+                   and int(r.get("global_epoch", since_global_epoch + 1)) > since_global_epoch),
+                  None)
     before = None if record is None else _lr(record)
     if before is None or not before > 0:
         return None

@@ -302,8 +302,10 @@ class Supervisor:
         self.run.write_effective(self.effective_config)
         undone = [r for r in self.history if r["epoch"] > info.epoch]
         self.history = [r for r in self.history if r["epoch"] <= info.epoch]
+        last_cut = max((e.global_epoch for e in self.events if e.kind is EventKind.RECOVERED
+                        and "learning_rate" in (e.changes or {})), default=0)
         self._lr_expectation = lr_check.expect(
-            {k: list(v) for k, v in decision.changes.items()}, undone, info.epoch)
+            {k: list(v) for k, v in decision.changes.items()}, undone, info.epoch, last_cut)
         self.record_event(self._event(EventKind.RECOVERED, decision.reason.value,
                                       epoch=info.epoch, step=self.step, **fields))
         return None

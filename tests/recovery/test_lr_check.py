@@ -42,3 +42,15 @@ def test_judge(applied: float | None, words: str | None) -> None:
         assert message is None
     else:
         assert message is not None and words in message and "base_lrs" in message
+
+
+def test_a_record_from_before_an_earlier_rate_cut_is_no_reference() -> None:
+    # Seen in a search: a cut at global epoch 7 rolled back to epoch 3, so epochs 1-3 on the
+    # timeline ran at the old base rate; a later rollback to 0 with another cut must not
+    # expect a third of epoch 1's old rate.
+    undone = [{"epoch": 1, "global_epoch": 2, "lr": 0.0016},
+              {"epoch": 4, "global_epoch": 8, "lr": 0.002}]
+    cut = {"learning_rate": [0.002, 0.002 / 3]}
+    assert expect(cut, undone, 0, since_global_epoch=7) is None
+    assert expect(cut, undone, 3, since_global_epoch=7) == LrExpectation(4, 0.002, 1 / 3)
+    assert expect(cut, undone, 0) == LrExpectation(1, 0.0016, 1 / 3)  # no earlier cut
