@@ -18,9 +18,9 @@ above its best by more than `max_loss_increase`:
 A rise past that threshold in an epoch that ends inside the warmup or right after it
 (epoch <= warmup + 1), whichever of the two it would be, waits for confirmation: it is
 called when `warmup_rise_patience` epochs in a row were above their best +
-`max_loss_increase`. A run whose rate is still
-climbing often bumps and comes back by itself (measured: docs/decisions.md). A loss above
-the know-nothing level (`reference_loss`) is called at once, at any epoch.
+`max_loss_increase`. A run whose rate is still climbing often bumps and comes back by
+itself (measured: docs/decisions.md). A loss above the know-nothing level
+(`reference_loss`) is called at once, at any epoch.
 
 Below that threshold, OVERFITTING is also reported early, when over the last
 `overfit_patience` epochs the training loss fell at every epoch while the validation loss

@@ -60,10 +60,10 @@ class DetectorConfig:
     first: every run ends its first epoch near the level)."""
     warmup_rise_patience: int = 2
     """A validation rise past the run's best + `max_loss_increase` (not above
-    `reference_loss`; instability or overfitting) in an epoch
-    that ends inside the warmup or in the epoch after it is called only when this many
-    epochs in a row are above (why 2: docs/decisions.md, "A rise during warmup waits an
-    epoch"); 1 calls it at once, as at any later epoch."""
+    `reference_loss`; instability or overfitting) in an epoch that ends inside the warmup
+    or in the epoch after it is called only when this many epochs in a row are above (why
+    2: docs/decisions.md, "A rise during warmup waits an epoch"); 1 calls it at once, as
+    at any later epoch."""
     noise_sigmas: float = 3.0
     """A change smaller than this many times the noise of its own curve is noise, not a
     rise (for Gaussian noise about 1 in 700 such changes would be chance). The noise is

@@ -22,8 +22,7 @@ from typing import Any
 from autotune.detect import Reason
 
 __all__ = ["DEFAULT_LADDERS", "INSTABILITY_REASONS", "NONFINITE_REASONS", "ROLLBACKS", "Action",
-           "Ladder",
-           "RecoveryConfig", "Rung"]
+           "Ladder", "RecoveryConfig", "Rung"]
 
 
 class Action(str, Enum):
