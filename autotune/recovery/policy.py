@@ -141,12 +141,13 @@ def decide(verdict: Verdict, config: Mapping[str, Any] | Any,
                         _explain(seen, target, where, actions, changes, ctx), level=None)
 
     if _batch_suspect(verdict, values, past, cfg):
-        target, where = _rollback_target(verdict, checkpoint_epochs, best_epoch,
-                                         steps_per_epoch, replace(cfg, rollback="before_trouble"))
+        # The weights were fine up to the step: the last checkpoint before it, not the best.
+        last, named = _rollback_target(verdict, checkpoint_epochs, best_epoch,
+                                       steps_per_epoch, replace(cfg, rollback="before_trouble"))
         changes, actions = ctx.apply((Action.SKIP_BATCH,))
         if changes:
-            return Decision(False, reason, target, changes, actions,
-                            _explain(seen, target, where, actions, changes, ctx), level=None)
+            return Decision(False, reason, last, changes, actions,
+                            _explain(seen, last, named, actions, changes, ctx), level=None)
 
     ladder = cfg.ladders[reason]
     start = min(_next_level(ladder, past, cfg), len(ladder) - 1)

@@ -71,11 +71,12 @@ class MLPTrainer:
             clip = self._hparams["grad_clip"]
             norm = nn.utils.clip_grad_norm_(self.model.parameters(),
                                             clip if clip > 0 else math.inf)
-            on_step(self.step, loss.item(), norm.item())  # raises: no update for this step
+            value = loss.item()
+            on_step(self.step, value, norm.item())  # raises: no update for this step
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
-            losses.append(loss.item())
+            losses.append(value)
         return {"train_loss": sum(losses) / len(losses),
                 "lr": self.optimizer.param_groups[0]["lr"]}
 
