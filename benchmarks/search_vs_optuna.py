@@ -119,8 +119,8 @@ def plain_optuna(space_file: Path, seed: int, budget: float, trials: int,
     --budget-epochs` counts: every epoch trained, a partial one that diverged included)."""
     from autotune.detect import DetectorConfig, check_collapse
     from autotune.recovery.settings import SupervisorConfig
+    from autotune.search.arc import data_for
     from autotune.search.space import load_space
-    from trainer import data as trainer_data
     from trainer.inject import Injector
     from trainer.loop import Diverged, Trainer
 
@@ -133,7 +133,7 @@ def plain_optuna(space_file: Path, seed: int, budget: float, trials: int,
 
     def objective(trial: optuna.Trial) -> float:
         config = space.config(space.suggest(trial), "tiny", dict(overrides))
-        data = trainer_data.build_data(config)  # cached per process (`_cache_data`)
+        data = data_for(config)  # built once per process, as `autotune search` does
         trainer = Trainer(config, data, "cpu", Injector.from_env(config.seed, trial.number))
         watch = DetectorConfig(max_loss_increase=1e9, marginal_loss=trainer.marginal_loss,
                                train_marginal_loss=trainer.train_marginal_loss,
@@ -239,25 +239,6 @@ def _pin(counter: Any) -> None:
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore")
-    _cache_data()
-
-
-def _cache_data() -> None:
-    """Build each data slice once per worker process for every arm and seed (the trials
-    of one study already share it; this saves the seconds of a rebuild per search)."""
-    import autotune.search.objective as objective
-    import trainer.data as data
-
-    built: dict[tuple[Any, ...], Any] = {}
-    original = data.build_data
-
-    def cached(config: Any) -> Any:
-        key = (config.data, config.max_tasks, config.max_grid, config.val_fraction)
-        if key not in built:
-            built[key] = original(config)
-        return built[key]
-
-    data.build_data = objective.build_data = cached
 
 
 def run_arm(job: tuple[str, str, int, float, int, int | None, str | None, str, int | None]

@@ -192,12 +192,7 @@ def _load_challenges(path: Path) -> tuple[list[Task], list[Task]]:
 
 
 def _read_json(path: Path) -> object:
-    try:
-        text = read_text(path, "data file", LOG_LIMIT)
-    except ConfigError:
-        raise
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot be read ({error}); expected a JSON file.") from error
+    text = read_text(path, "data file", LOG_LIMIT)  # ConfigError naming a file it cannot read
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:

@@ -107,11 +107,10 @@ def _check_reference(last: Mapping[str, Any], cfg: DetectorConfig) -> Verdict:
 
 
 def _check_increase(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> Verdict:
-    earlier = [(i, value_of(r, "val_loss")) for i, r in enumerate(history[:-1])]
-    earlier = [(i, v) for i, v in earlier if math.isfinite(v)]
-    if not earlier:
+    found = _best_before(history)
+    if found is None:
         return OK
-    best_i, best = min(earlier, key=lambda p: p[1])
+    best_i, best = found
     last = history[-1]
     epoch, val = int(last["epoch"]), value_of(last, "val_loss")
     if val <= best + cfg.max_loss_increase:
@@ -171,11 +170,19 @@ def _confirmed(history: Sequence[Mapping[str, Any]], epoch: int, cfg: DetectorCo
     if cfg.warmup_rise_patience <= 1 or epoch > math.ceil(cfg.warmup_epochs) + 1:
         return True
     need = cfg.warmup_rise_patience - 1
-    if len(history) < need + 2:
-        return False
-    for k in range(2, need + 2):
-        before = [value_of(r, "val_loss") for r in history[:-k]]
-        best = min((v for v in before if math.isfinite(v)), default=math.inf)
-        if not value_of(history[-k], "val_loss") > best + cfg.max_loss_increase:
-            return False
-    return True
+    return len(history) >= need + 2 and all(
+        _above_best(history[:-k + 1], cfg) for k in range(2, need + 2))
+
+
+def _best_before(history: Sequence[Mapping[str, Any]]) -> tuple[int, float] | None:
+    """Index and value of the lowest finite validation loss before the last record."""
+    earlier = [(i, value_of(r, "val_loss")) for i, r in enumerate(history[:-1])]
+    return min(((i, v) for i, v in earlier if math.isfinite(v)), key=lambda p: p[1],
+               default=None)
+
+
+def _above_best(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> bool:
+    """The last record's validation loss is past the best before it + max_loss_increase."""
+    best = _best_before(history)
+    return best is not None and value_of(history[-1], "val_loss") > best[1] + \
+        cfg.max_loss_increase

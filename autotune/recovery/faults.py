@@ -74,10 +74,10 @@ class FaultyTrainable:
         return getattr(self.trainer, name)
 
 
-def with_faults(trainer: Trainable, stream: int = 0, seed: int = 0) -> Trainable:
+def with_faults(trainer: Trainable, stream: int = 0) -> Trainable:
     """`trainer`, wrapped to meet `AUTOTUNE_INJECT`'s faults when the variable is set and
     the trainer does not apply them itself; otherwise `trainer` as it is."""
     if getattr(trainer, "injects_faults", False):
         return trainer
-    injector = Injector.from_env(seed, stream=stream)
+    injector = Injector.from_env(0, stream=stream)
     return FaultyTrainable(trainer, injector) if injector else trainer

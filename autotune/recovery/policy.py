@@ -270,17 +270,14 @@ class _Changes:
             wd = now("weight_decay")
             new = cfg.wd_default if wd <= 0 else wd * cfg.wd_factor
             return "weight_decay", min(new, WEIGHT_DECAY_CAP)
-        if action is Action.SKIP_BATCH:
-            skip = list(now("skip_batches"))
-            step = self.verdict.step
-            return "skip_batches", skip if step is None else sorted({*skip, step})
-        if action is Action.SKIP_BATCHES:
+        if action in (Action.SKIP_BATCH, Action.SKIP_BATCHES):
             skip = list(now("skip_batches"))
             step = self.verdict.step
             if step is None:
                 return "skip_batches", skip
-            around = range(max(0, step - cfg.skip_radius), step + cfg.skip_radius + 1)
-            return "skip_batches", sorted(set(skip) | set(around))
+            radius = 0 if action is Action.SKIP_BATCH else cfg.skip_radius
+            return "skip_batches", sorted({*skip, *range(max(0, step - radius),
+                                                         step + radius + 1)})
         raise ValueError(f"unknown action {action!r}.")
 
 

@@ -9,7 +9,7 @@ test scores and its schedule audit; see `autotune.recovery.trainable`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,6 @@ def pending_verdict(events: list[Event]) -> Verdict | None:
 def continue_run(trainer: Trainable, run: RunDir, epochs: int | None,
                  settings: SupervisorConfig, policy: RecoveryConfig | None = None,
                  hooks: Hooks | None = None,
-                 finisher: Callable[[Supervisor, RunResult], RunResult] | None = None,
                  score: bool = True) -> RunResult:
     """Continue the run in `run` with a freshly built `trainer`: from its latest valid
     checkpoint, after recovering the divergence it stopped on (if it did)."""
@@ -142,8 +141,6 @@ def continue_run(trainer: Trainable, run: RunDir, epochs: int | None,
     run.write_effective(supervisor.effective_config)
     supervisor.resumed(pending, changes)
     result = supervisor.fit()
-    if finisher is not None:
-        return finisher(supervisor, result)
     return finish(supervisor, result, score=score)
 
 

@@ -48,18 +48,14 @@ class ArcBuild:
         self.device = device
         self.supervisor = SupervisorConfig(recovery=recovery, max_recoveries=max_recoveries)
 
-    def data(self, config: TrainConfig) -> ArcData:
-        """The data of a configuration, loaded once per process (`data_for`)."""
-        return data_for(config)
-
     def setup(self, trial: optuna.Trial, stream: int) -> TrialSetup:
         params = self.space.suggest(trial)
         config = self.space.config(params, self.profile, self.overrides)
-        trainer = arc_trainer(config, self.device, self.data(config), stream)
+        trainer = arc_trainer(config, self.device, data_for(config), stream)
         return TrialSetup(trainer, config.epochs, config.to_dict(), self.supervisor)
 
     def recheck(self, winner: FrozenTrial) -> TrialSetup:
         effective = RunConfig.from_dict(winner.user_attrs["effective_config"])
         train = effective.train.replace(seed=next_seed(effective.train.seed))
-        trainer = arc_trainer(train, self.device, self.data(train))
+        trainer = arc_trainer(train, self.device, data_for(train))
         return TrialSetup(trainer, train.epochs, train.to_dict(), effective.supervisor)

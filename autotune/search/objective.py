@@ -39,7 +39,7 @@ from autotune.recovery.rundir import CONFIG, RunDir
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig, split
 from autotune.recovery.supervise import check_resumable, continue_run, start
 from autotune.recovery.supervisor import RunResult
-from autotune.search.arc import ArcBuild, data_for
+from autotune.search.arc import ArcBuild
 from autotune.search.budget import Budget
 from autotune.search.credit import credit_params, deserves_credit, restarted_from_scratch
 from autotune.search.dashboard import TrialStory, publish, rolled_back_steps, store_dir
@@ -59,7 +59,7 @@ from autotune.search.vocabulary import (
 # EventSink and SearchEvent belong to `vocabulary`; they stay importable from here, where
 # callers found them before.
 __all__ = ["EventSink", "Objective", "ObjectiveSettings", "SearchEvent", "SurplusTrial",
-           "build_of", "data_for", "is_surplus", "record_story", "set_user_attrs"]
+           "build_of", "is_surplus", "record_story", "set_user_attrs"]
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,9 @@ from autotune.events import changes_of
 from autotune.jsonio import jsonable
 from autotune.recovery.runs import RunConfig, score_run
 from autotune.recovery.supervise import start
+from autotune.search.arc import data_for
 from autotune.search.budget import Budget, study_epochs
-from autotune.search.objective import build_of, data_for
+from autotune.search.objective import build_of
 from autotune.search.setup import TrialBuild
 from autotune.search.study.plan import StudyPlan, stored_plan
 from autotune.search.study.storage import load_study, open_storage
