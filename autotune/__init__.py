@@ -14,16 +14,7 @@ call on their own; `autotune.diagnose.diagnose_target(path)` explains a run dire
 training log. See docs/CONTRACT.md ("Python API").
 """
 
-import os as _os
-
-# OpenMP threads that wait for work sleep instead of spinning. Spinning threads are what
-# made a search on 2 cores 7.5 times slower with one busy process beside it: every
-# parallel region waited for a thread the busy process held (BENCHMARKS.md, "Threads").
-# It only takes effect when set before torch is imported (the CLI imports autotune first);
-# a value the user set wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from autotune.detect import (  # noqa: E402
+from autotune.detect import (
     DetectorConfig,
     Reason,
     Verdict,
@@ -32,13 +23,13 @@ from autotune.detect import (  # noqa: E402
     check_step,
     detector_config,
 )
-from autotune.events import Event, EventKind, RunStatus  # noqa: E402
-from autotune.recovery.ladders import Action, RecoveryConfig  # noqa: E402
-from autotune.recovery.policy import Decision, decide  # noqa: E402
-from autotune.recovery.settings import RecoveryMode  # noqa: E402
-from autotune.recovery.supervise import supervise  # noqa: E402
-from autotune.recovery.supervisor import Hooks, RunResult  # noqa: E402
-from autotune.recovery.trainable import HPARAM_KEYS, Trainable  # noqa: E402
+from autotune.events import Event, EventKind, RunStatus
+from autotune.recovery.ladders import Action, RecoveryConfig
+from autotune.recovery.policy import Decision, decide
+from autotune.recovery.settings import RecoveryMode
+from autotune.recovery.supervise import supervise
+from autotune.recovery.supervisor import Hooks, RunResult
+from autotune.recovery.trainable import HPARAM_KEYS, Trainable
 
 __all__ = [
     "HPARAM_KEYS",

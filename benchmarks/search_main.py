@@ -4,6 +4,7 @@ search's overhead against `autotune train` of the same configuration.
     python benchmarks/search_main.py                          # 30 trials, default space
     python benchmarks/search_main.py --trials 4 --epochs 2    # a smoke run
     python benchmarks/search_main.py --overhead --epochs 6    # one-trial search vs train
+    python benchmarks/search_main.py --trials 4 --epochs 4 --busy 1   # beside a busy process
 
 The search runs as a subprocess of the real command line in a temporary folder (its own
 SQLite storage); the figures come from the study afterwards. Targets (issue 4): at most
@@ -115,10 +116,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure a one-trial search against train instead")
     parser.add_argument("--repeats", type=int, default=3, help="for --overhead")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="single-threaded busy processes to run beside it (neighbours)")
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="autotune-main-") as tmp:
-        figures = overhead(args, Path(tmp)) if args.overhead else main_job(args, Path(tmp))
+    neighbours = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                  for _ in range(args.busy)]
+    try:
+        with tempfile.TemporaryDirectory(prefix="autotune-main-") as tmp:
+            figures = overhead(args, Path(tmp)) if args.overhead else main_job(args, Path(tmp))
+    finally:
+        for p in neighbours:
+            p.kill()
+            p.wait()
+    figures["busy_neighbours"] = args.busy
     figures["load_avg_before"] = round(load, 2)
     figures["load_avg_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(figures, indent=2))

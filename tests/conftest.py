@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Tests compare runs bit for bit: one torch thread everywhere, child processes included,
+# keeps the kernels' order fixed and leaves the supervisor's thread sharing
+# (autotune/recovery/threads.py) nothing to change.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest
 import torch

@@ -48,6 +48,7 @@ from autotune.recovery.policy import RecoveryConfig, decide
 from autotune.recovery.results import PlannedRollback, RunResult, StepDiverged
 from autotune.recovery.rundir import RunDir
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
+from autotune.recovery.threads import CoreShare
 from autotune.recovery.trainable import Trainable
 
 __all__ = ["Hooks", "PlannedRollback", "RunResult", "StepDiverged", "Supervisor"]
@@ -123,6 +124,7 @@ class Supervisor:
         self._alarmed: set[tuple[str, int]] = set()
         self._lr_expectation: lr_check.LrExpectation | None = None
         self._thresholds: DetectorConfig | None = None
+        self._cores = CoreShare()  # torch's CPU threads: the cores left free
 
     # -- what the trainer tells ----------------------------------------------------------
 
@@ -348,7 +350,9 @@ class Supervisor:
         except StepDiverged as exc:
             self.global_epoch += 1  # the partial epoch was compute spent
             return self.diverged(exc.verdict)
-        return self.end_epoch(train, dict(self.trainer.evaluate()), start)
+        status = self.end_epoch(train, dict(self.trainer.evaluate()), start)
+        self._cores.update()  # torch's threads for the next epoch: the cores left free
+        return status
 
     def begin_epoch(self) -> None:
         """Start counting an epoch's steps, with the thresholds of the hyperparameters in

@@ -294,8 +294,7 @@ def run_workers(plan: StudyPlan, emit: EventSink, deadline: float | None) -> lis
 
     threads = threads_per_worker(plan.jobs)
     payload = json.dumps({"plan": asdict(plan), "deadline": deadline, "threads": threads})
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
-           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, "-c",
                "from autotune.search.study.workers import worker_entry; worker_entry()"]
     # Their own session: a Ctrl-C reaches the parent only, which passes it on once.
