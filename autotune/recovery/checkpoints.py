@@ -13,7 +13,7 @@ where nothing outlives the process anyway.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,6 +53,19 @@ class CheckpointStore(Protocol):
         """Drop the checkpoints of a timeline a rollback to `global_epoch` abandoned."""
         ...
 
+    def in_order(self, job: Callable[[], None]) -> None:
+        """Run `job` (a write of the run's) in order with the saves: before any later
+        save reaches the disk."""
+        ...
+
+    def close(self) -> None:
+        """Every write given so far done (a failed one's error raised): the run ends."""
+        ...
+
+    def abandon(self) -> None:
+        """Drop the writes not started: this process must write nothing more."""
+        ...
+
 
 @dataclass(frozen=True)
 class DiskCheckpoints:
@@ -77,6 +90,15 @@ class DiskCheckpoints:
 
     def discard_after(self, global_epoch: int) -> None:
         checkpoint_files.discard_after(self.directory, global_epoch)
+
+    def in_order(self, job: Callable[[], None]) -> None:
+        job()  # saves are written on this thread: now is in order
+
+    def close(self) -> None:
+        pass  # nothing queued
+
+    def abandon(self) -> None:
+        pass
 
 
 def cpu_copy(state: Any) -> Any:
@@ -120,6 +142,15 @@ class MemoryCheckpoints:
 
     def discard_after(self, global_epoch: int) -> None:
         self.kept = [(i, s) for i, s in self.kept if i.global_epoch <= global_epoch]
+
+    def in_order(self, job: Callable[[], None]) -> None:
+        job()
+
+    def close(self) -> None:
+        pass  # nothing queued
+
+    def abandon(self) -> None:
+        pass
 
 
 class BackgroundCheckpoints:
@@ -185,6 +216,10 @@ class BackgroundCheckpoints:
         self.earlier = [i for i in self.earlier if i.global_epoch <= global_epoch]
         self.memory.discard_after(global_epoch)
         self.writer.submit(lambda: checkpoint_files.discard_after(self.directory, global_epoch))
+
+    def in_order(self, job: Callable[[], None]) -> None:
+        """Queue `job` on the writer, after the saves and writes queued before it."""
+        self.writer.submit(job)
 
     def close(self) -> None:
         """Wait for the queued writes (raising a failed one's error) and end the writer."""

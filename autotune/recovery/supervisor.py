@@ -338,9 +338,10 @@ class Supervisor:
 
     def _settle(self, keep: bool) -> None:
         """Wait for the background writes (keep), or drop those not started."""
-        end = getattr(self.checkpoints, "close" if keep else "abandon", None)
-        if end is not None:
-            end()
+        if keep:
+            self.checkpoints.close()
+        else:
+            self.checkpoints.abandon()
 
     def _one_epoch(self) -> RunStatus | None:
         start = time.perf_counter()
@@ -378,12 +379,8 @@ class Supervisor:
         for name in ("chance_loss", "marginal_loss", "train_marginal_loss"):
             if getattr(t, name, None) is not None:
                 record[name] = getattr(t, name)
-        writer = getattr(self.checkpoints, "writer", None)
-        if writer is not None:  # in order before the epoch's checkpoint, off this thread
-            line = dict(record)
-            writer.submit(lambda: self.run.append_metrics(line))
-        else:
-            self.run.append_metrics(record)
+        line = dict(record)  # before the epoch's checkpoint, off this thread where it can be
+        self.checkpoints.in_order(lambda: self.run.append_metrics(line))
         self.history.append(record)
         self._check_lr(record)
         assert self._thresholds is not None  # set by begin_epoch

@@ -75,3 +75,21 @@ def test_background_store_rolls_back_from_memory_and_resumes_from_files(
     later = BackgroundCheckpoints(tmp_path)  # a resumed run: the files are what it has
     assert [i.global_epoch for i in later.listing()] == [0, 1, 2, 3, 4]
     assert later.load(3) is None  # every file damaged: none is trusted
+
+
+def test_a_write_given_in_order_follows_the_saves_before_it(tmp_path: Path) -> None:
+    # The supervisor writes an epoch's metrics line this way, so a checkpoint on disk
+    # always has its epoch's metrics; for the background store the order is the writer's.
+    store = BackgroundCheckpoints(tmp_path / "bg")
+    _fill(store)
+    seen: list[list[int]] = []
+    store.in_order(lambda: seen.append(
+        [i.global_epoch for i in checkpoint.listing(tmp_path / "bg")]))
+    store.close()
+    assert seen == [[0, 1, 2, 3, 4]]
+    for now in (MemoryCheckpoints(), DiskCheckpoints(tmp_path / "d")):
+        ran: list[int] = []
+        now.in_order(lambda ran=ran: ran.append(1))
+        assert ran == [1]  # written on the caller's thread: at once
+        now.close()
+        now.abandon()
