@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy", type=int, default=0,
                         help="single-threaded busy processes to run beside it (neighbours)")
     args = parser.parse_args(argv)
+    if args.busy < 0:
+        parser.error(f"--busy must be 0 or more but got {args.busy}")
     load = os.getloadavg()[0]
     neighbours = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                   for _ in range(args.busy)]

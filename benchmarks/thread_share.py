@@ -20,19 +20,23 @@ import time
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--policy", default="default",
-                        help="OMP_WAIT_POLICY: ACTIVE, PASSIVE or default (unset)")
-    parser.add_argument("--spincount", default=None, help="GOMP_SPINCOUNT, when set")
+    parser.add_argument("--policy", default="default", choices=("default", "ACTIVE", "PASSIVE"),
+                        help="OMP_WAIT_POLICY (default: unset, libgomp's own)")
+    parser.add_argument("--spincount", type=int, default=None, help="GOMP_SPINCOUNT, when set")
     parser.add_argument("--share", action="store_true", help="the supervisor's core share")
     parser.add_argument("--busy", type=int, default=0, help="busy single-threaded neighbours")
     parser.add_argument("--epochs", type=int, default=6)
     args = parser.parse_args(argv)
+    if args.busy < 0:
+        parser.error(f"--busy must be 0 or more but got {args.busy}")
+    if args.epochs < 1:
+        parser.error(f"--epochs must be 1 or more but got {args.epochs}")
     if args.policy != "default":
         os.environ["OMP_WAIT_POLICY"] = args.policy
     else:
         os.environ.pop("OMP_WAIT_POLICY", None)
-    if args.spincount:
-        os.environ["GOMP_SPINCOUNT"] = args.spincount
+    if args.spincount is not None:
+        os.environ["GOMP_SPINCOUNT"] = str(args.spincount)
     os.environ.pop("OMP_NUM_THREADS", None)
 
     import torch

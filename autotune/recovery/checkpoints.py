@@ -67,8 +67,22 @@ class CheckpointStore(Protocol):
         ...
 
 
+class WritesNow:
+    """For a store that does its work on the caller's thread: nothing is ever queued."""
+
+    def in_order(self, job: Callable[[], None]) -> None:
+        """Run `job` now: every save before it is already done."""
+        job()
+
+    def close(self) -> None:
+        """Nothing queued to wait for."""
+
+    def abandon(self) -> None:
+        """Nothing queued to drop."""
+
+
 @dataclass(frozen=True)
-class DiskCheckpoints:
+class DiskCheckpoints(WritesNow):
     """A run directory's checkpoints folder."""
 
     directory: Path
@@ -91,15 +105,6 @@ class DiskCheckpoints:
     def discard_after(self, global_epoch: int) -> None:
         checkpoint_files.discard_after(self.directory, global_epoch)
 
-    def in_order(self, job: Callable[[], None]) -> None:
-        job()  # saves are written on this thread: now is in order
-
-    def close(self) -> None:
-        pass  # nothing queued
-
-    def abandon(self) -> None:
-        pass
-
 
 def cpu_copy(state: Any) -> Any:
     """A deep copy of a state with every tensor detached and on the CPU."""
@@ -113,7 +118,7 @@ def cpu_copy(state: Any) -> Any:
 
 
 @dataclass
-class MemoryCheckpoints:
+class MemoryCheckpoints(WritesNow):
     """CPU copies of the states, in this process (nothing is written)."""
 
     kept: list[tuple[CheckpointInfo, dict[str, Any]]] = field(default_factory=list)
@@ -142,15 +147,6 @@ class MemoryCheckpoints:
 
     def discard_after(self, global_epoch: int) -> None:
         self.kept = [(i, s) for i, s in self.kept if i.global_epoch <= global_epoch]
-
-    def in_order(self, job: Callable[[], None]) -> None:
-        job()
-
-    def close(self) -> None:
-        pass  # nothing queued
-
-    def abandon(self) -> None:
-        pass
 
 
 class BackgroundCheckpoints:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["MIN_WINDOW_S", "SLACK", "CoreShare", "Sample", "ceiling", "others_busy", "sample",
-           "threads_for"]
+__all__ = ["MIN_WINDOW_S", "SLACK", "CoreShare", "Sample", "ceiling", "cpus", "others_busy",
+           "sample", "threads_for", "told_threads"]
 
 MIN_WINDOW_S = 0.25
 """No decision on less wall time than this (`/proc/stat` counts in 10 ms ticks)."""
@@ -38,6 +38,8 @@ SLACK = 0.3
 thread loses little to a neighbour that rarely runs, and much to one that often does."""
 
 STAT = Path("/proc/stat")
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+"""`/proc/stat`'s unit: ticks a second."""
 BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
 """user, nice, system, irq, softirq, steal (guest time is inside user already)."""
 
@@ -68,15 +70,18 @@ def others_busy(before: Sample, after: Sample) -> float | None:
     return max(0.0, ((after.busy_s - before.busy_s) - (after.own_s - before.own_s)) / wall)
 
 
+def told_threads() -> int | None:
+    """`OMP_NUM_THREADS` as a whole number above 0, or None where it is not set so."""
+    told = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(told) if told.isdigit() and int(told) > 0 else None
+
+
 def ceiling() -> int:
     """The most threads a run may use: `OMP_NUM_THREADS` where it is set (the user's, or a
     search worker's share of the cores, `autotune.search.study.workers`), else the number
     torch was given. A later run of the process starts from the last decision, not from
     this, so its first epoch does not meet a neighbour with too many threads."""
-    told = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if told.isdigit() and int(told) > 0:
-        return int(told)
-    return torch.get_num_threads()
+    return told_threads() or torch.get_num_threads()
 
 
 def cpus() -> frozenset[int]:
@@ -94,7 +99,6 @@ def sample(on: frozenset[int], stat: Path = STAT) -> Sample | None:
         text = stat.read_text()
     except OSError:
         return None
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     busy, seen = 0, 0
     for line in text.splitlines():
         name, _, rest = line.partition(" ")
@@ -108,7 +112,7 @@ def sample(on: frozenset[int], stat: Path = STAT) -> Sample | None:
         seen += 1
     if seen == 0:
         return None
-    return Sample(busy / tick, time.process_time(), time.monotonic())
+    return Sample(busy / TICK, time.process_time(), time.monotonic())
 
 
 class CoreShare:

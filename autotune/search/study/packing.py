@@ -11,12 +11,12 @@ configuration; `choose_jobs` puts them together with the device's free memory.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from autotune.recovery.threads import cpus
 from trainer.config import TrainConfig
 from trainer.data import BUCKETS, N_CLASSES, VOCAB
 from trainer.loop import pick_device
@@ -76,10 +76,7 @@ class TrialMemory:
 
 def cores() -> int:
     """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    return len(cpus())
 
 
 def _gib(n: float) -> str:

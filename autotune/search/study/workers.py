@@ -46,6 +46,7 @@ from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.errors import ConfigError, Interrupted
+from autotune.recovery.threads import told_threads
 from autotune.search.objective import Objective, SurplusTrial
 from autotune.search.pruner import default_pruner
 from autotune.search.sampler import CreditTPESampler
@@ -282,8 +283,8 @@ def threads_per_worker(jobs: int) -> int:
     shared out, or `OMP_NUM_THREADS` where the user set it (never more than one core's
     share: threads beyond the cores oversubscribe them)."""
     share = max(1, cores() // max(1, jobs))
-    told = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return min(share, int(told)) if told.isdigit() and int(told) > 0 else share
+    told = told_threads()
+    return share if told is None else min(share, told)
 
 
 def run_workers(plan: StudyPlan, emit: EventSink, deadline: float | None) -> list[int]:
