@@ -63,16 +63,17 @@ def check_step(losses: Sequence[float], grad_norms: Sequence[float], step: int,
 
 def healthy_before(losses: Sequence[float], grad_norms: Sequence[float],
                    cfg: DetectorConfig) -> bool:
-    """The steps before the last one were a healthy stretch: at least `spike_min_steps`
-    finite losses, and the step just before it neither a loss spike nor a gradient
-    explosion against the steps before that. A non-finite value out of such a stretch came
-    without warning (a bad batch, a numerical fluke), not at the end of a climb."""
-    if len(losses) < 2 or not math.isfinite(float(losses[-2])):
+    """Nothing in the steps before the last one shows a climb: every one of them finite, and
+    the step just before neither a loss spike nor a gradient explosion against the steps
+    before that. A non-finite value out of such a stretch came without warning (a bad
+    batch, a numerical fluke), not at the end of a climb. A run's first steps, too few to
+    judge a spike (`spike_min_steps`), show no climb either: blaming the batch there costs a
+    replay of less than an epoch, and a configuration that is at fault meets the next
+    non-finite value within steps, which climbs the ladder (docs/decisions.md)."""
+    before = list(islice(losses, max(0, len(losses) - 2 - cfg.spike_window), len(losses) - 1))
+    if not all(math.isfinite(float(v)) for v in before):
         return False
-    window = _preceding(losses, cfg.spike_window + 1)
-    if len(window) < cfg.spike_min_steps + 1:
-        return False
-    if _check_spike(window[-1], window[:-1], 0, cfg):
+    if len(before) > cfg.spike_min_steps and _check_spike(before[-1], before[:-1], 0, cfg):
         return False
     grads = _preceding(grad_norms, cfg.grad_window + 1)
     return len(grads) < cfg.grad_min_steps + 1 or not _check_explosion(grads[-1], grads[:-1],
@@ -87,7 +88,7 @@ def _rising(loss: float, window: list[float]) -> bool:
 def _preceding(values: Sequence[float], window: int) -> list[float]:
     """The finite values among the `window` before the last (works on deques too)."""
     n = len(values)
-    head = islice(values, max(0, n - 1 - window), n - 1)
+    head = islice(values, max(0, n - 1 - window), max(0, n - 1))
     return [float(v) for v in head if math.isfinite(v)]
 
 

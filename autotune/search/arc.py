@@ -18,6 +18,7 @@ from autotune.recovery.runs import RunConfig, arc_trainer
 from autotune.recovery.settings import RecoveryMode, SupervisorConfig
 from autotune.search.setup import TrialSetup, next_seed
 from autotune.search.space import Space
+from autotune.search.vocabulary import TrialAttr
 from trainer.config import TrainConfig
 from trainer.data import ArcData, build_data
 
@@ -55,7 +56,7 @@ class ArcBuild:
         return TrialSetup(trainer, config.epochs, config.to_dict(), self.supervisor)
 
     def recheck(self, winner: FrozenTrial) -> TrialSetup:
-        effective = RunConfig.from_dict(winner.user_attrs["effective_config"])
+        effective = RunConfig.from_dict(winner.user_attrs[TrialAttr.EFFECTIVE_CONFIG])
         train = effective.train.replace(seed=next_seed(effective.train.seed))
         trainer = arc_trainer(train, self.device, data_for(train))
         return TrialSetup(trainer, train.epochs, train.to_dict(), effective.supervisor)

@@ -163,10 +163,10 @@ def score_winner(study: optuna.Study, plan: StudyPlan, trial: FrozenTrial) -> di
     directory is gone. Only ARC studies' winners are scored afterwards (a user's trainer
     with `held_out_scores` scores each trial as it ends)."""
     scores = held_out_scores(study.user_attrs, trial)
-    run_dir = trial.user_attrs.get("run_dir")
+    run_dir = trial.user_attrs.get(TrialAttr.RUN_DIR)
     if scores or plan.kind != "arc" or not run_dir or not Path(run_dir).is_dir():
         return scores
-    config = RunConfig.from_dict(trial.user_attrs["effective_config"])
+    config = RunConfig.from_dict(trial.user_attrs[TrialAttr.EFFECTIVE_CONFIG])
     scores = score_run(Path(run_dir), plan.device, data_for(config.train))
     study.set_user_attr(StudyAttr.HELD_OUT, jsonable(
         {"trial": trial.number, **{k: scores.get(k) for k in ARC_SCORES}}))

@@ -31,6 +31,7 @@ from autotune.recovery.faults import with_faults
 from autotune.recovery.settings import SupervisorConfig
 from autotune.recovery.trainable import Trainable
 from autotune.search.space import Choice, Param, Range, Space
+from autotune.search.vocabulary import TrialAttr
 
 __all__ = ["Build", "OwnBuild", "TrialBuild", "TrialSetup", "check_trainable", "next_seed",
            "space_of"]
@@ -73,8 +74,8 @@ def next_seed(seed: Any) -> Any:
 def check_trainable(obj: object, what: str) -> Trainable:
     """`obj`, or ConfigError naming `what` when it is not an `autotune.Trainable`."""
     if not isinstance(obj, Trainable):
-        missing = [m for m in ("hparams", "train_epoch", "evaluate", "state_dict",
-                               "load_state_dict", "apply_changes") if not hasattr(obj, m)]
+        members = [m for m in vars(Trainable) if not m.startswith("_")]  # the protocol's
+        missing = [m for m in members if not hasattr(obj, m)]
         raise ConfigError(f"{what} returned {type(obj).__name__}, which is not an "
                           f"autotune.Trainable (missing {', '.join(missing)}).")
     return obj
@@ -134,7 +135,7 @@ class OwnBuild:
         return self.make(FixedTrial(args))
 
     def recheck(self, winner: FrozenTrial) -> TrialSetup:
-        effective = dict(winner.user_attrs["effective_config"])
+        effective = dict(winner.user_attrs[TrialAttr.EFFECTIVE_CONFIG])
         args = {k: effective.get(k, v) for k, v in self.args(winner).items()}
         if "seed" in args:
             args["seed"] = next_seed(args["seed"])

@@ -123,13 +123,23 @@ def test_a_nan_out_of_a_steady_stretch_is_sudden() -> None:
     grads = [1.0] * 41
     verdict = check_step(deque(steady + [NAN], maxlen=100), grads, 40, cfg)
     assert verdict.reason is Reason.NONFINITE_LOSS and verdict.evidence["sudden"] == 1.0
-    # A spike just before, an exploding gradient just before, too few steps, or a NaN
-    # right after another: not sudden.
+    # A spike just before, an exploding gradient just before, or a NaN right after another:
+    # not sudden.
     spiked = steady[:-1] + [9.0]
     assert check_step(spiked + [NAN], grads, 40, cfg).evidence["sudden"] == 0.0
     exploding = [1.0] * 39 + [80.0, NAN]
     assert check_step(steady + [NAN], exploding, 40, cfg).evidence["sudden"] == 0.0
-    assert check_step(_noisy(5) + [NAN], grads[:6], 5, cfg).evidence["sudden"] == 0.0
     assert check_step(steady + [NAN, NAN], grads + [1.0], 41, cfg).evidence["sudden"] == 0.0
     # A NaN gradient out of the same stretch is sudden as well.
     assert check_step(steady + [1.0], [1.0] * 40 + [NAN], 40, cfg).evidence["sudden"] == 1.0
+
+
+def test_a_nan_in_a_runs_first_steps_is_sudden_unless_one_came_before() -> None:
+    """Too few steps to judge a spike show no climb: the first step included."""
+    cfg = DetectorConfig()
+    assert check_step(_noisy(5) + [NAN], [1.0] * 6, 5, cfg).evidence["sudden"] == 1.0
+    assert check_step([NAN], [], 0, cfg).evidence["sudden"] == 1.0
+    assert check_step([1.0, NAN, 1.0, NAN], [1.0] * 4, 3, cfg).evidence["sudden"] == 0.0
+    # An exploding gradient just before still counts once there are steps to judge it by.
+    assert check_step(_noisy(25) + [NAN], [1.0] * 24 + [80.0, NAN], 25,
+                      cfg).evidence["sudden"] == 0.0

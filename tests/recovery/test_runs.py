@@ -48,22 +48,38 @@ def test_train_writes_the_run_directory(tmp_path: Path) -> None:
 
 
 def test_nan_is_recovered_and_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run's first NaN, with nothing before it showing a climb, is put down to its batch.
     monkeypatch.setenv("AUTOTUNE_INJECT", "nan_loss@6")
     assert _train(tmp_path) == 0
     run = tmp_path / "run"
     events = _lines(run / "events.jsonl")
     assert [e["kind"] for e in events] == ["diverged", "recovered"]
-    assert events[0]["reason"] == "nonfinite_loss"
+    assert events[0]["reason"] == "nonfinite_loss" and events[0]["evidence"]["sudden"] == 1.0
     assert events[1]["rolled_back_to"] == 1  # step 6 is in epoch 2 (4 steps an epoch)
-    lr_old, lr_new = events[1]["changes"]["learning_rate"]
-    assert lr_new == pytest.approx(lr_old / 3)
-    effective = yaml.safe_load((run / "effective_config.yaml").read_text())
-    assert effective["learning_rate"] == pytest.approx(lr_new)
+    assert events[1]["actions"] == ["skip_batch"]
+    assert events[1]["changes"] == {"skip_batches": [[], [6]]}
     metrics = _lines(run / "metrics.jsonl")
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
     assert [m["global_epoch"] for m in metrics] == [1, 3, 4]  # the lost epoch counted
     summary = json.loads((run / "summary.json").read_text())
     assert summary["schedule_audit"]["ok"] and summary["recoveries"] == 1
+
+
+def test_a_second_nan_climbs_the_ladder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The replay of epoch 2 meets another at global step 10: the configuration is suspect.
+    monkeypatch.setenv("AUTOTUNE_INJECT", "nan_loss@6,nan_loss@10")
+    assert _train(tmp_path) == 0
+    run = tmp_path / "run"
+    events = _lines(run / "events.jsonl")
+    assert [e["kind"] for e in events] == ["diverged", "recovered"] * 2
+    assert events[1]["actions"] == ["skip_batch"]
+    assert events[3]["rolled_back_to"] == 1
+    lr_old, lr_new = events[3]["changes"]["learning_rate"]
+    assert lr_new == pytest.approx(lr_old / 3)
+    effective = yaml.safe_load((run / "effective_config.yaml").read_text())
+    assert effective["learning_rate"] == pytest.approx(lr_new)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["schedule_audit"]["ok"] and summary["recoveries"] == 2
 
 
 def test_recovery_watch_warns_and_changes_nothing(

@@ -112,7 +112,8 @@ def test_the_study_of_a_trainer_is_joined_with_its_space_and_no_trainer_flag(
     ("tests.search.own_trainers:nope", "has no 'nope'"),
     ("tests.search.own_trainers:NOT_CALLABLE", "not a callable"),
     ("tests.search.own_trainers:raising", "raised ValueError: no such width: 16"),
-    ("tests.search.own_trainers:not_a_trainable", "not an autotune.Trainable"),
+    ("tests.search.own_trainers:not_a_trainable", "not an autotune.Trainable (missing hparams, "
+     "train_epoch, evaluate, state_dict, load_state_dict, apply_changes)"),
     ("tests.search.own_trainers", "must be MODULE:FACTORY"),
 ])
 def test_a_bad_trainer_is_exit_2_naming_it_before_anything_is_written(

@@ -23,8 +23,9 @@ from tests.search.common import stored_study
 @pytest.mark.slow
 def test_search_recovers_a_nan_trial_exports_and_reports(
         workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Trial 0 gets a NaN loss at its 6th step; two clean trials join the same study.
-    monkeypatch.setenv("AUTOTUNE_INJECT", "nan_loss@5")
+    # Trial 0 gets a NaN loss at its 6th step, put down to the batch, and another at the
+    # first step of the replay, which climbs the ladder; two clean trials join the study.
+    monkeypatch.setenv("AUTOTUNE_INJECT", "nan_loss@5,nan_loss@6")
     # --held-out all: every stable trial is scored as it ends (the default is the winner).
     assert cli.main(["search", "--trials", "1", "--study", "s", "--space", "space.yaml",
                   "--seed", "3", "--held-out", "all"]) == 0
@@ -46,9 +47,11 @@ def test_search_recovers_a_nan_trial_exports_and_reports(
     assert changed and set(attrs["changes"]) >= changed  # sampled params stay as sampled
     assert first.constraints == {"diverged": 0.0}  # salvaged: feasible, Optuna's best_trial
     assert all(t.constraints == {"diverged": 0.0} for t in trials[1:])
-    # Reports at epochs of compute: the partial epoch that diverged counts, nothing lost.
-    assert sorted(first.intermediate_values) == [1, 3]
-    assert attrs[TrialAttr.TIMELINE] == [[1, 1], [3, 2]]  # written once the rollback happened
+    # Reports at epochs of compute: the partial epochs that diverged count, nothing lost.
+    assert sorted(first.intermediate_values) == [1, 4]
+    recovered = [e for e in attrs["events"] if e["kind"] == "recovered"]
+    assert set(recovered[0]["changes"]) == {"skip_batches"}  # the batch first
+    assert attrs[TrialAttr.TIMELINE] == [[1, 1], [4, 2]]  # written once the rollback happened
     assert Path(attrs["run_dir"], "metrics.jsonl").is_file()
     summary = json.loads(Path(attrs["run_dir"], "summary.json").read_text())
     assert attrs["test_pass2"] == summary["test"]["test_pass2"]  # ARC's metric, held out
