@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 __all__ = [
+    "BATCH_ACTION",
     "Event",
     "EventCounts",
     "EventKind",
@@ -27,6 +28,10 @@ __all__ = [
     "fmt",
     "surviving",
 ]
+
+BATCH_ACTION = "skip_batch"
+"""The recovery action that puts a divergence down to its batch
+(`autotune.recovery.ladders.Action.SKIP_BATCH` has this value)."""
 
 
 class EventKind(str, Enum):
@@ -138,6 +143,13 @@ class EventCounts:
     @property
     def recoveries(self) -> int:
         return count(self.events, EventKind.RECOVERED)
+
+    @property
+    def batch_skips(self) -> int:
+        """Recoveries that put a divergence down to its batch (`skip_batch`): they skipped it
+        and changed nothing else, so the configuration is not what diverged."""
+        return sum(e.kind is EventKind.RECOVERED and e.actions == [BATCH_ACTION]
+                   for e in self.events)
 
     @property
     def changes(self) -> dict[str, list[Any]]:

@@ -54,6 +54,28 @@ def test_changes_and_counts_are_derived_from_the_events() -> None:
     assert describe_changes({}) == "none"
 
 
+def test_batch_skips_count_the_recoveries_that_only_skipped_a_batch() -> None:
+    from dataclasses import dataclass
+
+    from autotune.events import EventCounts
+    from autotune.recovery.ladders import Action
+
+    @dataclass
+    class Holder(EventCounts):
+        events: list[Event]
+
+    skip = Event(EventKind.RECOVERED, "nonfinite_loss", 1, 2, 1,
+                 {"skip_batches": [[], [9]]}, actions=[Action.SKIP_BATCH.value])
+    ladder = Event(EventKind.RECOVERED, "nonfinite_loss", 1, 3, 1,
+                   {"learning_rate": [0.3, 0.1]}, actions=["lower_lr"])
+    spike = Event(EventKind.RECOVERED, "loss_spike", 1, 4, 1,
+                  {"skip_batches": [[9], [9, 12]], "grad_clip": [0.0, 1.0]},
+                  actions=["skip_batches", "clip_on"])
+    assert Holder([skip, ladder, spike]).batch_skips == 1
+    assert Holder([Event.from_dict(skip.to_dict())]).batch_skips == 1  # read back
+    assert Holder([ladder, spike]).batch_skips == 0
+
+
 @pytest.mark.parametrize(("epochs", "kept"), [
     ([1, 2, 3], [1, 2, 3]),
     ([1, 2, 3, 2, 3, 4], [1, 2, 3, 4]),      # a rollback to epoch 1, then on

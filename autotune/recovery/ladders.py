@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from autotune.detect import Reason
+from autotune.events import BATCH_ACTION
 
 __all__ = ["DEFAULT_LADDERS", "INSTABILITY_REASONS", "NONFINITE_REASONS", "ROLLBACKS", "Action",
            "Ladder", "RecoveryConfig", "Rung"]
@@ -38,7 +39,7 @@ class Action(str, Enum):
     CLIP_ON = "clip_on"
     MORE_WEIGHT_DECAY = "more_weight_decay"
     SKIP_BATCHES = "skip_batches"
-    SKIP_BATCH = "skip_batch"
+    SKIP_BATCH = BATCH_ACTION
 
 
 Rung = tuple[Action, ...]

@@ -145,6 +145,7 @@ class TrialStory(EventCounts):
             TrialAttr.EVENTS: compact_events(self.events),
             TrialAttr.CHANGES: self.changes, TrialAttr.REASONS: self.reasons,
             TrialAttr.DIVERGENCES: self.divergences, TrialAttr.RECOVERIES: self.recoveries,
+            TrialAttr.BATCH_SKIPS: self.batch_skips,
             TrialAttr.ROLLED_BACK_STEPS: list(self.rolled_back),
             TrialAttr.STATUS: self.status})
 
@@ -166,10 +167,14 @@ class TrialStory(EventCounts):
                  f"{self.divergences} divergence(s), {self.recoveries} recovery(ies); status "
                  f"`{self.status}`; constraint `diverged` = {self.unrecovered} "
                  f"({'feasible' if self.unrecovered == 0 else 'infeasible'})."]
-        if self.divergences:
+        blamed = self.divergences - self.batch_skips
+        if blamed > 0:
             lines.append(f"The sampler learns that the sampled configuration diverged "
-                         f"({self.divergences}); the effective one is what this trial's "
+                         f"({blamed}); the effective one is what this trial's "
                          f"value belongs to.")
+        elif self.divergences:
+            lines.append("Each divergence was put down to its batch (skipped, nothing else "
+                         "changed): the sampler sees the configuration as it ran.")
         if self.pruned_reason:
             lines.append(f"Pruned: {self.pruned_reason}.")
         lines += ["", "### What recovery changed", "",

@@ -9,13 +9,18 @@ winner as autotune (`tally.winner_of`: the best stable trial). TPE needs the *sa
 configuration's* fate: what it sees of a trial that diverged is that trial with the
 constraint `diverged` = its number of divergences (the `divergences` user attribute),
 which TPE ranks below every feasible trial, so it learns that the sampled point diverged
-although the stored trial is feasible. What TPE sees, by trial kind
+although the stored trial is feasible. A divergence that recovery put down to its batch (a
+NaN out of a steady stretch: the batch skipped, nothing else changed,
+`autotune.recovery.policy`) does not count: the configuration ran on as sampled, and
+marking it would teach TPE that a region diverges because of one bad batch
+(`batch_skips`; docs/decisions.md). What TPE sees, by trial kind
 (`tests/search/test_sampler.py` holds the table):
 
 | trial | stored state, constraint | TPE sees |
 | --- | --- | --- |
 | clean | COMPLETE, 0 | COMPLETE, feasible |
 | salvaged | COMPLETE, 0 | COMPLETE, infeasible (divergences); after a restart, a stand-in |
+| salvaged, each divergence put down to its batch | COMPLETE, 0 | COMPLETE, feasible |
 | given up | PRUNED, divergences | PRUNED, infeasible (divergences) |
 | pruned | PRUNED, 0 | PRUNED, feasible |
 
@@ -57,13 +62,16 @@ __all__ = ["CreditSampler", "CreditTPESampler", "sampled_view", "stand_in", "sta
 def sampled_view(trial: FrozenTrial) -> FrozenTrial:
     """The trial as TPE sees it: a finished trial that diverged carries the constraint
     `diverged` = its number of divergences (the sampled configuration's failure), whatever
-    the stored constraint says; any other trial is shown as it is."""
+    the stored constraint says, less those recovery put down to their batch (`batch_skips`:
+    the configuration ran on unchanged); any other trial is shown as it is."""
     divergences = trial.user_attrs.get(TrialAttr.DIVERGENCES)
     if (trial.state not in (TrialState.COMPLETE, TrialState.PRUNED)
             or not isinstance(divergences, (int, float)) or divergences <= 0):
         return trial
+    skips = trial.user_attrs.get(TrialAttr.BATCH_SKIPS, 0)
+    blamed = divergences - (skips if isinstance(skips, (int, float)) else 0)
     seen = copy.copy(trial)
-    seen.system_attrs = {**trial.system_attrs, SystemAttr.CONSTRAINT: float(divergences)}
+    seen.system_attrs = {**trial.system_attrs, SystemAttr.CONSTRAINT: float(max(0, blamed))}
     return seen
 
 

@@ -83,6 +83,8 @@ class TrialAttr:
     REASONS: Final = "reasons"
     DIVERGENCES: Final = "divergences"
     RECOVERIES: Final = "recoveries"
+    BATCH_SKIPS: Final = "batch_skips"
+    """Of the divergences, those recovery put down to their batch (not the configuration's)."""
     ROLLED_BACK_STEPS: Final = "rolled_back_steps"
     STATUS: Final = "status"
     STABLE: Final = "stable"

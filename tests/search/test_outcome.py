@@ -51,6 +51,7 @@ def test_search_recovers_a_nan_trial_exports_and_reports(
     assert sorted(first.intermediate_values) == [1, 4]
     recovered = [e for e in attrs["events"] if e["kind"] == "recovered"]
     assert set(recovered[0]["changes"]) == {"skip_batches"}  # the batch first
+    assert attrs["batch_skips"] == 1 and attrs["divergences"] == 2
     assert attrs[TrialAttr.TIMELINE] == [[1, 1], [4, 2]]  # written once the rollback happened
     assert Path(attrs["run_dir"], "metrics.jsonl").is_file()
     summary = json.loads(Path(attrs["run_dir"], "summary.json").read_text())

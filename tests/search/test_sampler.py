@@ -46,6 +46,19 @@ def _trial(lr: float, value: float, credit: dict | None = None, diverged: int = 
 RESTARTED = {"enqueued": False, "stand_in": True, "params": {"learning_rate": 3e-3}}
 
 
+def test_divergences_put_down_to_the_batch_do_not_count_against_the_configuration() -> None:
+    # Salvaged by skipping one bad batch, nothing else changed: TPE sees it feasible.
+    skipped = _trial(0.01, 1.2)
+    skipped.user_attrs = {**skipped.user_attrs, "divergences": 1, "batch_skips": 1}
+    assert sampled_view(skipped).constraints == {"diverged": 0.0}
+    # One skip, then a second NaN that climbed the ladder: the configuration is suspect.
+    climbed = _trial(0.01, 1.2)
+    climbed.user_attrs = {**climbed.user_attrs, "divergences": 2, "batch_skips": 1}
+    assert sampled_view(climbed).constraints == {"diverged": 1.0}
+    # Studies written before `batch_skips` existed read as before.
+    assert sampled_view(_trial(0.01, 1.2, diverged=2)).constraints == {"diverged": 2.0}
+
+
 def test_a_stand_in_is_the_effective_configuration_with_the_trials_value() -> None:
     study = optuna.create_study()
     study.add_trial(_trial(0.2, 0.5, RESTARTED, diverged=1))

@@ -25,7 +25,7 @@ STORED_TRIAL_KEYS = {
     "effective_config", "events", "changes", "reasons", "divergences", "recoveries",
     "rolled_back_steps", "status", "stable", "best_epoch", "global_epochs", "pruned_reason",
     "run_dir", "worker", "timeline", "triage", "credit", "credit_of", "stand_in_for",
-    "surplus", "interrupted", "fault", "retry_of",
+    "surplus", "interrupted", "fault", "retry_of", "batch_skips",
 }
 
 
