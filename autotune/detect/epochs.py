@@ -15,7 +15,9 @@ above its best by more than `max_loss_increase`:
 - otherwise (the training loss rose, stalled, or is missing somewhere since the best): the
   optimisation itself went wrong, so it is LOSS_INCREASE (instability).
 
-A rise past that threshold in an epoch that ends inside the warmup or right after it
+In an epoch that ends inside the warmup (epoch < warmup, the rate still climbing) a live
+run is not called on a rise or on overfitting at all (`warmup_grace`; a loss above the
+know-nothing level still is). A rise past that threshold in the epochs right after it
 (epoch <= warmup + 1), whichever of the two it would be, waits for confirmation: it is
 called when `warmup_rise_patience` epochs in a row were above their best +
 `max_loss_increase`. A run whose rate is still climbing often bumps and comes back by
@@ -106,7 +108,15 @@ def _check_reference(last: Mapping[str, Any], cfg: DetectorConfig) -> Verdict:
                    epoch=epoch)
 
 
+def in_warmup(epoch: int, cfg: DetectorConfig) -> bool:
+    """The epoch ends while the rate still climbs, and the config leaves such bumps to the
+    run (`warmup_grace`)."""
+    return cfg.warmup_grace and epoch < cfg.warmup_epochs
+
+
 def _check_increase(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> Verdict:
+    if in_warmup(int(history[-1]["epoch"]), cfg):
+        return OK  # the rate still climbs: a bump it causes is the run's to get over
     found = _best_before(history)
     if found is None:
         return OK
@@ -140,7 +150,7 @@ def _check_increase(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -
 
 def _check_overfitting(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> Verdict:
     patience = cfg.overfit_patience
-    if len(history) < patience + 1:
+    if len(history) < patience + 1 or in_warmup(int(history[-1]["epoch"]), cfg):
         return OK
     window = history[-(patience + 1):]
     trains = [value_of(r, "train_loss") for r in window]

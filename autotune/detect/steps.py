@@ -58,6 +58,8 @@ def check_step(losses: Sequence[float], grad_norms: Sequence[float], step: int,
     verdict = _check_explosion(grad, _preceding(grad_norms, cfg.grad_window), step, cfg)
     if verdict and cfg.clipped and not _rising(loss, _preceding(losses, cfg.spike_window)):
         return OK  # clipping cut the step down and the loss did not suffer: no harm done
+    if verdict and cfg.warmup_grace and step < cfg.warmup_steps:
+        return OK  # the rate still climbs: the run gets over such a jump by itself
     return verdict
 
 

@@ -64,6 +64,17 @@ class DetectorConfig:
     or in the epoch after it is called only when this many epochs in a row are above (why
     2: docs/decisions.md, "A rise during warmup waits an epoch"); 1 calls it at once, as
     at any later epoch."""
+    warmup_grace: bool = True
+    """While the rate still climbs, a live run is not called on a bump: a validation rise or
+    overfitting in an epoch that ends inside the warmup (epoch < `warmup_epochs`), and a
+    gradient jump at a step inside it (step < `warmup_steps`), are left to the run, which
+    gets over them by itself (measured: docs/decisions.md, "The warmup's bumps are left to
+    the run"). A non-finite value, a loss above `reference_loss`, a loss spike and a rise
+    that lasts past the warmup are called as before. `diagnose` turns it off: it reports
+    every bump of a log it reads whole."""
+    warmup_steps: float = 0.0
+    """The warmup in optimizer steps (the supervisor sets `warmup_epochs` times the steps of
+    an epoch once it knows them); 0: no step is inside it."""
     noise_sigmas: float = 3.0
     """A change smaller than this many times the noise of its own curve is noise, not a
     rise (for Gaussian noise about 1 in 700 such changes would be chance). The noise is

@@ -29,7 +29,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from autotune.detect import (
@@ -149,10 +149,14 @@ class Supervisor:
         """The thresholds for the hyperparameters in force. Built once an epoch: only the
         supervisor changes them (`apply`, between epochs), so the step check reuses them."""
         t = self.trainer
-        return detector_config(t.hparams, getattr(t, "chance_loss", None),
-                               getattr(t, "marginal_loss", None),
-                               getattr(t, "train_marginal_loss", None),
-                               max_loss_increase=self.settings.max_loss_increase)
+        cfg = detector_config(t.hparams, getattr(t, "chance_loss", None),
+                              getattr(t, "marginal_loss", None),
+                              getattr(t, "train_marginal_loss", None),
+                              max_loss_increase=self.settings.max_loss_increase)
+        told = getattr(t, "steps_per_epoch", None)
+        if not self._steps_per_epoch and not (isinstance(told, int) and told > 0):
+            return cfg  # steps of an epoch unknown yet: no step counts as inside the warmup
+        return replace(cfg, warmup_steps=cfg.warmup_epochs * self.steps_per_epoch)
 
     # -- effects at the edges ------------------------------------------------------------
 

@@ -129,3 +129,20 @@ def test_a_rise_inside_the_warmup_waits_an_epoch_for_confirmation() -> None:
     # Above the know-nothing level: at once, at any epoch.
     assert check_epoch(records([2.0, 9.0], [1.9, 9.0]),
                        DetectorConfig(warmup_epochs=2.0, reference_loss=2.48))
+
+
+def test_inside_the_warmup_a_rise_or_overfitting_is_left_to_the_run() -> None:
+    cfg = DetectorConfig(warmup_epochs=5.0)
+    held = records([2.0, 1.9, 1.8, 1.8], [1.9, 1.7, 2.2, 2.3])  # epochs 3 and 4: inside
+    assert not check_epoch(held, cfg)
+    overfit = records([2.0, 1.8, 1.6, 1.4, 1.2], [1.5, 1.55, 1.6, 1.7, 1.8])
+    assert check_epoch(overfit, DetectorConfig(warmup_epochs=5.0, warmup_grace=False))
+    assert not check_epoch(overfit, DetectorConfig(warmup_epochs=5.5))  # epoch 5 < 5.5
+    # A rise that lasts past the warmup is called (two epochs in a row, right after it).
+    lasting = records([2.0, 1.9, 1.8, 1.8, 1.8, 1.8], [1.9, 1.7, 2.2, 2.3, 2.3, 2.3])
+    assert check_epoch(lasting, cfg).reason is Reason.LOSS_INCREASE
+    # Without the grace (diagnose reads logs whole), as before; above the know-nothing
+    # level, at once.
+    assert check_epoch(held, DetectorConfig(warmup_epochs=5.0, warmup_grace=False))
+    assert check_epoch(records([2.0, 9.0], [1.9, 9.0]),
+                       DetectorConfig(warmup_epochs=5.0, reference_loss=2.48))

@@ -134,6 +134,18 @@ def test_a_nan_out_of_a_steady_stretch_is_sudden() -> None:
     assert check_step(steady + [1.0], [1.0] * 40 + [NAN], 40, cfg).evidence["sudden"] == 1.0
 
 
+def test_a_gradient_jump_inside_the_warmup_is_left_to_the_run() -> None:
+    grads = [2.0] * 30 + [100.0]
+    inside = DetectorConfig(warmup_steps=40.0)
+    assert not check_step([1.0] * 31, grads, 30, inside)
+    assert check_step([1.0] * 31, grads, 40, inside).reason is Reason.GRAD_EXPLOSION  # after
+    assert check_step([1.0] * 31, grads, 30, DetectorConfig(warmup_steps=40.0,
+                                                            warmup_grace=False))
+    # A spike or a NaN inside it still is called.
+    assert check_step([1.0] * 30 + [10.0], [2.0] * 31, 30, inside).reason is Reason.LOSS_SPIKE
+    assert check_step([1.0] * 30 + [NAN], [2.0] * 31, 30, inside)
+
+
 def test_a_nan_in_a_runs_first_steps_is_sudden_unless_one_came_before() -> None:
     """Too few steps to judge a spike show no climb: the first step included."""
     cfg = DetectorConfig()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -101,3 +102,22 @@ def test_diagnose_reads_its_run_directory(tmp_path: Path,
     assert main(["diagnose", str(tmp_path / "run"), "--json"]) == 0
     findings = json.loads(capsys.readouterr().out)["findings"]
     assert findings  # what it says is tested in tests/diagnose
+
+
+def test_the_step_detector_knows_the_warmup_in_steps(tmp_path: Path) -> None:
+    """A gradient jump inside the warmup is left to the run: the supervisor tells the step
+    detector the warmup in steps (warmup epochs x the steps an epoch the trainer tells)."""
+    from autotune.recovery.rundir import RunDir
+    from autotune.recovery.supervisor import Supervisor
+
+    class Told(MLPTrainer):  # says its warmup, as the ARC trainer does
+        @property
+        def hparams(self) -> dict[str, Any]:
+            return {**super().hparams, "warmup_epochs": 2}
+
+    trainer = Told(warmup_epochs=2)
+    run = RunDir.create(tmp_path / "run", dict(trainer.hparams))
+    supervisor = Supervisor(trainer, run, epochs=3)
+    supervisor.begin_epoch()
+    assert supervisor._thresholds is not None
+    assert supervisor._thresholds.warmup_steps == 2 * MLPTrainer.steps_per_epoch
