@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from neighbours import busy_neighbours  # benchmarks/neighbours.py
 from optuna.trial import TrialState
 
 
@@ -122,15 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.busy < 0:
         parser.error(f"--busy must be 0 or more but got {args.busy}")
     load = os.getloadavg()[0]
-    neighbours = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                  for _ in range(args.busy)]
-    try:
-        with tempfile.TemporaryDirectory(prefix="autotune-main-") as tmp:
-            figures = overhead(args, Path(tmp)) if args.overhead else main_job(args, Path(tmp))
-    finally:
-        for p in neighbours:
-            p.kill()
-            p.wait()
+    with busy_neighbours(args.busy), tempfile.TemporaryDirectory(prefix="autotune-main-") as tmp:
+        figures = overhead(args, Path(tmp)) if args.overhead else main_job(args, Path(tmp))
     figures["busy_neighbours"] = args.busy
     figures["load_avg_before"] = round(load, 2)
     figures["load_avg_after"] = round(os.getloadavg()[0], 2)

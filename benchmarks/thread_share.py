@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
+
+from neighbours import busy_neighbours  # benchmarks/neighbours.py
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,10 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     config = resolve("tiny", {}, {"max_tasks": 60, "epochs": args.epochs, "batch_size": 16})
     trainer = Trainer(config, build_data(config), "cpu")
     share = CoreShare(most=2) if args.share else None
-    neighbours = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                  for _ in range(args.busy)]
     epochs: list[str] = []
-    try:
+    with busy_neighbours(args.busy):
         start = time.perf_counter()
         for _ in range(args.epochs):
             began, threads = time.perf_counter(), torch.get_num_threads()
@@ -63,10 +62,6 @@ def main(argv: list[str] | None = None) -> int:
             if share is not None:
                 share.update()
         total = time.perf_counter() - start
-    finally:
-        for p in neighbours:
-            p.kill()
-            p.wait()
     setting = (f"policy={args.policy} spincount={args.spincount or '-'} "
                f"{'shared' if args.share else 'fixed'} busy={args.busy}")
     sys.stdout.write(f"{setting}  total {total:.1f} s  {' '.join(epochs)}\n")

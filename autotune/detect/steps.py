@@ -72,9 +72,9 @@ def healthy_before(losses: Sequence[float], grad_norms: Sequence[float],
     judge a spike (`spike_min_steps`), show no climb either: blaming the batch there costs a
     replay of less than an epoch, and a configuration that is at fault meets the next
     non-finite value within steps, which climbs the ladder (docs/decisions.md)."""
-    before = list(islice(losses, max(0, len(losses) - 2 - cfg.spike_window), len(losses) - 1))
-    if not all(math.isfinite(float(v)) for v in before):
-        return False
+    before = _preceding(losses, cfg.spike_window + 1)  # the finite ones among them
+    if len(before) < min(len(losses) - 1, cfg.spike_window + 1):
+        return False  # a non-finite step before it
     if len(before) > cfg.spike_min_steps and _check_spike(before[-1], before[:-1], 0, cfg):
         return False
     grads = _preceding(grad_norms, cfg.grad_window + 1)

@@ -140,10 +140,12 @@ class Supervisor:
 
     @property
     def steps_per_epoch(self) -> int:
+        return self._known_steps_per_epoch() or max(self._steps_this_epoch, 1)
+
+    def _known_steps_per_epoch(self) -> int | None:
+        """What the trainer tells, else what a finished epoch counted; None before either."""
         told = getattr(self.trainer, "steps_per_epoch", None)
-        if isinstance(told, int) and told > 0:
-            return told
-        return self._steps_per_epoch or max(self._steps_this_epoch, 1)
+        return told if isinstance(told, int) and told > 0 else self._steps_per_epoch
 
     def _detectors(self) -> DetectorConfig:
         """The thresholds for the hyperparameters in force. Built once an epoch: only the
@@ -153,10 +155,10 @@ class Supervisor:
                               getattr(t, "marginal_loss", None),
                               getattr(t, "train_marginal_loss", None),
                               max_loss_increase=self.settings.max_loss_increase)
-        told = getattr(t, "steps_per_epoch", None)
-        if not self._steps_per_epoch and not (isinstance(told, int) and told > 0):
+        steps = self._known_steps_per_epoch()
+        if not steps:
             return cfg  # steps of an epoch unknown yet: no step counts as inside the warmup
-        return replace(cfg, warmup_steps=cfg.warmup_epochs * self.steps_per_epoch)
+        return replace(cfg, warmup_steps=cfg.warmup_epochs * steps)
 
     # -- effects at the edges ------------------------------------------------------------
 
