@@ -21,8 +21,13 @@ know-nothing level still is). A rise past that threshold in the epochs right aft
 (epoch <= warmup + 1), whichever of the two it would be, waits for confirmation: it is
 called when `warmup_rise_patience` epochs in a row were above their best +
 `max_loss_increase`. A run whose rate is still climbing often bumps and comes back by
-itself (measured: docs/decisions.md). A loss above the know-nothing level
-(`reference_loss`) is called at once, at any epoch.
+itself (measured: docs/decisions.md). A validation loss above the know-nothing level
+(`reference_loss`) + `max_loss_increase` is LOSS_INCREASE at any epoch: at once when the
+epoch's training loss is above that line too (or non-finite), else when
+`reference_patience` epochs in a row are above it. A lone validation reading that high
+while the training loss stayed low is a spike the run gets over by itself (measured:
+docs/decisions.md, "A lone spike of the validation loss waits an epoch"); while it waits
+nothing else is called on it (it is neither overfitting nor yet a rise).
 
 Below that threshold, OVERFITTING is also reported early, when over the last
 `overfit_patience` epochs the training loss fell at every epoch while the validation loss
@@ -81,9 +86,9 @@ def check_epoch(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> Ve
                               {"train_loss": train, "val_loss": val}, epoch=epoch)
     if len(history) < cfg.min_epochs:
         return OK
-    verdict = _check_reference(last, cfg)
-    if verdict:
-        return verdict
+    verdict = _check_reference(history, cfg)
+    if verdict or _awaiting_reference(history, cfg):
+        return verdict  # OK while a lone reading above the know-nothing level waits
     verdict = _check_increase(history, cfg)
     if verdict:
         return verdict
@@ -93,12 +98,38 @@ def check_epoch(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> Ve
     return _check_overfitting(history, cfg)
 
 
-def _check_reference(last: Mapping[str, Any], cfg: DetectorConfig) -> Verdict:
+def _above_reference(record: Mapping[str, Any], cfg: DetectorConfig, key: str) -> bool:
+    """The record's loss is above the know-nothing level + `max_loss_increase` (a
+    non-finite or missing one counts as above)."""
+    assert cfg.reference_loss is not None
+    value = value_of(record, key) if key in record else math.nan
+    return not value <= cfg.reference_loss + cfg.max_loss_increase
+
+
+def _awaiting_reference(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> bool:
+    """The last validation loss is above the know-nothing line but not called yet: the
+    epoch's training loss stayed below the line, and fewer than `reference_patience`
+    epochs in a row were above it (a lone bad reading the run gets over by itself)."""
+    if cfg.reference_loss is None or not _above_reference(history[-1], cfg, "val_loss"):
+        return False
+    return not _reference_confirmed(history, cfg)
+
+
+def _reference_confirmed(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> bool:
+    if _above_reference(history[-1], cfg, "train_loss"):
+        return True  # the training blew up with it: no waiting
+    window = history[-cfg.reference_patience:]
+    return len(window) == cfg.reference_patience and all(
+        _above_reference(r, cfg, "val_loss") for r in window)
+
+
+def _check_reference(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> Verdict:
     if cfg.reference_loss is None:
         return OK
+    last = history[-1]
     val, epoch = value_of(last, "val_loss"), int(last["epoch"])
     limit = cfg.reference_loss + cfg.max_loss_increase
-    if val <= limit:
+    if val <= limit or not _reference_confirmed(history, cfg):
         return OK
     return Verdict(True, Reason.LOSS_INCREASE,
                    f"Instability: the validation loss {val:.4g} at epoch {epoch} is worse than "

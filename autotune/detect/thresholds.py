@@ -64,6 +64,11 @@ class DetectorConfig:
     or in the epoch after it is called only when this many epochs in a row are above (why
     2: docs/decisions.md, "A rise during warmup waits an epoch"); 1 calls it at once, as
     at any later epoch."""
+    reference_patience: int = 2
+    """A validation loss above `reference_loss` + `max_loss_increase` while the epoch's
+    training loss stayed below that line is called only when this many epochs in a row are
+    above it (why 2: docs/decisions.md, "A lone spike of the validation loss waits an
+    epoch"); 1 calls it at once. A training loss above the line too is called at once."""
     warmup_grace: bool = True
     """While the rate still climbs, a live run is not called on a bump: a validation rise or
     overfitting in an epoch that ends inside the warmup (epoch < `warmup_epochs`), and a
@@ -93,6 +98,10 @@ class DetectorConfig:
         _check_positive("min_epochs", self.min_epochs)
         _check_positive("collapse_patience", self.collapse_patience)
         _check_positive("warmup_rise_patience", self.warmup_rise_patience)
+        if isinstance(self.reference_patience, bool) or not isinstance(
+                self.reference_patience, int) or self.reference_patience < 1:
+            raise ValueError(f"reference_patience must be a positive integer but got "
+                             f"{self.reference_patience}.")
         _check_positive("noise_sigmas", self.noise_sigmas)
         _check_positive("flat_min_records", self.flat_min_records)
         if not (math.isfinite(self.flat_max_drop) and 0.0 <= self.flat_max_drop < 1.0):

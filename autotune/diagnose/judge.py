@@ -119,7 +119,7 @@ def judging_config(detector: DetectorConfig | None, pts: Sequence[Point], arc: b
     # A log is judged whole: a bump during warmup that came back is reported (as such),
     # not waited for as a live run waits for its next epoch.
     cfg = dataclasses.replace(detector or DetectorConfig(), warmup_rise_patience=1,
-                              warmup_grace=False)
+                              reference_patience=1, warmup_grace=False)
     if classes is not None and cfg.reference_loss is None:
         cfg = dataclasses.replace(cfg, reference_loss=math.log(classes))
     if arc:

@@ -146,3 +146,29 @@ def test_inside_the_warmup_a_rise_or_overfitting_is_left_to_the_run() -> None:
     assert check_epoch(held, DetectorConfig(warmup_epochs=5.0, warmup_grace=False))
     assert check_epoch(records([2.0, 9.0], [1.9, 9.0]),
                        DetectorConfig(warmup_epochs=5.0, reference_loss=2.48))
+
+
+def test_a_lone_spike_above_the_know_nothing_level_waits_an_epoch() -> None:
+    # Reference 2.48 + 0.3: a validation loss of 4.8 with the training loss at 1.66 is a
+    # lone bad reading (measured: the run left alone falls to 1.35 at the next epoch).
+    cfg = DetectorConfig(reference_loss=2.48)
+    spike = records([1.96, 1.66], [1.56, 4.84])
+    assert not check_epoch(spike, cfg)  # not a rise, not overfitting: it waits
+    assert not check_epoch(records([1.96, 1.66, 2.10], [1.56, 4.84, 1.35]), cfg)  # back
+    held = records([1.96, 1.66, 1.70], [1.56, 4.84, 3.90])
+    verdict = check_epoch(held, cfg)
+    assert verdict.reason is Reason.LOSS_INCREASE and "knows nothing" in verdict.message
+    # The training loss above the line too: at once, the first epoch included.
+    assert check_epoch(records([4.82], [4.54]), cfg).reason is Reason.LOSS_INCREASE
+    assert check_epoch(records([1.96, NAN], [1.56, 4.84]), cfg)
+    # A patience of 1 (diagnose) calls it at once.
+    assert check_epoch(spike, DetectorConfig(reference_loss=2.48, reference_patience=1))
+    # Back below the line but still past the best + 0.3: the rise rule calls it.
+    assert check_epoch(records([1.96, 1.66, 1.70], [1.56, 4.84, 2.00]), cfg).reason \
+        is Reason.LOSS_INCREASE
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_reference_patience_is_a_positive_integer(bad: object) -> None:
+    with pytest.raises(ValueError, match="reference_patience must be a positive integer"):
+        DetectorConfig(reference_patience=bad)  # type: ignore[arg-type]
