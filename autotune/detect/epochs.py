@@ -86,9 +86,11 @@ def check_epoch(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> Ve
                               {"train_loss": train, "val_loss": val}, epoch=epoch)
     if len(history) < cfg.min_epochs:
         return OK
-    verdict = _check_reference(history, cfg)
-    if verdict or _awaiting_reference(history, cfg):
-        return verdict  # OK while a lone reading above the know-nothing level waits
+    if _reference_pending(history, cfg):
+        return OK  # a lone reading above the know-nothing level waits an epoch
+    verdict = _check_reference(last, cfg)
+    if verdict:
+        return verdict
     verdict = _check_increase(history, cfg)
     if verdict:
         return verdict
@@ -106,30 +108,25 @@ def _above_reference(record: Mapping[str, Any], cfg: DetectorConfig, key: str) -
     return not value <= cfg.reference_loss + cfg.max_loss_increase
 
 
-def _awaiting_reference(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> bool:
-    """The last validation loss is above the know-nothing line but not called yet: the
-    epoch's training loss stayed below the line, and fewer than `reference_patience`
-    epochs in a row were above it (a lone bad reading the run gets over by itself)."""
+def _reference_pending(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> bool:
+    """The last validation loss is above the know-nothing line but waits: the epoch's
+    training loss stayed below the line, and fewer than `reference_patience` epochs in a
+    row were above it (a lone bad reading the run gets over by itself)."""
     if cfg.reference_loss is None or not _above_reference(history[-1], cfg, "val_loss"):
         return False
-    return not _reference_confirmed(history, cfg)
-
-
-def _reference_confirmed(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> bool:
     if _above_reference(history[-1], cfg, "train_loss"):
-        return True  # the training blew up with it: no waiting
+        return False  # the training blew up with it: no waiting
     window = history[-cfg.reference_patience:]
-    return len(window) == cfg.reference_patience and all(
+    return len(window) < cfg.reference_patience or not all(
         _above_reference(r, cfg, "val_loss") for r in window)
 
 
-def _check_reference(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> Verdict:
+def _check_reference(last: Mapping[str, Any], cfg: DetectorConfig) -> Verdict:
     if cfg.reference_loss is None:
         return OK
-    last = history[-1]
     val, epoch = value_of(last, "val_loss"), int(last["epoch"])
     limit = cfg.reference_loss + cfg.max_loss_increase
-    if val <= limit or not _reference_confirmed(history, cfg):
+    if val <= limit:
         return OK
     return Verdict(True, Reason.LOSS_INCREASE,
                    f"Instability: the validation loss {val:.4g} at epoch {epoch} is worse than "
