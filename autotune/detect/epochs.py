@@ -100,39 +100,36 @@ def check_epoch(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> Ve
     return _check_overfitting(history, cfg)
 
 
-def _above_reference(record: Mapping[str, Any], cfg: DetectorConfig, key: str) -> bool:
-    """The record's loss is above the know-nothing level + `max_loss_increase` (a
-    non-finite or missing one counts as above)."""
-    assert cfg.reference_loss is not None
-    value = value_of(record, key) if key in record else math.nan
-    return not value <= cfg.reference_loss + cfg.max_loss_increase
+def _reference_line(cfg: DetectorConfig) -> float | None:
+    """The know-nothing level + `max_loss_increase`; None when the level is unknown."""
+    return None if cfg.reference_loss is None else cfg.reference_loss + cfg.max_loss_increase
 
 
 def _reference_pending(history: Sequence[Mapping[str, Any]], cfg: DetectorConfig) -> bool:
     """The last validation loss is above the know-nothing line but waits: the epoch's
     training loss stayed below the line, and fewer than `reference_patience` epochs in a
-    row were above it (a lone bad reading the run gets over by itself)."""
-    if cfg.reference_loss is None or not _above_reference(history[-1], cfg, "val_loss"):
-        return False
-    if _above_reference(history[-1], cfg, "train_loss"):
-        return False  # the training blew up with it: no waiting
+    row were above it (a lone bad reading the run gets over by itself). The last record's
+    losses are finite here (`check_epoch` called a non-finite one already)."""
+    line = _reference_line(cfg)
+    last = history[-1]
+    if line is None or value_of(last, "val_loss") <= line or value_of(last, "train_loss") > line:
+        return False  # below the line, or the training blew up with it: no waiting
     window = history[-cfg.reference_patience:]
-    return len(window) < cfg.reference_patience or not all(
-        _above_reference(r, cfg, "val_loss") for r in window)
+    return len(window) < cfg.reference_patience or any(
+        value_of(r, "val_loss") <= line for r in window)
 
 
 def _check_reference(last: Mapping[str, Any], cfg: DetectorConfig) -> Verdict:
-    if cfg.reference_loss is None:
-        return OK
+    line = _reference_line(cfg)
     val, epoch = value_of(last, "val_loss"), int(last["epoch"])
-    limit = cfg.reference_loss + cfg.max_loss_increase
-    if val <= limit:
+    if line is None or val <= line:
         return OK
+    assert cfg.reference_loss is not None  # a line exists only around a known level
     return Verdict(True, Reason.LOSS_INCREASE,
                    f"Instability: the validation loss {val:.4g} at epoch {epoch} is worse than "
                    f"a model that knows nothing ({cfg.reference_loss:.4g}) by more than the "
                    f"allowed {cfg.max_loss_increase:g}.",
-                   {"val_loss": val, "reference_loss": cfg.reference_loss, "threshold": limit},
+                   {"val_loss": val, "reference_loss": cfg.reference_loss, "threshold": line},
                    epoch=epoch)
 
 
