@@ -204,7 +204,7 @@ class Objective:
         trial.set_user_attr(TrialAttr.WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
         if trial.user_attrs.get(TrialAttr.INTERRUPTED):  # a retry inherits its attributes
             trial.set_user_attr(TrialAttr.INTERRUPTED, False)
-        run_path, resuming = self._run_path(trial)
+        run_path, resuming = self._run_path(trial, trials)
         # Trial n meets the rate faults of stream n (a retry those of the trial it retries).
         stream = int(trial.user_attrs.get(TrialAttr.RETRY_OF, trial.number))
         setup = self.build.setup(trial, stream)
@@ -229,9 +229,11 @@ class Objective:
 
     # -- running -------------------------------------------------------------------------
 
-    def _run_path(self, trial: optuna.Trial) -> tuple[Path, bool]:
-        """The trial's run directory, and whether it continues a killed trial's run."""
-        frozen = _frozen(trial)
+    def _run_path(self, trial: optuna.Trial,
+                  trials: list[FrozenTrial]) -> tuple[Path, bool]:
+        """The trial's run directory, and whether it continues a killed trial's run
+        (`trials`: the study's, read as this trial started)."""
+        frozen = next(t for t in trials if t.number == trial.number)
         origin = _retried_from(frozen)
         if origin is not None:
             trial.set_user_attr(TrialAttr.RETRY_OF, origin)

@@ -185,6 +185,46 @@ def test_ownership_check_raises_once_the_trial_was_taken(tmp_path: Path) -> None
     assert ownership.current() is None
 
 
+def test_the_ownership_check_reads_the_state_alone_through_optunas_cache(
+        tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'o.db'}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    assert isinstance(storage, RetryingRDBStorage)
+    assert storage.trial_state(trial._trial_id) == TrialState.RUNNING
+    with pytest.raises(KeyError, match="no trial with trial_id 999"):
+        storage.trial_state(999)
+    claim = ownership.claim(trial)  # its storage is Optuna's cache around ours
+    try:
+        assert ownership.still_mine(claim)
+        other = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'o.db'}")
+        other.tell(trial.number, state=TrialState.FAIL)  # another process reaps it
+        assert storage.trial_state(trial._trial_id) == TrialState.FAIL
+        assert not ownership.still_mine(claim)
+    finally:
+        ownership.release()
+
+
+def test_optunas_migration_scripts_are_read_once_and_still_checked(tmp_path: Path) -> None:
+    import sqlite3
+
+    from optuna.storages._rdb.storage import _VersionManager
+
+    first = open_storage(f"sqlite:///{tmp_path / 'a.db'}")
+    second = open_storage(f"sqlite:///{tmp_path / 'b.db'}")
+    assert isinstance(first, RDBStorage) and isinstance(second, RDBStorage)
+    script = first._version_manager._create_alembic_script()
+    assert second._version_manager._create_alembic_script() is script  # one a process
+    assert _VersionManager._create_alembic_script._autotune_shared
+    for storage in (first, second):  # each file stamped with the head, as Optuna does
+        assert storage.get_current_version() == script.get_current_head()
+    optuna.create_study(storage=first, study_name="s")
+    with sqlite3.connect(tmp_path / "a.db") as db:  # a schema this Optuna does not know
+        db.execute("UPDATE alembic_version SET version_num = 'v99.0.0.a'")
+    with pytest.raises(ConfigError, match="no longer compatible with the table schema"):
+        open_storage(f"sqlite:///{tmp_path / 'a.db'}", create=False)
+
+
 def test_several_user_attributes_are_one_transaction(tmp_path: Path) -> None:
     from autotune.search.objective import set_user_attrs
 

@@ -58,8 +58,13 @@ _installed = False
 
 
 def still_mine(c: Claim) -> bool:
-    """Whether the storage still has the trial RUNNING (nobody failed it as stale)."""
-    return c.storage.get_trial(c.trial_id).state == TrialState.RUNNING
+    """Whether the storage still has the trial RUNNING (nobody failed it as stale): its
+    state alone where the storage reads it so (`RetryingRDBStorage.trial_state`, under
+    Optuna's cache), else the whole trial."""
+    backend = getattr(c.storage, "_backend", c.storage)
+    state_of = getattr(backend, "trial_state", None)
+    state = state_of(c.trial_id) if state_of else c.storage.get_trial(c.trial_id).state
+    return state == TrialState.RUNNING
 
 
 def check(c: Claim | None) -> None:

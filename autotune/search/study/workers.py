@@ -120,6 +120,13 @@ def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
 
 def reap(study: optuna.Study) -> list[int]:
     """Fail and re-queue the trials whose process is gone; returns their numbers."""
+    return reap_and_read(study)[0]
+
+
+def reap_and_read(study: optuna.Study) -> tuple[list[int], list[FrozenTrial]]:
+    """`reap`, and the study's trials after it (read again only when it re-queued some):
+    the worker's loop reads them next anyway, and each read of a SQLite study costs a few
+    milliseconds."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # heartbeat older than the grace period
@@ -142,7 +149,7 @@ def reap(study: optuna.Study) -> list[int]:
               and t.number not in retried):
             _retry(study, t)
             reaped.append(t.number)
-    return reaped
+    return reaped, (study.get_trials(deepcopy=False) if reaped else trials)
 
 
 def open_study(plan: StudyPlan, worker: int, storage: BaseStorage | None = None) -> optuna.Study:
@@ -222,9 +229,9 @@ def work(plan: StudyPlan, worker: int = 0, on_event: EventSink | None = None,
     budget = settings.budget
     objective = _Guarded(Objective(settings, emit))
     while deadline is None or time.time() < deadline:
-        for number in reap(study):
+        reaped, trials = reap_and_read(study)
+        for number in reaped:
             emit(SearchEvent(SearchEventKind.RETRY, number, {}))
-        trials = study.get_trials(deepcopy=False)
         finished = len(finished_trials(trials))
         running = sum(t.state == TrialState.RUNNING for t in trials)
         continuations = sum(t.state == TrialState.WAITING and "failed_trial" in t.system_attrs
