@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 
 from autotune.events import Event, EventKind, surviving
 from autotune.jsonio import as_float, jsonable
@@ -73,9 +74,23 @@ class TrialRecorder:
             self.reported.add(step)
         return value
 
+    def _owned_report(self, record: Mapping[str, Any]) -> float:
+        """`_report`, refused when the trial was taken over while this process hung (write
+        nothing more). A report is itself that check: the storage writes it only while the
+        trial is RUNNING, in the same transaction. An epoch that reports nothing (a value
+        that is not finite, a step already reported) asks the storage on its own."""
+        reported = len(self.reported)
+        try:
+            value = self._report(record)
+        except UpdateFinishedTrialError:
+            ownership.check(self.claim)  # finished by another worker: TrialTaken
+            raise
+        if len(self.reported) == reported:
+            ownership.check(self.claim)
+        return value
+
     def on_epoch(self, record: dict[str, Any]) -> None:
-        ownership.check(self.claim)  # taken over while this process hung: write nothing
-        value = self._report(record)
+        value = self._owned_report(record)
         epoch = int(record["epoch"])
         self.timeline = [p for p in self.timeline if p[1] < epoch]
         self.timeline.append([int(record["global_epoch"]), epoch])

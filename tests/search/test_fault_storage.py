@@ -205,6 +205,31 @@ def test_the_ownership_check_reads_the_state_alone_through_optunas_cache(
         ownership.release()
 
 
+def test_an_epoch_of_a_trial_taken_over_writes_nothing(tmp_path: Path) -> None:
+    from autotune.search.recorder import TrialRecorder
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="s")
+    trial = study.ask()
+    recorder = TrialRecorder(trial, tmp_path / "run", lambda event: None)
+    try:
+        def epoch(n: int, value: float) -> dict[str, float]:
+            return {"epoch": n, "global_epoch": n, "val_loss": value, "train_loss": 1.0}
+
+        recorder.on_epoch(epoch(1, 1.5))  # its report is the ownership check: it passes
+        recorder.on_epoch(epoch(1, 1.5))  # nothing to report: the storage is asked
+        optuna.load_study(study_name="s", storage=url).tell(trial.number,
+                                                            state=TrialState.FAIL)
+        with pytest.raises(ownership.TrialTaken, match=f"trial {trial.number} is no longer"):
+            recorder.on_epoch(epoch(2, 1.4))  # the storage refused the report
+        with pytest.raises(ownership.TrialTaken, match=f"trial {trial.number} is no longer"):
+            recorder.on_epoch(epoch(3, float("nan")))  # no report: asked on its own
+    finally:
+        ownership.release()
+    [stored] = optuna.load_study(study_name="s", storage=url).get_trials()
+    assert stored.state == TrialState.FAIL and stored.intermediate_values == {1: 1.5}
+
+
 def test_optunas_migration_scripts_are_read_once_and_still_checked(tmp_path: Path) -> None:
     import sqlite3
 

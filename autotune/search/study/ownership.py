@@ -11,8 +11,10 @@ write nothing more into that trial or that run directory. Two checks see to it:
   RUNNING; when it is not, or the answer does not come within a few seconds, it raises
   `TrialTaken` from where the main thread was, before the epoch's metrics or checkpoint
   are written.
-- At the start of every epoch's hook (`recorder.TrialRecorder.on_epoch`, before the report),
-  `check` asks the same (a hang without a SIGCONT: a slow disk, a long pause).
+- At the start of every epoch's hook (`recorder.TrialRecorder.on_epoch`) the epoch's report
+  asks the same (a hang without a SIGCONT: a slow disk, a long pause): the storage refuses
+  a report to a finished trial, in the report's own transaction, and the recorder turns
+  that into `TrialTaken` (`check`); an epoch that reports nothing calls `check` itself.
 
 `TrialTaken` is a BaseException like `Interrupted`: neither the supervisor (which writes an
 `interrupted` event) nor Optuna (which would tell the trial FAILED) catches it, so the
