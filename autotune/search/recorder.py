@@ -76,9 +76,10 @@ class TrialRecorder:
 
     def _owned_report(self, record: Mapping[str, Any]) -> float:
         """`_report`, refused when the trial was taken over while this process hung (write
-        nothing more). A report is itself that check: the storage writes it only while the
-        trial is RUNNING, in the same transaction. An epoch that reports nothing (a value
-        that is not finite, a step already reported) asks the storage on its own."""
+        nothing more). A report is itself that check: Optuna's storages refuse a report to a
+        finished trial (an RDB storage in the report's own transaction; a journal keeps the
+        line, which every reader ignores). An epoch that reports nothing (a value that is
+        not finite, a step already reported) asks the storage on its own."""
         reported = len(self.reported)
         try:
             value = self._report(record)
