@@ -117,6 +117,20 @@ def test_reap_requeues_interrupted_and_dead_trials() -> None:
     assert reap(study) == []  # each is re-queued once
 
 
+def test_reap_and_read_gives_the_trials_as_they_are_after_reaping() -> None:
+    from autotune.search.study.workers import reap_and_read
+
+    study = optuna.create_study()
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"x": 1.0},
+                                        distributions={"x": FloatDistribution(0, 2)},
+                                        user_attrs={"interrupted": True}))
+    reaped, trials = reap_and_read(study)  # the loop decides on these: the retry is in
+    assert reaped == [0]
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    reaped, trials = reap_and_read(study)  # nothing to reap: the one read, as it stands
+    assert reaped == [] and [t.number for t in trials] == [0, 1]
+
+
 @pytest.mark.parametrize(("target", "finished", "running", "action"), [
     (3, 3, 0, "stop"), (3, 4, 0, "stop"), (3, 1, 1, "run"), (3, 2, 1, "wait"),
     (3, 0, 3, "wait"), (1, 0, 0, "run"),
