@@ -161,17 +161,19 @@ def record_story(trial: optuna.Trial, story: TrialStory, extra: Mapping[str, Any
 def _earlier_workers(trial: optuna.Trial) -> list[tuple[str, int]]:
     """(host, pid) of the workers that ran the trials this one retries (dead or hung: the
     study took their trial away, so their hold on its run directory goes with it)."""
-    history = set(_frozen(trial).system_attrs.get("retry_history", []))
+    trials = trial.study.get_trials(deepcopy=False)
+    history = set(_frozen(trial, trials).system_attrs.get("retry_history", []))
     out = []
-    for t in trial.study.get_trials(deepcopy=False):
+    for t in trials:
         worker = t.user_attrs.get("worker") or {}
         if t.number in history and isinstance(worker, dict) and "pid" in worker:
             out.append((str(worker.get("host")), int(worker["pid"])))
     return out
 
 
-def _frozen(trial: optuna.Trial) -> FrozenTrial:
-    return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+def _frozen(trial: optuna.Trial, trials: list[FrozenTrial]) -> FrozenTrial:
+    """`trial` as stored, out of the study's `trials` (read by the caller)."""
+    return next(t for t in trials if t.number == trial.number)
 
 
 def _retried_from(frozen: FrozenTrial) -> int | None:
@@ -197,7 +199,7 @@ class Objective:
         if s.target is not None and is_surplus(trials, trial.number, s.target):
             trial.set_user_attr(TrialAttr.SURPLUS, True)
             raise SurplusTrial(f"trial {trial.number} is beyond the requested {s.target}")
-        if s.budget.spent(trials) and _retried_from(_frozen(trial)) is None:
+        if s.budget.spent(trials) and _retried_from(_frozen(trial, trials)) is None:
             trial.set_user_attr(TrialAttr.SURPLUS, True)
             raise SurplusTrial(f"trial {trial.number} would start after the epoch budget: "
                                f"{s.budget.describe(trials)}")
@@ -233,7 +235,7 @@ class Objective:
                   trials: list[FrozenTrial]) -> tuple[Path, bool]:
         """The trial's run directory, and whether it continues a killed trial's run
         (`trials`: the study's, read as this trial started)."""
-        frozen = next(t for t in trials if t.number == trial.number)
+        frozen = _frozen(trial, trials)
         origin = _retried_from(frozen)
         if origin is not None:
             trial.set_user_attr(TrialAttr.RETRY_OF, origin)
