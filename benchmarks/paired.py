@@ -67,6 +67,27 @@ def compare_at_equal_time(rows: Iterable[Mapping[str, Any]], arm: str,
     return compare(equal, arm, baseline)
 
 
+def saved_compute_reach(rows: Iterable[Mapping[str, Any]], arm: str,
+                        baseline: str) -> dict[str, Any]:
+    """How many seeds saving compute alone could turn: per seed, the share of the
+    baseline's wall time that `arm` did not waste where the baseline did (the difference of
+    their `wasted_s`, over the baseline's `wall_s`), and whether the baseline's own best
+    improved within that last share of its search. A seed whose best did not move over its
+    last stretch gains nothing from that stretch again, so the count bounds, roughly, the
+    seeds `arm` can win by saving the baseline's waste and nothing else."""
+    arms = by_arm(rows)
+    seeds = sorted(set(arms.get(arm, {})) & set(arms.get(baseline, {})))
+    shares, moved = [], 0
+    for seed in seeds:
+        a, b = arms[arm][seed], arms[baseline][seed]
+        wall = float(b["wall_s"])
+        share = max(0.0, float(b.get("wasted_s") or 0) - float(a.get("wasted_s") or 0)) / wall
+        shares.append(share)
+        moved += step_value(b["curve"], wall) < step_value(b["curve"], (1 - share) * wall) - TIE
+    return {"arm": arm, "baseline": baseline, "seeds": len(seeds), "moved": moved,
+            "mean_share": statistics.fmean(shares) if shares else math.nan}
+
+
 def summary(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per arm: mean and median best stable loss (scored), seeds with none, and totals."""
     out = {}
@@ -132,3 +153,13 @@ if __name__ == "__main__":
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for arg in sys.argv[1:]:
         print("\n".join(markdown(Path(arg).stem, json.loads(Path(arg).read_text()))))
+    print("\n| workload | baseline | seeds | compute `on` saved (mean share) | "
+          "seeds whose best moved in that last share |")
+    print("| --- | --- | --- | --- | --- |")
+    for arg in sys.argv[1:]:
+        rows = json.loads(Path(arg).read_text())
+        for baseline in ("plain", "off"):
+            if {"on", baseline} <= set(by_arm(rows)):
+                r = saved_compute_reach(rows, "on", baseline)
+                print(f"| {Path(arg).stem} | {baseline} | {r['seeds']} | "
+                      f"{r['mean_share']:.1%} | {r['moved']} |")

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # "Does recovery pay?": every workload of BENCHMARKS.md's table, 12 seeds fixed in advance,
 # arms plain, off and on. One workload at a time: `bash benchmarks/recovery_pays.sh NAME`
-# (default, aggressive, faults1, faults3, faults30, arc_practice, late), or all of them
-# without an argument. `late` is the STAND-IN for late divergence (bad batches at 3 per
+# (default, aggressive, faults1, faults3, faults30, arc_practice, late, natural), or all of
+# them without an argument. `late` is the STAND-IN for late divergence (bad batches at 3 per
 # 1,000 steps on 16-epoch trials, studies/late_badbatch.yaml) at 160 epochs of compute a
-# search, read at equal compute and equal wall time.
+# search; `natural` is late divergence with nothing injected (48-epoch trials without
+# clipping or weight decay, studies/late_natural.yaml) at 288 epochs of compute a search.
+# Both are read at equal compute and equal wall time.
 # Writes OUT/NAME.json and OUT/NAME.png (OUT: $OUT or bench_out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,11 +31,13 @@ workload() {
     arc_practice) run arc_practice studies/pays_arc_practice.yaml ;;
     late) run late studies/late_badbatch.yaml --inject "nan_loss~0.003" --budget 3600 \
             --budget-epochs 160 --trials 40 ;;
+    natural) run natural studies/late_natural.yaml --budget 3600 --budget-epochs 288 \
+               --trials 40 ;;
     *) echo "unknown workload $1: one of default, aggressive, faults1, faults3, faults30," \
-         "arc_practice, late" >&2
+         "arc_practice, late, natural" >&2
        exit 2 ;;
   esac
 }
 if [ $# -gt 0 ]; then workload "$1"; else
-  for w in faults30 default aggressive faults3 faults1 arc_practice late; do workload "$w"; done
+  for w in faults30 default aggressive faults3 faults1 arc_practice late natural; do workload "$w"; done
 fi

@@ -61,3 +61,19 @@ def test_at_equal_time_each_search_is_read_where_the_shorter_one_ended() -> None
     c = paired.compare_at_equal_time(rows, "on", "off")
     assert (c["wins"], c["losses"]) == (0, 1)  # at 40 s: on 1.6, off 1.5
     assert c["mean_diff"] == pytest.approx(0.1)
+
+
+def test_saved_compute_reaches_only_the_seeds_whose_best_moved_in_that_last_stretch() -> None:
+    def row(seed: int, arm: str, curve: list[list[float]], wasted: float) -> dict[str, object]:
+        return {"seed": seed, "arm": arm, "best_stable": curve[-1][1], "curve": curve,
+                "wall_s": 100.0, "wasted_s": wasted}
+
+    rows = [  # seed 0: plain's best moved at 95 s, within the 20% `on` saved: reachable
+        row(0, "plain", [[10.0, 1.5], [95.0, 1.3]], 30.0), row(0, "on", [[10.0, 1.4]], 10.0),
+        # seed 1: plain's best moved at 50 s, before the 20% `on` saved: out of reach
+        row(1, "plain", [[10.0, 1.5], [50.0, 1.3]], 30.0), row(1, "on", [[10.0, 1.4]], 10.0),
+        # seed 2: `on` wasted more than plain: it saved nothing, so nothing is reachable
+        row(2, "plain", [[10.0, 1.5], [99.0, 1.3]], 5.0), row(2, "on", [[10.0, 1.4]], 20.0)]
+    r = paired.saved_compute_reach(rows, "on", "plain")
+    assert (r["seeds"], r["moved"]) == (3, 1)
+    assert r["mean_share"] == pytest.approx((0.2 + 0.2 + 0.0) / 3)
