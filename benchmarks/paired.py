@@ -143,23 +143,31 @@ def markdown(name: str, rows: list[Mapping[str, Any]]) -> list[str]:
     return out
 
 
+def reach_markdown(name: str, rows: list[Mapping[str, Any]]) -> list[str]:
+    """The BENCHMARKS.md rows of `saved_compute_reach`: `on` against each baseline."""
+    arms = by_arm(rows)
+    out = []
+    for baseline in ("plain", "off"):
+        if "on" in arms and baseline in arms:
+            r = saved_compute_reach(rows, "on", baseline)
+            out.append(f"| {name} | {baseline} | {r['seeds']} | {r['mean_share']:.1%} | "
+                       f"{r['moved']} |")
+    return out
+
+
 if __name__ == "__main__":
     import json
     import sys
     from pathlib import Path
 
+    workloads = [(Path(arg).stem, json.loads(Path(arg).read_text())) for arg in sys.argv[1:]]
     print("| workload | arm | seeds | mean best stable | median | no stable | trials | "
           "diverged | salvaged | wasted s | wall s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for arg in sys.argv[1:]:
-        print("\n".join(markdown(Path(arg).stem, json.loads(Path(arg).read_text()))))
+    for name, rows in workloads:
+        print("\n".join(markdown(name, rows)))
     print("\n| workload | baseline | seeds | compute `on` saved (mean share) | "
           "seeds whose best moved in that last share |")
     print("| --- | --- | --- | --- | --- |")
-    for arg in sys.argv[1:]:
-        rows = json.loads(Path(arg).read_text())
-        for baseline in ("plain", "off"):
-            if {"on", baseline} <= set(by_arm(rows)):
-                r = saved_compute_reach(rows, "on", baseline)
-                print(f"| {Path(arg).stem} | {baseline} | {r['seeds']} | "
-                      f"{r['mean_share']:.1%} | {r['moved']} |")
+    for name, rows in workloads:
+        print("\n".join(reach_markdown(name, rows)))

@@ -158,10 +158,10 @@ def record_story(trial: optuna.Trial, story: TrialStory, extra: Mapping[str, Any
         publish(trial, story, store)
 
 
-def _earlier_workers(trial: optuna.Trial) -> list[tuple[str, int]]:
+def _earlier_workers(trial: optuna.Trial, trials: list[FrozenTrial]) -> list[tuple[str, int]]:
     """(host, pid) of the workers that ran the trials this one retries (dead or hung: the
-    study took their trial away, so their hold on its run directory goes with it)."""
-    trials = trial.study.get_trials(deepcopy=False)
+    study took their trial away, so their hold on its run directory goes with it), out of
+    the study's `trials` (read by the caller)."""
     history = set(_frozen(trial, trials).system_attrs.get("retry_history", []))
     out = []
     for t in trials:
@@ -218,7 +218,8 @@ class Objective:
             "epochs": setup.epochs}))
         try:
             try:
-                result = self._run(setup, run_path, resuming, recorder)
+                earlier = _earlier_workers(trial, trials) if resuming else []
+                result = self._run(setup, run_path, resuming, recorder, earlier)
             except optuna.TrialPruned:
                 self._record_pruned(trial, recorder)
                 raise
@@ -247,7 +248,9 @@ class Objective:
         return Path(self.settings.artifacts) / f"trial-{trial.number:04d}", False
 
     def _run(self, setup: TrialSetup, run_path: Path, resuming: bool,
-             recorder: TrialRecorder) -> RunResult:
+             recorder: TrialRecorder, earlier: list[tuple[str, int]]) -> RunResult:
+        """Train the trial, or continue a killed trial's run (`earlier`: the workers that
+        held it, whose lock on the run directory goes with their trial)."""
         hooks = recorder.hooks()
         trial = recorder.trial
         holder = f"trial {trial.number} of study {trial.study.study_name}"
@@ -262,7 +265,7 @@ class Objective:
         # The run's own settings (as it started, or as a resume changed them) go on.
         check_resumable(run)
         _, settings = split(run.effective_config())
-        with run_lock(run_path, holder, _earlier_workers(trial)):
+        with run_lock(run_path, holder, earlier):
             return continue_run(setup.trainer, run, None, settings, hooks=hooks,
                                 score=self.scores)
 
