@@ -39,6 +39,7 @@ signed-rank p-value.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -113,10 +114,13 @@ def space_with_seed(space_arg: str, seed: int, folder: Path) -> Path:
 
 
 def plain_optuna(space_file: Path, seed: int, budget: float, trials: int,
-                 epochs: int | None, budget_epochs: int | None = None) -> Row:
+                 epochs: int | None, budget_epochs: int | None = None,
+                 folder: Path | None = None) -> Row:
     """TPE + median pruner, a NaN trial fails, no recovery. With `budget_epochs`, no trial
     starts once the trials trained that many epochs in all (as `autotune search
-    --budget-epochs` counts: every epoch trained, a partial one that diverged included)."""
+    --budget-epochs` counts: every epoch trained, a partial one that diverged included).
+    With `folder`, its trials are written to `folder/trials.json` afterwards (the study is
+    in memory, as a user's single-process search keeps it)."""
     from autotune.detect import DetectorConfig, check_collapse
     from autotune.recovery.settings import SupervisorConfig
     from autotune.search.arc import data_for
@@ -177,6 +181,11 @@ def plain_optuna(space_file: Path, seed: int, budget: float, trials: int,
                    callbacks=[stop_at_budget])
     wall = time.time() - start
     done = study.get_trials(deepcopy=False)
+    if folder is not None:
+        (folder / "trials.json").write_text(json.dumps([
+            {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+             "user_attrs": t.user_attrs, "intermediate_values": t.intermediate_values}
+            for t in done], indent=1, default=str))
     stable = [t.value for t in done if t.state == TrialState.COMPLETE
               and t.user_attrs.get("stable") and t.value is not None]
     diverged = [t for t in done if t.user_attrs.get("diverged")]
@@ -252,7 +261,7 @@ def run_arm(job: tuple[str, str, int, float, int, int | None, str | None, str, i
     work.mkdir(parents=True, exist_ok=True)
     space_file = space_with_seed(space_arg, seed, work)
     if arm == "plain":
-        return plain_optuna(space_file, seed, budget, trials, epochs, budget_epochs)
+        return plain_optuna(space_file, seed, budget, trials, epochs, budget_epochs, work)
     return autotune_search(space_file, seed, budget, trials, epochs, work, arm, budget_epochs)
 
 
@@ -312,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--procs", type=int, default=2, help="arms run at a time")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--plot", type=Path, default=None, help="the anytime curve (PNG)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep every arm's study and runs under this folder (ARM-SEED/) "
+                             "to read its trials afterwards; a temporary folder otherwise")
     args = parser.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     bad = [a for a in arms if a not in ARMS]
@@ -326,7 +338,13 @@ def main(argv: list[str] | None = None) -> int:
         Injector.parse(args.inject)  # a bad spec fails here, before anything runs
     start = time.time()
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="autotune-bench-") as tmp:
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        taken = [p.name for p in args.keep.iterdir()]
+        if taken:
+            parser.error(f"--keep {args.keep} must be empty or new but holds {taken[0]}")
+    with (contextlib.nullcontext(str(args.keep)) if args.keep is not None
+          else tempfile.TemporaryDirectory(prefix="autotune-bench-")) as tmp:
         # The arms of one seed next to each other in the queue: the machine's drift cancels.
         jobs = [(arm, args.space, seed, args.budget, args.trials, args.epochs, args.inject,
                  tmp, args.budget_epochs) for seed in args.seeds for arm in arms]
