@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BUG
     except TyperException as exc:  # usage errors of the parser (typer's own click)
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        message = with_given_value(message, getattr(exc, "param", None),
+                                   sys.argv[1:] if argv is None else argv)
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `autotune`: the help
             err.print(message, markup=False, highlight=False)
             return EXIT_INPUT
@@ -78,6 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def with_given_value(message: str, param: Any, argv: list[str]) -> str:
+    """A parser's complaint about an option's value (typer's bounds say what is allowed,
+    not what was given) with the value the command line gave it."""
+    opts = [o for o in getattr(param, "opts", []) if o.startswith("-")]
+    value = None
+    for i, arg in enumerate(argv):
+        if arg in opts and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif "=" in arg and arg.split("=", 1)[0] in opts:
+            value = arg.split("=", 1)[1]
+    if value is None or repr(value) in message:
+        return message
+    return f"{message.rstrip('.')}, but got {value!r}"
 
 
 RESUMABLE = ("train", "resume", "search")

@@ -209,7 +209,13 @@ ROWS: list[Row] = [
     ("space_missing_data", ["search", "--space", "s.yaml"],
      _files(**{"s.yaml": "data: nowhere\n"}), "data 'nowhere' does not exist"),
     ("search_trials_zero", ["search", "--trials", "0"], _nothing,
-     "Invalid value for '--trials'"),
+     "Invalid value for '--trials': Input should be greater than or equal to 1, but got '0'"),
+    ("search_budget_epochs_negative", ["search", "--budget-epochs", "-3"], _nothing,
+     "Invalid value for '--budget-epochs': Input should be greater than or equal to 1, but "
+     "got '-3'"),
+    ("search_timeout_negative", ["search", "--timeout=-1"], _nothing,
+     "Invalid value for '--timeout': Input should be greater than or equal to 0.001, but got "
+     "'-1'"),
     ("storage_unknown_scheme", ["search", "--storage", f"foo://me:{SECRET}@host/db"], _nothing,
      "storage 'foo://me:***@host/db' cannot be opened"),
     ("storage_not_a_url", ["search", "--storage", "not a url"], _nothing,
