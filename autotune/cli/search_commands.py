@@ -187,6 +187,8 @@ def render_outcome(console: Console, outcome: SearchOutcome) -> int:
                   f"{outcome.epochs_trained} epochs trained; {t.diverged} diverged, "
                   f"{t.recovered} salvaged by recovery, {t.gave_up} gave up, {t.pruned} "
                   f"pruned.")
+    if outcome.salvage is not None and outcome.salvage.diverged:
+        console.print(f"  {outcome.salvage.describe()}", markup=False, highlight=False)
     w = outcome.winner
     if w is None:
         if t.done == 0:

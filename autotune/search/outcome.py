@@ -31,6 +31,7 @@ from autotune.recovery.supervise import start
 from autotune.search.arc import data_for
 from autotune.search.budget import Budget, study_epochs
 from autotune.search.objective import build_of
+from autotune.search.salvage import Salvage, salvage_of
 from autotune.search.setup import TrialBuild
 from autotune.search.study.plan import StudyPlan, stored_plan
 from autotune.search.study.storage import load_study, open_storage
@@ -84,6 +85,8 @@ class SearchOutcome:
     """The epoch budget bound before the requested number of trials."""
     epochs_trained: int = 0
     """The epochs of compute the study's trials trained in all (the re-check not)."""
+    salvage: Salvage | None = None
+    """What the diverged trials took and whether recovery salvaged the winner."""
 
 
 def run_search(plan: StudyPlan, on_event: EventSink | None = None,
@@ -118,7 +121,8 @@ def run_search(plan: StudyPlan, on_event: EventSink | None = None,
             win = confirm(study, plan, best, emit)
         else:
             win = winner_info(study, best)
-    return SearchOutcome(plan.study, result, win, timed_out, codes, spent, epochs)
+    return SearchOutcome(plan.study, result, win, timed_out, codes, spent, epochs,
+                         salvage_of(trials))
 
 
 def resume(name: str, url: str | None, on_event: EventSink | None = None,

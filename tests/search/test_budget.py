@@ -93,7 +93,8 @@ def test_search_stops_at_the_budget_exactly(workdir: Path,
     assert stored_study("b").user_attrs["autotune_plan"]["budget_epochs"] == 3
 
 
-def test_replayed_epochs_count(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_replayed_epochs_count(workdir: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
     # A NaN at the 5th optimizer step of every trial (epoch 2 of 4 steps): the partial
     # epoch, the rollback to epoch 1 and the replay of epoch 2 make 3 epochs of compute a
     # trial. Counted, 2 trials spend the budget of 6; without the replays a third would
@@ -106,6 +107,11 @@ def test_replayed_epochs_count(workdir: Path, monkeypatch: pytest.MonkeyPatch) -
     assert all(t.user_attrs["recoveries"] == 1 for t in finished)
     assert [t.user_attrs["global_epochs"] for t in finished] == [3, 3]
     assert study_epochs(stored_study("r").get_trials()) == 6
+    # The end of the search says what the diverged trials took and where they ended.
+    winner = min(finished, key=lambda t: t.value)
+    assert (f"diverged trials took 6 of 6 epochs (100%); 2 salvaged, the best of them, "
+            f"trial {winner.number} ({winner.value:.4f}), is the winner"
+            in " ".join(capsys.readouterr().out.split()))
 
 
 def test_another_workers_trial_in_flight_counts(workdir: Path,
