@@ -34,6 +34,7 @@ from autotune.search.study.storage import (
     storage_url,
 )
 from autotune.search.study.workers import reap, work
+from autotune.search.salvage import Salvage, salvage_of
 from autotune.search.tally import FINISHED, Tally, next_action, tally, winner_of
 from autotune.search.vocabulary import (
     NextAction,
@@ -64,6 +65,7 @@ __all__ = [
     "SystemAttr",
     "TrialAttr",
     "TriageChoice",
+    "Salvage",
     "SearchOutcome",
     "SearchSettings",
     "StudyPlan",
@@ -81,6 +83,7 @@ __all__ = [
     "resume",
     "run_search",
     "safe_sink",
+    "salvage_of",
     "storage_url",
     "stored_plan",
     "tally",
