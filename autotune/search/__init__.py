@@ -17,6 +17,7 @@ from autotune.search.outcome import (
     winner_info,
 )
 from autotune.search.pruner import TimelinePruner, default_pruner, timeline_values
+from autotune.search.salvage import Salvage, salvage_of
 from autotune.search.study.plan import (
     DEFAULT_STUDY,
     DEFAULT_TRIALS,
@@ -34,7 +35,6 @@ from autotune.search.study.storage import (
     storage_url,
 )
 from autotune.search.study.workers import reap, work
-from autotune.search.salvage import Salvage, salvage_of
 from autotune.search.tally import FINISHED, Tally, next_action, tally, winner_of
 from autotune.search.vocabulary import (
     NextAction,

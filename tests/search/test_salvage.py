@@ -1,4 +1,5 @@
-"""What the diverged trials cost a search and what recovery salvaged (autotune/search/salvage.py)."""
+"""What the diverged trials cost a search and what recovery salvaged
+(autotune/search/salvage.py)."""
 
 from __future__ import annotations
 
