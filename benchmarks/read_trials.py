@@ -10,7 +10,8 @@ divergences and recoveries (`on`), its triage choices, and its validation loss a
 `--at` (on its surviving timeline): a trial whose rank at that epoch differs from its rank
 at the end is one that triage, reading ranks at the rollback epoch, misjudges. The winner
 (the best stable trial) is marked `*`. `--summary` prints, per arm, the winners' and the
-diverged trials' parameters side by side, and the epochs spent on diverged trials.
+diverged trials' parameters side by side, and the epochs spent on diverged trials;
+`--salvaged` each trial `on` salvaged beside plain's run of the same configuration.
 
 plain's trials come from `plain-SEED/trials.json` (written by `search_vs_optuna.py`), the
 autotune arms' from their SQLite studies.
@@ -140,6 +141,41 @@ def summary(runs: dict[tuple[str, int], list[TrialRow]], key: str) -> list[str]:
     return lines
 
 
+def salvaged_pairs(runs: dict[tuple[str, int], list[TrialRow]]
+                   ) -> list[tuple[int, TrialRow, TrialRow]]:
+    """Each trial `on` salvaged (diverged, ended stable) beside plain's run of the same
+    sampled configuration in the same seed, where plain ran it to the end: (seed, on's
+    trial, plain's trial). Both searches draw the same first configurations, so this is
+    what recovery did to one trial, at the epochs each took."""
+    out = []
+    for (arm, seed), rows in sorted(runs.items(), key=lambda kv: kv[0][1]):
+        if arm != "on" or ("plain", seed) not in runs:
+            continue
+        for row in rows:
+            if not (row.diverged and row.stable and row.value is not None):
+                continue
+            same = [p for p in runs[("plain", seed)]
+                    if p.params == row.params and p.state == "COMPLETE" and p.value is not None]
+            if same:
+                out.append((seed, row, same[0]))
+    return out
+
+
+def pairs_lines(pairs: list[tuple[int, TrialRow, TrialRow]]) -> list[str]:
+    lines = [f"seed {seed} trial {on.number} (plain's {plain.number}): on {on.value:.4f} in "
+             f"{on.epochs} epochs, plain {plain.value:.4f}"
+             f"{'' if plain.stable else ' (unstable)'} in {plain.epochs}"
+             for seed, on, plain in pairs]
+    diffs = [float(on.value or 0) - float(plain.value or 0) for _, on, plain in pairs]
+    if diffs:
+        lines.append(f"{len(pairs)} salvaged trials plain ran to the end too: on better in "
+                     f"{sum(d < 0 for d in diffs)}, worse in {sum(d > 0 for d in diffs)}, "
+                     f"median difference {statistics.median(diffs):+.4f}; epochs "
+                     f"{sum(on.epochs for _, on, _ in pairs)} against "
+                     f"{sum(plain.epochs for _, _, plain in pairs)}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="a search_vs_optuna.py --keep folder")
@@ -147,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="*", default=None)
     parser.add_argument("--summary", action="store_true", help="only the per-arm summary")
     parser.add_argument("--key", default="learning_rate", help="the parameter summarised")
+    parser.add_argument("--salvaged", action="store_true",
+                        help="each trial `on` salvaged beside plain's run of the same "
+                             "configuration (same seed)")
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder (a search_vs_optuna.py --keep DIR)")
@@ -162,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                 print("  " + trial_line(row, best, args.at))
     for line in summary(runs, args.key):
         print(line)
+    if args.salvaged:
+        for line in pairs_lines(salvaged_pairs(runs)):
+            print(line)
     return 0
 
 

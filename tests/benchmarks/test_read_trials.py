@@ -76,3 +76,14 @@ def test_a_missing_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
         read_trials.main([str(tmp_path / "nowhere")])
     assert exc.value.code == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_a_salvaged_trial_beside_plains_run_of_the_same_configuration(tmp_path: Path) -> None:
+    runs = read_trials.read(_keep(tmp_path))
+    pairs = read_trials.salvaged_pairs(runs)
+    assert [(seed, on.number, plain.number) for seed, on, plain in pairs] == [(3, 0, 1)]
+    lines = read_trials.pairs_lines(pairs)
+    assert lines[0] == "seed 3 trial 0 (plain's 1): on 1.2500 in 4 epochs, plain 1.4000 " \
+                       "(unstable) in 2"
+    assert lines[-1] == ("1 salvaged trials plain ran to the end too: on better in 1, worse "
+                         "in 0, median difference -0.1500; epochs 4 against 2")
