@@ -15,7 +15,6 @@ A pure function of the study's trials; `autotune search` and `resume` print it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -73,10 +72,10 @@ def salvage_of(trials: Iterable[FrozenTrial]) -> Salvage:
     trials = list(trials)
     diverged = [t for t in finished_trials(trials)
                 if t.user_attrs.get(TrialAttr.DIVERGENCES, 0)]
-    salvaged = [t for t in diverged if t.user_attrs.get(TrialAttr.STABLE)
-                and t.value is not None and math.isfinite(t.value)]
-    best = winner_of(salvaged)
+    # Salvaged: as `tally` counts them (ended stable); the best of them as `winner_of` picks.
+    salvaged = sum(bool(t.user_attrs.get(TrialAttr.STABLE)) for t in diverged)
+    best = winner_of(diverged)
     win = winner_of(trials)
-    return Salvage(len(diverged), study_epochs(diverged), study_epochs(trials), len(salvaged),
+    return Salvage(len(diverged), study_epochs(diverged), study_epochs(trials), salvaged,
                    best.number if best else None, best.value if best else None,
                    win.number if win else None, win.value if win else None)
