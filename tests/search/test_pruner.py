@@ -12,10 +12,12 @@ from optuna.trial import TrialState
 
 from autotune.search import (
     TimelinePruner,
+    default_pruner,
     timeline_values,
 )
-from autotune.search.pruner import has_rollback
+from autotune.search.pruner import drawn_finished, has_rollback
 from autotune.search.space import parse_space
+from autotune.search.vocabulary import TrialAttr
 from tests.search.common import add_trial
 
 
@@ -107,6 +109,69 @@ def test_a_nan_at_the_first_step_is_pruned_as_by_the_wrapped_pruner() -> None:
     add_trial(study, {1: 1.0}, value=1.0)
     nan = add_trial(study, {1: math.nan}, state=TrialState.RUNNING)
     assert study.pruner.prune(study, nan) == median.prune(study, nan)
+
+
+# -- startup: trials the sampler drew, not queued credit trials ------------------------------
+
+def _credit_trial(study: optuna.Study, of: int, values: dict[int, float]) -> None:
+    study.add_trial(optuna.create_trial(state=TrialState.COMPLETE, value=values[max(values)],
+                                        intermediate_values=values,
+                                        user_attrs={TrialAttr.CREDIT_OF: of}))
+
+
+def _slow_starter(drawn: int, credit: bool) -> tuple[optuna.Study, optuna.trial.FrozenTrial]:
+    """`drawn` sampled trials that learned fast (and a credit trial), then a running trial
+    whose loss at epoch 2 is above their median."""
+    study = optuna.create_study()
+    for i in range(drawn):
+        add_trial(study, {1: 1.5, 2: 1.0 + i / 100, 3: 0.9}, value=0.9)
+    if credit:
+        _credit_trial(study, 0, {1: 1.4, 2: 0.9, 3: 0.8})
+    return study, add_trial(study, {1: 1.7, 2: 1.6}, state=TrialState.RUNNING)
+
+
+def test_a_credit_trial_does_not_count_towards_the_startup_trials() -> None:
+    # Seeds 16 and 18 of the natural workload: four drawn trials and a credit trial had
+    # finished, and the median pruner (startup 5) pruned the sixth, a slow starter, at
+    # epoch 2. The same search without recovery would have let it run.
+    study, trial = _slow_starter(drawn=4, credit=True)
+    assert drawn_finished(study.get_trials()) == 4
+    assert not default_pruner().prune(study, trial)
+    bare = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    assert bare.prune(study, trial)               # what Optuna alone decides
+    assert not bare.prune(*_slow_starter(drawn=4, credit=False))  # without the credit trial
+
+
+def test_once_enough_drawn_trials_finished_the_credit_trial_is_a_peer() -> None:
+    study, trial = _slow_starter(drawn=5, credit=True)
+    assert default_pruner().prune(study, trial)
+    # The credit trial's values count in the median like any other finished trial's.
+    slow = [1.7, 1.6, 1.5, 1.4, 1.3]
+    study = optuna.create_study()
+    for i, v in enumerate(slow):
+        add_trial(study, {1: 1.8, 2: v}, value=v)
+    late = add_trial(study, {1: 1.8, 2: 1.45}, state=TrialState.RUNNING)
+    assert not default_pruner().prune(study, late)  # above the median 1.5 of five: kept
+    for _ in range(4):
+        _credit_trial(study, 0, {1: 1.0, 2: 0.5})
+    assert default_pruner().prune(study, late)      # with four credit trials, the median falls
+
+
+@pytest.mark.filterwarnings(*WARNINGS)
+def test_startup_trials_without_credit_trials_decide_as_the_wrapped_pruner() -> None:
+    differ = []
+    for seed in range(200):
+        study, trial = _random_study(seed)
+        pruner = _pruners(random.Random(seed))[0]
+        wrapped = TimelinePruner(pruner, startup_trials=pruner._n_startup_trials)
+        if wrapped.prune(study, trial) != pruner.prune(study, trial):
+            differ.append(seed)
+    assert differ == []
+
+
+def test_startup_trials_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="startup_trials must be 0 or more but got -1"):
+        TimelinePruner(optuna.pruners.NopPruner(), startup_trials=-1)
 
 
 def test_a_timeline_equal_to_the_reports_is_no_rollback() -> None:
