@@ -56,6 +56,12 @@ class SupervisorConfig:
     """Divergence threshold: validation loss above its best + this."""
     keep_checkpoints: int = 3
     """How many of the latest checkpoints to keep (the best and the initial are kept too)."""
+    extra_epochs: int | None = None
+    """Epochs a run may train beyond its planned ones to replay what rollbacks undid; at
+    that many it ends with its best model (completed). None: as many as it takes to reach
+    the planned epochs on the surviving timeline. A search under `--budget-epochs` runs
+    its trials with 0: a recovery's replay comes out of its own trial's epochs, not out of
+    the study's other trials'."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recovery", RecoveryMode.parse(self.recovery))
@@ -68,6 +74,14 @@ class SupervisorConfig:
                 raise ConfigError(f"{name} must be an integer but got {excerpt(value)}.")
             if value < low:
                 raise ConfigError(f"{name} must be >= {low} but got {excerpt(value)}.")
+        extra: Any = self.extra_epochs
+        if extra is not None:
+            if isinstance(extra, float) and extra.is_integer():
+                extra = int(extra)
+                object.__setattr__(self, "extra_epochs", extra)
+            if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+                raise ConfigError(f"extra_epochs must be an integer >= 0 or null but got "
+                                  f"{excerpt(extra)}.")
         value = self.max_loss_increase
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"max_loss_increase must be a number but got {excerpt(value)}.")

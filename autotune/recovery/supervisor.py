@@ -329,7 +329,7 @@ class Supervisor:
             if self._pending is not None:
                 verdict, self._pending = self._pending, None
                 status = self.recover(verdict)
-            while status is None and self.epoch < self.epochs:
+            while status is None and self.epoch < self.epochs and not self.compute_spent():
                 status = self._one_epoch()
         except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, Interrupted)):
@@ -341,6 +341,11 @@ class Supervisor:
             raise
         self._settle(keep=True)  # every queued write on disk before the run ends
         return self.result(status or RunStatus.COMPLETED)
+
+    def compute_spent(self) -> bool:
+        """The run has trained its planned epochs and the `extra_epochs` it may add."""
+        extra = self.settings.extra_epochs
+        return extra is not None and self.global_epoch >= self.epochs + extra
 
     def _settle(self, keep: bool) -> None:
         """Wait for the background writes (keep), or drop those not started."""

@@ -12,6 +12,8 @@ import yaml
 import autotune
 from autotune.cli import main
 from autotune.events import EventKind, RunStatus
+from autotune.recovery.settings import SupervisorConfig
+from autotune.recovery.supervise import start
 from tests.recovery.mlp_trainer import MLPTrainer
 
 DIVERGING = {"learning_rate": 0.3, "grad_clip": 0.0}  # validation loss climbs at epoch 3
@@ -121,3 +123,24 @@ def test_the_step_detector_knows_the_warmup_in_steps(tmp_path: Path) -> None:
     supervisor.begin_epoch()
     assert supervisor._thresholds is not None
     assert supervisor._thresholds.warmup_steps == 2 * MLPTrainer.steps_per_epoch
+
+
+def test_extra_epochs_0_takes_the_replay_out_of_the_planned_epochs(tmp_path: Path) -> None:
+    # The diverging rate is rolled back once: left to run, the replay adds epochs; with
+    # extra_epochs 0 the run ends at its planned compute with its best model, completed.
+    free = autotune.supervise(MLPTrainer(**DIVERGING), tmp_path / "free", epochs=6)
+    assert free.recoveries == 1 and free.global_epochs > 6
+    capped = start(MLPTrainer(**DIVERGING), tmp_path / "capped", 6, {},
+                   SupervisorConfig(extra_epochs=0))
+    assert capped.status is RunStatus.COMPLETED and capped.recoveries == 1
+    assert capped.global_epochs == 6
+    metrics = _lines(tmp_path / "capped" / "metrics.jsonl")
+    assert metrics[-1]["global_epoch"] == 6 and metrics[-1]["epoch"] < 6
+    surviving = [m["val_loss"] for m in metrics if m["global_epoch"] not in
+                 {e.global_epoch for e in capped.events if e.kind is EventKind.DIVERGED}]
+    assert capped.best_val_loss == pytest.approx(min(surviving))
+    config = yaml.safe_load((tmp_path / "capped" / "config.yaml").read_text())
+    assert config["extra_epochs"] == 0  # a resume keeps the cap
+    two = start(MLPTrainer(**DIVERGING), tmp_path / "two", 6, {},
+                SupervisorConfig(extra_epochs=2))
+    assert two.global_epochs == min(free.global_epochs, 8)

@@ -25,6 +25,9 @@ def test_recovery_modes(value: object, mode: RecoveryMode) -> None:
     ({"keep_checkpoints": 1}, "keep_checkpoints must be >= 2"),
     ({"max_loss_increase": 0}, "max_loss_increase must be > 0 but got 0."),
     ({"max_loss_increase": "x"}, "max_loss_increase must be a number but got 'x'."),
+    ({"extra_epochs": -1}, "extra_epochs must be an integer >= 0 or null but got -1."),
+    ({"extra_epochs": 2.5}, "extra_epochs must be an integer >= 0 or null but got 2.5."),
+    ({"extra_epochs": True}, "extra_epochs must be an integer >= 0 or null but got True."),
 ])
 def test_bad_settings_name_the_value(values: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:
