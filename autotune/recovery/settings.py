@@ -59,9 +59,9 @@ class SupervisorConfig:
     extra_epochs: int | None = None
     """Epochs a run may train beyond its planned ones to replay what rollbacks undid; at
     that many it ends with its best model (completed). None: as many as it takes to reach
-    the planned epochs on the surviving timeline. A search under `--budget-epochs` runs
-    its trials with 0: a recovery's replay comes out of its own trial's epochs, not out of
-    the study's other trials'."""
+    the planned epochs on the surviving timeline. 0 makes a recovered run cost what the
+    same run without recovery costs (BENCHMARKS.md, ninth session: in a search under an
+    epoch budget it was tried and not adopted)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recovery", RecoveryMode.parse(self.recovery))

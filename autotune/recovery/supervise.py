@@ -33,7 +33,8 @@ __all__ = ["check_resumable", "continue_run", "finish", "held_out", "pending_ver
 def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
               recovery: str | RecoveryMode = "on", max_recoveries: int = 4,
               max_loss_increase: float = 0.3, keep_checkpoints: int = 3,
-              policy: RecoveryConfig | None = None, hooks: Hooks | None = None) -> RunResult:
+              policy: RecoveryConfig | None = None, hooks: Hooks | None = None,
+              extra_epochs: int | None = None) -> RunResult:
     """Train `trainer` for `epochs` epochs in `run_dir`, detecting and recovering.
 
     A new `run_dir` gets config.yaml (the trainer's `hparams` and these settings),
@@ -53,6 +54,8 @@ def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
         keep_checkpoints: the latest checkpoints kept (besides the best and the initial).
         policy: the recovery policy's knobs (ladders, factors); default from max_recoveries.
         hooks: optional observers.
+        extra_epochs: epochs the run may train beyond `epochs` to replay what rollbacks
+            undid (then it ends with its best model); None: as many as it takes.
 
     With `AUTOTUNE_INJECT` set, the trainer meets its faults (`autotune.recovery.faults`).
     """
@@ -60,7 +63,8 @@ def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
     settings = SupervisorConfig(recovery=RecoveryMode.parse(recovery),
                                 max_recoveries=max_recoveries,
                                 max_loss_increase=max_loss_increase,
-                                keep_checkpoints=keep_checkpoints)
+                                keep_checkpoints=keep_checkpoints,
+                                extra_epochs=extra_epochs)
     path = Path(run_dir)
     if RunDir(path).exists():
         run = RunDir.open(path)

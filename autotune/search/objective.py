@@ -59,7 +59,7 @@ from autotune.search.vocabulary import (
 # EventSink and SearchEvent belong to `vocabulary`; they stay importable from here, where
 # callers found them before.
 __all__ = ["EventSink", "Objective", "ObjectiveSettings", "SearchEvent", "SurplusTrial",
-           "build_of", "is_surplus", "record_story", "set_user_attrs", "within_budget"]
+           "build_of", "is_surplus", "record_story", "set_user_attrs"]
 
 
 @dataclass(frozen=True)
@@ -125,16 +125,6 @@ class SurplusTrial(Exception):
 
 
 # -- pure decisions -----------------------------------------------------------------------
-
-def within_budget(supervisor: SupervisorConfig, budget: Budget) -> SupervisorConfig:
-    """A trial's supervisor settings in a study with `budget`: under an epoch budget a
-    recovery's replay comes out of the trial's own planned epochs (`extra_epochs` 0, where
-    the build set none), so recovering a trial never takes epochs from the trials the
-    study has still to run (BENCHMARKS.md, ninth session)."""
-    if budget.epochs is None or supervisor.extra_epochs is not None:
-        return supervisor
-    return supervisor.replace(extra_epochs=0)
-
 
 def is_surplus(trials: Iterable[FrozenTrial], number: int, target: int) -> bool:
     """Whether trial `number` is beyond the `target`-th trial that holds a slot (finished,
@@ -266,8 +256,7 @@ class Objective:
         holder = f"trial {trial.number} of study {trial.study.study_name}"
         if not resuming:
             return start(setup.trainer, run_path, setup.epochs, setup.config,
-                         within_budget(setup.supervisor, self.settings.budget),
-                         hooks=hooks, holder=holder, score=self.scores)
+                         setup.supervisor, hooks=hooks, holder=holder, score=self.scores)
         run = RunDir.open(run_path)
         summary = run.summary()
         if summary is not None:  # killed after the run ended, before Optuna heard of it

@@ -12,8 +12,6 @@ import yaml
 import autotune
 from autotune.cli import main
 from autotune.events import EventKind, RunStatus
-from autotune.recovery.settings import SupervisorConfig
-from autotune.recovery.supervise import start
 from tests.recovery.mlp_trainer import MLPTrainer
 
 DIVERGING = {"learning_rate": 0.3, "grad_clip": 0.0}  # validation loss climbs at epoch 3
@@ -130,8 +128,8 @@ def test_extra_epochs_0_takes_the_replay_out_of_the_planned_epochs(tmp_path: Pat
     # extra_epochs 0 the run ends at its planned compute with its best model, completed.
     free = autotune.supervise(MLPTrainer(**DIVERGING), tmp_path / "free", epochs=6)
     assert free.recoveries == 1 and free.global_epochs > 6
-    capped = start(MLPTrainer(**DIVERGING), tmp_path / "capped", 6, {},
-                   SupervisorConfig(extra_epochs=0))
+    capped = autotune.supervise(MLPTrainer(**DIVERGING), tmp_path / "capped", epochs=6,
+                                extra_epochs=0)
     assert capped.status is RunStatus.COMPLETED and capped.recoveries == 1
     assert capped.global_epochs == 6
     metrics = _lines(tmp_path / "capped" / "metrics.jsonl")
@@ -141,6 +139,6 @@ def test_extra_epochs_0_takes_the_replay_out_of_the_planned_epochs(tmp_path: Pat
     assert capped.best_val_loss == pytest.approx(min(surviving))
     config = yaml.safe_load((tmp_path / "capped" / "config.yaml").read_text())
     assert config["extra_epochs"] == 0  # a resume keeps the cap
-    two = start(MLPTrainer(**DIVERGING), tmp_path / "two", 6, {},
-                SupervisorConfig(extra_epochs=2))
+    two = autotune.supervise(MLPTrainer(**DIVERGING), tmp_path / "two", epochs=6,
+                             extra_epochs=2)
     assert two.global_epochs == min(free.global_epochs, 8)
