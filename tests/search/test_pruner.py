@@ -146,12 +146,11 @@ def test_once_enough_drawn_trials_finished_the_credit_trial_is_a_peer() -> None:
     study, trial = _slow_starter(drawn=5, credit=True)
     assert default_pruner().prune(study, trial)
     # The credit trial's values count in the median like any other finished trial's.
-    slow = [1.7, 1.6, 1.5, 1.4, 1.3]
     study = optuna.create_study()
-    for i, v in enumerate(slow):
+    for v in [1.7, 1.6, 1.5, 1.4, 1.3]:
         add_trial(study, {1: 1.8, 2: v}, value=v)
     late = add_trial(study, {1: 1.8, 2: 1.45}, state=TrialState.RUNNING)
-    assert not default_pruner().prune(study, late)  # above the median 1.5 of five: kept
+    assert not default_pruner().prune(study, late)  # below the five's median, 1.5: kept
     for _ in range(4):
         _credit_trial(study, 0, {1: 1.0, 2: 0.5})
     assert default_pruner().prune(study, late)      # with four credit trials, the median falls
