@@ -71,12 +71,13 @@ class TimelinePruner(BasePruner):
         self._startup_trials = startup_trials
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        if self._startup_trials and drawn_finished(
-                study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) \
-                < self._startup_trials:
-            return False
         # A StudyView answers what a pruner reads of a Study; Optuna types it as a Study.
-        return self._wrapped.prune(_TimelineView(study), _view(trial))  # type: ignore[arg-type]
+        if not self._wrapped.prune(_TimelineView(study), _view(trial)):  # type: ignore[arg-type]
+            return False
+        # Read the study again only for the rare epoch the wrapped pruner would prune at.
+        return not self._startup_trials or drawn_finished(
+            study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) \
+            >= self._startup_trials
 
 
 def default_pruner() -> BasePruner:
