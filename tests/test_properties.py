@@ -41,6 +41,7 @@ BOUNDED = settings(max_examples=60, deadline=None, derandomize=True,
 # -- strategies ---------------------------------------------------------------------------
 
 NAMES = st.sampled_from([*KEYS, "max_loss_increase", "max_recoveries", "recovery", "extra_epochs",
+                         "alarm_only",
                          "keep_checkpoints", "lerning_rate", "", "x" * 300])
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),

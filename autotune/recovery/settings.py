@@ -2,8 +2,8 @@
 
 These are the supervisor's settings, not the trainer's. In a run's flat YAML mapping
 (`config.yaml`, `--set`) they sit beside the trainer's keys under the contract's names
-(`max_loss_increase`, `max_recoveries`, `recovery`, `keep_checkpoints`); `split` takes
-them out of such a mapping.
+(`max_loss_increase`, `max_recoveries`, `recovery`, `keep_checkpoints`, `extra_epochs`,
+`alarm_only`); `split` takes them out of such a mapping.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from autotune.detect import Reason
 from autotune.errors import ConfigError, excerpt
 
 __all__ = ["SUPERVISOR_KEYS", "RecoveryMode", "SupervisorConfig", "split"]
@@ -62,9 +63,15 @@ class SupervisorConfig:
     the planned epochs on the surviving timeline. 0 makes a recovered run cost what the
     same run without recovery costs (BENCHMARKS.md, ninth session: in a search under an
     epoch budget it was tried and not adopted)."""
+    alarm_only: tuple[str, ...] = ()
+    """Reasons (the contract's `reason` strings) that only raise an `alarm` event, once a
+    run, whatever the recovery mode: the run goes on unchanged. A search sets
+    `("overfitting",)` (`autotune.search.setup.SEARCH_ALARM_ONLY`): a trial's value is its
+    best validation loss, which overfitting does not take away."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recovery", RecoveryMode.parse(self.recovery))
+        object.__setattr__(self, "alarm_only", _reasons(self.alarm_only, "alarm_only"))
         for name, low in (("max_recoveries", 0), ("keep_checkpoints", 2)):
             value = getattr(self, name)
             if isinstance(value, float) and value.is_integer():
@@ -96,10 +103,24 @@ class SupervisorConfig:
         """The YAML mapping (the mode as its string)."""
         out = dataclasses.asdict(self)
         out["recovery"] = self.recovery.value
+        out["alarm_only"] = list(self.alarm_only)
         return out
 
     def replace(self, **changes: Any) -> SupervisorConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _reasons(value: Any, name: str) -> tuple[str, ...]:
+    """A list of the contract's reason strings as a tuple, or ConfigError naming them."""
+    allowed = [r.value for r in Reason]
+    items = [value] if isinstance(value, str) else value
+    if items is None:
+        items = ()
+    if not isinstance(items, (list, tuple)) or not all(
+            isinstance(i, str) and i in allowed for i in items):
+        raise ConfigError(f"{name} must be a list of reasons ({', '.join(allowed)}) but got "
+                          f"{excerpt(value)}.")
+    return tuple(dict.fromkeys(items))
 
 
 SUPERVISOR_KEYS = tuple(f.name for f in dataclasses.fields(SupervisorConfig))

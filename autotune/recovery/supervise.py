@@ -9,7 +9,7 @@ test scores and its schedule audit; see `autotune.recovery.trainable`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,8 @@ def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
               recovery: str | RecoveryMode = "on", max_recoveries: int = 4,
               max_loss_increase: float = 0.3, keep_checkpoints: int = 3,
               policy: RecoveryConfig | None = None, hooks: Hooks | None = None,
-              extra_epochs: int | None = None) -> RunResult:
+              extra_epochs: int | None = None,
+              alarm_only: Sequence[str] = ()) -> RunResult:
     """Train `trainer` for `epochs` epochs in `run_dir`, detecting and recovering.
 
     A new `run_dir` gets config.yaml (the trainer's `hparams` and these settings),
@@ -56,6 +57,8 @@ def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
         hooks: optional observers.
         extra_epochs: epochs the run may train beyond `epochs` to replay what rollbacks
             undid (then it ends with its best model); None: as many as it takes.
+        alarm_only: reasons (`overfitting`, `loss_increase`, ...) that only raise an
+            alarm, once a run, whatever `recovery` says; a search sets `overfitting`.
 
     With `AUTOTUNE_INJECT` set, the trainer meets its faults (`autotune.recovery.faults`).
     """
@@ -64,7 +67,9 @@ def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
                                 max_recoveries=max_recoveries,
                                 max_loss_increase=max_loss_increase,
                                 keep_checkpoints=keep_checkpoints,
-                                extra_epochs=extra_epochs)
+                                extra_epochs=extra_epochs,
+                                alarm_only=(alarm_only,) if isinstance(alarm_only, str)
+                                else tuple(alarm_only))
     path = Path(run_dir)
     if RunDir(path).exists():
         run = RunDir.open(path)

@@ -243,17 +243,26 @@ class Supervisor:
         verdict = check_step(self.step_losses, grads, int(step), self._thresholds)
         if not verdict.diverged:
             return
-        if self.settings.recovery is RecoveryMode.WATCH:
+        if not self._acts_on(verdict):
             self._alarm(verdict)
             return
         raise StepDiverged(verdict)
 
+    def _acts_on(self, verdict: Verdict) -> bool:
+        """Whether a divergence verdict is acted on (recovered, or the run stopped) rather
+        than only recorded as an alarm (watch mode, or a reason in `alarm_only`)."""
+        reason = verdict.reason.value if verdict.reason else None
+        return self.settings.recovery is not RecoveryMode.WATCH \
+            and reason not in self.settings.alarm_only
+
     def _alarm(self, verdict: Verdict) -> None:
-        """Watch mode: one alarm per reason and epoch; nothing changes."""
+        """An alarm event, nothing changes: in watch mode one per reason and epoch, for a
+        reason in `alarm_only` one per run (it would be called again at every epoch)."""
         reason = verdict.reason.value if verdict.reason else "unknown"
-        if (reason, self.epoch) in self._alarmed:
+        key = (reason, -1 if reason in self.settings.alarm_only else self.epoch)
+        if key in self._alarmed:
             return
-        self._alarmed.add((reason, self.epoch))
+        self._alarmed.add(key)
         self.record_event(self._event(EventKind.ALARM, reason, step=verdict.step,
                                       message=verdict.message,
                                       evidence=dict(verdict.evidence)))
@@ -262,7 +271,7 @@ class Supervisor:
 
     def diverged(self, verdict: Verdict) -> RunStatus | None:
         """Act on a divergence; returns a final status, or None to carry on."""
-        if self.settings.recovery is RecoveryMode.WATCH:
+        if not self._acts_on(verdict):
             self._alarm(verdict)
             return None
         assert verdict.reason is not None
@@ -397,9 +406,9 @@ class Supervisor:
         assert self._thresholds is not None  # set by begin_epoch
         verdict = check_epoch(self.history, self._thresholds)
         if verdict.diverged:
-            status = self.diverged(verdict)
-            if self.settings.recovery is not RecoveryMode.WATCH:
-                return status
+            if self._acts_on(verdict):
+                return self.diverged(verdict)
+            self._alarm(verdict)
         self._save(as_float(val.get("val_loss")))
         if self.hooks.on_epoch:
             self.hooks.on_epoch(record)

@@ -36,13 +36,13 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
-from autotune.recovery.settings import RecoveryMode, SupervisorConfig
+from autotune.recovery.settings import RecoveryMode
 from autotune.search.factory import entry_of
 from autotune.search.objective import Objective, ObjectiveSettings, SurplusTrial
 from autotune.search.outcome import Winner, confirm
 from autotune.search.pruner import TimelinePruner, default_pruner
 from autotune.search.sampler import CreditSampler, CreditTPESampler
-from autotune.search.setup import Build, OwnBuild
+from autotune.search.setup import Build, OwnBuild, search_supervisor
 from autotune.search.space import Space
 from autotune.search.study.plan import StudyPlan
 from autotune.search.study.storage import open_storage
@@ -64,7 +64,7 @@ class StudyObjective(Objective):
                                      recovery=recovery, kind="build", trainer=entry,
                                      max_recoveries=max_recoveries)
         name = entry or str(getattr(build, "__qualname__", "build"))
-        supervisor = SupervisorConfig(recovery=recovery, max_recoveries=max_recoveries)
+        supervisor = search_supervisor(recovery, max_recoveries)
         super().__init__(settings, build=OwnBuild(build, epochs, supervisor, name=name))
         self.epochs = epochs
 

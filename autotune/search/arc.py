@@ -15,8 +15,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from autotune.recovery.runs import RunConfig, arc_trainer
-from autotune.recovery.settings import RecoveryMode, SupervisorConfig
-from autotune.search.setup import TrialSetup, next_seed
+from autotune.recovery.settings import RecoveryMode
+from autotune.search.setup import TrialSetup, next_seed, search_supervisor
 from autotune.search.space import Space
 from autotune.search.vocabulary import TrialAttr
 from trainer.config import TrainConfig
@@ -47,7 +47,7 @@ class ArcBuild:
         self.profile = profile
         self.overrides = dict(overrides or {})
         self.device = device
-        self.supervisor = SupervisorConfig(recovery=recovery, max_recoveries=max_recoveries)
+        self.supervisor = search_supervisor(recovery, max_recoveries)
 
     def setup(self, trial: optuna.Trial, stream: int) -> TrialSetup:
         params = self.space.suggest(trial)

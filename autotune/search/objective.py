@@ -36,7 +36,7 @@ from autotune.jsonio import as_float, jsonable
 from autotune.recovery import checkpoint_files
 from autotune.recovery.lock import run_lock
 from autotune.recovery.rundir import CONFIG, RunDir
-from autotune.recovery.settings import RecoveryMode, SupervisorConfig, split
+from autotune.recovery.settings import RecoveryMode, split
 from autotune.recovery.supervise import check_resumable, continue_run, start
 from autotune.recovery.supervisor import RunResult
 from autotune.search.arc import ArcBuild
@@ -45,7 +45,7 @@ from autotune.search.credit import credit_params, deserves_credit, restarted_fro
 from autotune.search.dashboard import TrialStory, publish, rolled_back_steps, store_dir
 from autotune.search.factory import FactoryBuild, load
 from autotune.search.recorder import TrialRecorder
-from autotune.search.setup import OwnBuild, TrialBuild, TrialSetup, space_of
+from autotune.search.setup import OwnBuild, TrialBuild, TrialSetup, search_supervisor, space_of
 from autotune.search.space import Space
 from autotune.search.vocabulary import (
     ARC_SCORES,
@@ -102,7 +102,7 @@ class ObjectiveSettings:
 def build_of(settings: ObjectiveSettings) -> TrialBuild:
     """The build the settings describe (ConfigError when it cannot be loaded)."""
     s = settings
-    supervisor = SupervisorConfig(recovery=s.recovery, max_recoveries=s.max_recoveries)
+    supervisor = search_supervisor(s.recovery, s.max_recoveries)
     if s.kind == "arc":
         return ArcBuild(s.space, s.profile, s.overrides, s.device, s.recovery,
                         s.max_recoveries)

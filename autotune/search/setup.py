@@ -33,8 +33,14 @@ from autotune.recovery.trainable import Trainable
 from autotune.search.space import Choice, Param, Range, Space
 from autotune.search.vocabulary import TrialAttr
 
-__all__ = ["Build", "OwnBuild", "TrialBuild", "TrialSetup", "check_trainable", "next_seed",
-           "space_of"]
+__all__ = ["SEARCH_ALARM_ONLY", "Build", "OwnBuild", "TrialBuild", "TrialSetup",
+           "check_trainable", "next_seed", "search_supervisor", "space_of"]
+
+SEARCH_ALARM_ONLY = ("overfitting",)
+"""The reasons a search's trials only record as alarms (`SupervisorConfig.alarm_only`): a
+trial's value is its best validation loss, which overfitting does not take away, and
+acting on it (a rollback, weight decay, then a rate cut) made trials worse more often
+than better at equal epochs (BENCHMARKS.md, ninth and tenth sessions)."""
 
 Build = Callable[[Any], Trainable]
 """A user's `build(trial)`: samples with `trial.suggest_*`, returns a Trainable."""
@@ -49,6 +55,12 @@ class TrialSetup:
     config: dict[str, Any]
     """config.yaml's trainer half (the supervisor's settings are added to it)."""
     supervisor: SupervisorConfig
+
+
+def search_supervisor(recovery: Any, max_recoveries: int) -> SupervisorConfig:
+    """The supervisor's settings of a search's trials."""
+    return SupervisorConfig(recovery=recovery, max_recoveries=max_recoveries,
+                            alarm_only=SEARCH_ALARM_ONLY)
 
 
 class TrialBuild(Protocol):

@@ -142,3 +142,22 @@ def test_extra_epochs_0_takes_the_replay_out_of_the_planned_epochs(tmp_path: Pat
     two = autotune.supervise(MLPTrainer(**DIVERGING), tmp_path / "two", epochs=6,
                              extra_epochs=2)
     assert two.global_epochs == min(free.global_epochs, 8)
+
+
+@pytest.mark.parametrize("recovery", ["on", "off"])
+def test_a_reason_in_alarm_only_raises_one_alarm_and_changes_nothing(
+        tmp_path: Path, recovery: str) -> None:
+    # The diverging rate is called at epoch 3 and again at the epochs after: one alarm,
+    # whatever the mode, and the run trains its planned epochs with its own rate.
+    result = autotune.supervise(MLPTrainer(**DIVERGING), tmp_path / "run", epochs=6,
+                                recovery=recovery, alarm_only=["loss_increase"])
+    assert result.status is RunStatus.COMPLETED and result.recoveries == 0
+    assert [(e.kind, e.reason, e.epoch) for e in result.events] == [
+        (EventKind.ALARM, "loss_increase", 3)]
+    assert result.hparams == MLPTrainer(**DIVERGING).hparams
+    assert result.global_epochs == 6
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert config["alarm_only"] == ["loss_increase"]  # a resume keeps it
+    other = autotune.supervise(MLPTrainer(**DIVERGING), tmp_path / "other", epochs=6,
+                               recovery=recovery, alarm_only="overfitting")
+    assert other.events[0].kind is EventKind.DIVERGED  # other reasons are acted on

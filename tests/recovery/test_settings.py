@@ -28,11 +28,25 @@ def test_recovery_modes(value: object, mode: RecoveryMode) -> None:
     ({"extra_epochs": -1}, "extra_epochs must be an integer >= 0 or null but got -1."),
     ({"extra_epochs": 2.5}, "extra_epochs must be an integer >= 0 or null but got 2.5."),
     ({"extra_epochs": True}, "extra_epochs must be an integer >= 0 or null but got True."),
+    ({"alarm_only": ["overfit"]}, "alarm_only must be a list of reasons (nonfinite_loss, "
+                                  "nonfinite_grad, loss_increase, loss_spike, grad_explosion, "
+                                  "overfitting, collapsed) but got ['overfit']."),
+    ({"alarm_only": 3}, "alarm_only must be a list of reasons"),
 ])
 def test_bad_settings_name_the_value(values: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         SupervisorConfig(**values)
     assert message in str(info.value)
+
+
+def test_alarm_only_reads_a_list_or_one_reason_and_writes_a_list() -> None:
+    assert SupervisorConfig().alarm_only == ()
+    assert SupervisorConfig(alarm_only="overfitting").alarm_only == ("overfitting",)
+    both = SupervisorConfig(alarm_only=["overfitting", "collapsed", "overfitting"])
+    assert both.alarm_only == ("overfitting", "collapsed")
+    assert both.to_dict()["alarm_only"] == ["overfitting", "collapsed"]  # plain YAML
+    _, again = split(both.to_dict())
+    assert again == both
 
 
 def test_a_flat_run_mapping_splits_into_trainer_and_supervisor() -> None:

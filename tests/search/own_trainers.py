@@ -18,6 +18,32 @@ def build_mlp(trial: optuna.Trial) -> MLPTrainer:
                       grad_clip=0.0)
 
 
+class OverfittingMLP(MLPTrainer):
+    """The MLP whose validation loss climbs by 0.05 an epoch from its fourth evaluation on
+    while its training loss goes on falling: overfitting, called at epoch 7 of 8."""
+
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__(**hparams)
+        self.evaluations = 0
+
+    def evaluate(self) -> dict[str, float]:
+        self.evaluations += 1
+        return {"val_loss": super().evaluate()["val_loss"]
+                + 0.05 * max(0, self.evaluations - 3)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "evaluations": self.evaluations}
+
+    def load_state_dict(self, state: Any) -> None:
+        super().load_state_dict(state)
+        self.evaluations = int(state["evaluations"])
+
+
+def build_overfitting(trial: optuna.Trial) -> OverfittingMLP:
+    return OverfittingMLP(learning_rate=trial.suggest_float("learning_rate", 0.01, 0.03),
+                          epochs=8)
+
+
 def build_charlm(trial: optuna.Trial) -> CharLMTrainer:
     return CharLMTrainer(learning_rate=trial.suggest_float("learning_rate", 1e-3, 3e-2,
                                                            log=True),

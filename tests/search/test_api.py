@@ -19,7 +19,7 @@ from autotune import cli
 from autotune.search.pruner import TimelinePruner
 from autotune.search.sampler import CreditSampler, sampled_view
 from tests.search.common import child_env
-from tests.search.own_trainers import build_charlm, build_mlp
+from tests.search.own_trainers import OverfittingMLP, build_charlm, build_mlp, build_overfitting
 
 STORAGE = "sqlite:///own.db"
 
@@ -72,6 +72,28 @@ def test_a_diverging_trial_is_salvaged_the_sampler_sees_it_and_the_winner_is_rec
     plan = loaded.user_attrs["autotune_plan"]
     assert plan["kind"] == "build" and plan["trials"] == 2
     assert plan["trainer"] == "tests.search.own_trainers:build_mlp"
+
+
+def test_a_search_trial_only_raises_an_alarm_on_overfitting(here: Path) -> None:
+    # A trial's value is its best validation loss, which overfitting does not take away: the
+    # search leaves the trial alone where a run would roll back and regularise.
+    alone = autotune.supervise(OverfittingMLP(epochs=8), here / "alone", epochs=8)
+    assert [e.reason for e in alone.events][:2] == ["overfitting", "overfitting"]
+    assert alone.recoveries >= 1
+    study = autotune.create_study(study_name="over", storage=STORAGE)
+    study.optimize(autotune.objective(build_overfitting, epochs=8, run_root="runs/over"),
+                   n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["stable"]
+    assert trial.user_attrs["recoveries"] == 0 and trial.user_attrs["changes"] == {}
+    run = Path(trial.user_attrs["run_dir"])
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [(e["kind"], e["reason"], e["epoch"]) for e in events] == [
+        ("alarm", "overfitting", 7)]
+    assert _global_epochs(run) == list(range(1, 9))
+    assert [e["kind"] for e in trial.user_attrs["events"]] == ["alarm"]
+    assert trial.user_attrs["effective_config"]["alarm_only"] == ["overfitting"]
+    assert trial.value == pytest.approx(min(trial.intermediate_values.values()))
 
 
 @pytest.mark.slow
