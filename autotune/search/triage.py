@@ -5,9 +5,9 @@ draw a fresh one (TPE learns from the pruned trial's last reported value, as it 
 plain Optuna). Both are bets on beating the study's best, and the study says what each is
 worth:
 
-- recover while the study cannot judge yet (the rollback goes to an epoch before the
-  pruner's warmup, or fewer than its startup trials finished that far): the pruner would
-  not stop such a trial either;
+- recover while the study cannot judge yet: the rollback goes to an epoch before the
+  pruner's warmup (the pruner would not stop such a trial either), or no other trial
+  finished that far (`TRIAGE_MIN_PEERS`);
 - otherwise weigh the chance of a new best per epoch of compute:
   - a recovery costs the epochs still to run after the rollback (the replay and the rest of
     the plan); its chance is `q ** n`, where `n` is the number of other finished trials at
@@ -44,7 +44,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune.events import fmt
 from autotune.search.budget import trial_epochs
 from autotune.search.timeline import timeline_values
-from autotune.search.vocabulary import PRUNER_STARTUP_TRIALS, PRUNER_WARMUP_EPOCHS, TriageChoice
+from autotune.search.vocabulary import PRUNER_WARMUP_EPOCHS, TRIAGE_MIN_PEERS, TriageChoice
 
 __all__ = ["FreshTrial", "Triage", "fresh_trial", "peer_values", "triage", "win_chance"]
 
@@ -109,7 +109,7 @@ def _pct(x: float) -> str:
 
 
 def triage(epoch: int, best: float, peers: Sequence[float], *, remaining: int,
-           fresh: FreshTrial, startup: int = PRUNER_STARTUP_TRIALS,
+           fresh: FreshTrial, startup: int = TRIAGE_MIN_PEERS,
            warmup: int = PRUNER_WARMUP_EPOCHS) -> Triage:
     """Recover or prune a trial whose recovery would roll back to logical `epoch` and then
     run `remaining` more epochs, where its best validation loss so far is `best`, given the
@@ -124,7 +124,7 @@ def triage(epoch: int, best: float, peers: Sequence[float], *, remaining: int,
         return Triage(TriageChoice.RECOVER, why, epoch, shown_best, None, n, remaining)
     if n < startup:
         why = (f"too early to judge: {n} other finished trial(s) reached epoch {epoch}, "
-               f"fewer than the pruner's {startup}")
+               f"fewer than {startup}")
         return Triage(TriageChoice.RECOVER, why, epoch, shown_best, None, n, remaining)
     median = statistics.median(finite)
     mine = win_chance(best, finite)

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any, Final
 
 __all__ = ["ARC_SCORES", "CONSTRAINT", "PRUNER_STARTUP_TRIALS", "PRUNER_WARMUP_EPOCHS",
+           "TRIAGE_MIN_PEERS",
            "EventSink", "NextAction", "SearchEvent", "SearchEventKind", "StudyAttr", "SystemAttr",
            "TrialAttr", "TriageChoice"]
 
@@ -141,6 +142,11 @@ class SystemAttr:
 
 
 PRUNER_STARTUP_TRIALS: Final = 5
-"""The median pruner judges once this many trials finished; triage judges from there too."""
+"""The median pruner judges once this many trials the sampler drew finished."""
+TRIAGE_MIN_PEERS: Final = 1
+"""Triage weighs a recovery once this many other trials finished past its rollback epoch
+(its smoothing, `(beaten + 1) / (n + 2)`, keeps a verdict on few peers cautious); with the
+pruner's 5 it said "too early to judge" in almost every decision of a six-trial search
+(BENCHMARKS.md, seventh and tenth sessions)."""
 PRUNER_WARMUP_EPOCHS: Final = 2
 """The median pruner judges from this epoch; triage recovers every rollback before it."""

@@ -19,7 +19,7 @@ from tests.search.common import SPACE, add_trial
 
 RECOVER, PRUNE = TriageChoice.RECOVER, TriageChoice.PRUNE
 
-# Five finished trials (the pruner's startup) with these values at epochs 1-4.
+# Five finished trials with these values at epochs 1-4.
 GOOD = [{1: 1.6, 2: 1.4, 3: 1.3, 4: 1.25}, {1: 1.7, 2: 1.5, 3: 1.4, 4: 1.35},
         {1: 1.5, 2: 1.3, 3: 1.2, 4: 1.15}, {1: 1.8, 2: 1.6, 3: 1.5, 4: 1.45},
         {1: 1.6, 2: 1.45, 3: 1.35, 4: 1.3}]  # medians: epoch 2 1.45, epoch 3 1.35, 4 1.3
@@ -41,8 +41,14 @@ def _study(peers: list[dict[int, float]], pruned: list[dict[int, float]] | None 
     # before the pruner's warmup: a restart from the initial weights, or after one epoch
     (GOOD, [], 0, math.inf, 4, RECOVER, "before the pruner's 2 warmup epochs"),
     (GOOD, [], 1, 9.0, 4, RECOVER, "before the pruner's 2 warmup epochs"),
-    # too few peers reached the epoch
-    (GOOD[:4], [], 2, 9.0, 4, RECOVER, "4 other finished trial(s) reached epoch 2, fewer than"),
+    # no peer reached the epoch yet
+    ([], [], 2, 9.0, 4, RECOVER, "0 other finished trial(s) reached epoch 2, fewer than 1"),
+    # weighed from the first peer (TRIAGE_MIN_PEERS), cautiously: behind the only peer, a
+    # smoothed 1/3 chance in 2 epochs beats a fresh trial's 1/2 in 4; behind two, 6.2%
+    # does not beat 1/3 in 4; behind four, long before the pruner's 5 startup trials
+    (GOOD[:1], [], 2, 9.0, 4, RECOVER, "a 33.3% chance of beating the best (16.7% an epoch)"),
+    (GOOD[:2], [], 2, 9.0, 4, PRUNE, "worse than the median 1.4500 of 2 other trials"),
+    (GOOD[:4], [], 2, 9.0, 4, PRUNE, "worse than the median 1.4500 of 4 other trials"),
     # ahead of every peer: a 46% chance of a new best in 2 epochs, a fresh trial 1/6 in 4
     (GOOD, [], 2, 1.2, 4, RECOVER, "competitive"),
     # At the median (new rule, was RECOVER): a 3.1% chance of a new best (0.5 ** 5) for
