@@ -81,6 +81,7 @@ def test_a_search_trial_only_raises_an_alarm_on_overfitting(here: Path) -> None:
     assert [e.reason for e in alone.events][:2] == ["overfitting", "overfitting"]
     assert alone.recoveries >= 1
     study = autotune.create_study(study_name="over", storage=STORAGE)
+    study.enqueue_trial({"learning_rate": 0.02})  # the rate of the run alone: called at 7
     study.optimize(autotune.objective(build_overfitting, epochs=8, run_root="runs/over"),
                    n_trials=1)
     trial = study.trials[0]
