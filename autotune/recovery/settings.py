@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -63,8 +63,9 @@ class SupervisorConfig:
     the planned epochs on the surviving timeline. 0 makes a recovered run cost what the
     same run without recovery costs (BENCHMARKS.md, ninth session: in a search under an
     epoch budget it was tried and not adopted)."""
-    alarm_only: tuple[str, ...] = ()
-    """Reasons (the contract's `reason` strings) that only raise an `alarm` event, once a
+    alarm_only: Sequence[str] = ()
+    """Reasons (the contract's `reason` strings; one reason alone reads as a list of it;
+    kept as a tuple) that only raise an `alarm` event, once a
     run, whatever the recovery mode: the run goes on unchanged. A search sets
     `("overfitting",)` (`autotune.search.setup.SEARCH_ALARM_ONLY`): a trial's value is its
     best validation loss, which overfitting does not take away."""

@@ -67,9 +67,7 @@ def supervise(trainer: Trainable, run_dir: str | Path, epochs: int, *,
                                 max_recoveries=max_recoveries,
                                 max_loss_increase=max_loss_increase,
                                 keep_checkpoints=keep_checkpoints,
-                                extra_epochs=extra_epochs,
-                                alarm_only=(alarm_only,) if isinstance(alarm_only, str)
-                                else tuple(alarm_only))
+                                extra_epochs=extra_epochs, alarm_only=alarm_only)
     path = Path(run_dir)
     if RunDir(path).exists():
         run = RunDir.open(path)

@@ -109,7 +109,7 @@ def _pct(x: float) -> str:
 
 
 def triage(epoch: int, best: float, peers: Sequence[float], *, remaining: int,
-           fresh: FreshTrial, startup: int = TRIAGE_MIN_PEERS,
+           fresh: FreshTrial, min_peers: int = TRIAGE_MIN_PEERS,
            warmup: int = PRUNER_WARMUP_EPOCHS) -> Triage:
     """Recover or prune a trial whose recovery would roll back to logical `epoch` and then
     run `remaining` more epochs, where its best validation loss so far is `best`, given the
@@ -122,9 +122,9 @@ def triage(epoch: int, best: float, peers: Sequence[float], *, remaining: int,
         why = (f"too early to judge: it rolls back to epoch {epoch}, before the pruner's "
                f"{warmup} warmup epochs")
         return Triage(TriageChoice.RECOVER, why, epoch, shown_best, None, n, remaining)
-    if n < startup:
+    if n < min_peers:
         why = (f"too early to judge: {n} other finished trial(s) reached epoch {epoch}, "
-               f"fewer than {startup}")
+               f"fewer than {min_peers}")
         return Triage(TriageChoice.RECOVER, why, epoch, shown_best, None, n, remaining)
     median = statistics.median(finite)
     mine = win_chance(best, finite)
