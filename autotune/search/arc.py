@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from autotune.recovery.runs import RunConfig, arc_trainer
-from autotune.recovery.settings import RecoveryMode
+from autotune.recovery.settings import RecoveryMode, SupervisorConfig
 from autotune.search.setup import TrialSetup, next_seed, search_supervisor
 from autotune.search.space import Space
 from autotune.search.vocabulary import TrialAttr
@@ -41,13 +41,12 @@ class ArcBuild:
     """ARC trials over `space` (see the module docstring)."""
 
     def __init__(self, space: Space, profile: str, overrides: dict[str, Any] | None = None,
-                 device: str = "auto", recovery: RecoveryMode = RecoveryMode.ON,
-                 max_recoveries: int = 4) -> None:
+                 device: str = "auto", supervisor: SupervisorConfig | None = None) -> None:
         self.space = space
         self.profile = profile
         self.overrides = dict(overrides or {})
         self.device = device
-        self.supervisor = search_supervisor(recovery, max_recoveries)
+        self.supervisor = supervisor or search_supervisor(RecoveryMode.ON, 4)
 
     def setup(self, trial: optuna.Trial, stream: int) -> TrialSetup:
         params = self.space.suggest(trial)

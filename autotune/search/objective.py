@@ -104,8 +104,7 @@ def build_of(settings: ObjectiveSettings) -> TrialBuild:
     s = settings
     supervisor = search_supervisor(s.recovery, s.max_recoveries)
     if s.kind == "arc":
-        return ArcBuild(s.space, s.profile, s.overrides, s.device, s.recovery,
-                        s.max_recoveries)
+        return ArcBuild(s.space, s.profile, s.overrides, s.device, supervisor)
     if s.kind == "factory" and s.trainer is not None:
         return FactoryBuild(s.trainer, s.space, s.overrides.get("epochs"), supervisor)
     if s.kind == "build" and s.trainer is not None:

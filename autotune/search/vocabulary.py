@@ -15,9 +15,8 @@ from enum import Enum
 from typing import Any, Final
 
 __all__ = ["ARC_SCORES", "CONSTRAINT", "PRUNER_STARTUP_TRIALS", "PRUNER_WARMUP_EPOCHS",
-           "TRIAGE_MIN_PEERS",
-           "EventSink", "NextAction", "SearchEvent", "SearchEventKind", "StudyAttr", "SystemAttr",
-           "TrialAttr", "TriageChoice"]
+           "TRIAGE_MIN_PEERS", "EventSink", "NextAction", "SearchEvent", "SearchEventKind",
+           "StudyAttr", "SystemAttr", "TrialAttr", "TriageChoice"]
 
 
 class SearchEventKind(str, Enum):
