@@ -15,8 +15,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from autotune.recovery.runs import RunConfig, arc_trainer
-from autotune.recovery.settings import RecoveryMode, SupervisorConfig
-from autotune.search.setup import TrialSetup, next_seed, search_supervisor
+from autotune.recovery.settings import SupervisorConfig
+from autotune.search.setup import TrialSetup, next_seed
 from autotune.search.space import Space
 from autotune.search.vocabulary import TrialAttr
 from trainer.config import TrainConfig
@@ -40,13 +40,13 @@ def data_for(config: TrainConfig) -> ArcData:
 class ArcBuild:
     """ARC trials over `space` (see the module docstring)."""
 
-    def __init__(self, space: Space, profile: str, overrides: dict[str, Any] | None = None,
-                 device: str = "auto", supervisor: SupervisorConfig | None = None) -> None:
+    def __init__(self, space: Space, profile: str, overrides: dict[str, Any] | None,
+                 device: str, supervisor: SupervisorConfig) -> None:
         self.space = space
         self.profile = profile
         self.overrides = dict(overrides or {})
         self.device = device
-        self.supervisor = supervisor or search_supervisor(RecoveryMode.ON, 4)
+        self.supervisor = supervisor
 
     def setup(self, trial: optuna.Trial, stream: int) -> TrialSetup:
         params = self.space.suggest(trial)
