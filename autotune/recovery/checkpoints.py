@@ -106,10 +106,15 @@ class DiskCheckpoints(WritesNow):
         checkpoint_files.discard_after(self.directory, global_epoch)
 
 
+_IMMUTABLE = (bool, int, float, complex, str, bytes, type(None))
+
+
 def cpu_copy(state: Any) -> Any:
     """A deep copy of a state with every tensor detached and on the CPU."""
     if isinstance(state, torch.Tensor):
         return state.detach().to("cpu", copy=True)
+    if isinstance(state, _IMMUTABLE):  # a run's step losses: hundreds of floats an epoch
+        return state
     if isinstance(state, Mapping):
         return {k: cpu_copy(v) for k, v in state.items()}
     if isinstance(state, (list, tuple)):

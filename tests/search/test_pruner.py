@@ -15,7 +15,7 @@ from autotune.search import (
     default_pruner,
     timeline_values,
 )
-from autotune.search.pruner import drawn_finished, has_rollback
+from autotune.search.pruner import CompletedTrials, drawn_finished, has_rollback
 from autotune.search.space import parse_space
 from autotune.search.vocabulary import TrialAttr
 from tests.search.common import add_trial
@@ -209,3 +209,63 @@ def test_the_pruner_judges_a_trial_at_the_collapse_level(tmp_path: Path) -> None
     assert list(trial.intermediate_values) == [1]
     assert trial.user_attrs["events"] == [] and trial.user_attrs["divergences"] == 0
     assert "pruned by the pruner at epoch 1" in trial.user_attrs["pruned_reason"]
+
+
+# -- the complete trials read only when their count moved (a study in SQLite) ---------------
+
+def _sqlite_study(tmp_path: Path) -> optuna.Study:
+    from autotune.search.study.storage import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path}/pruner.db")
+    return optuna.create_study(study_name="pruner", storage=storage)
+
+
+def test_count_trials_counts_a_sqlite_studys_trials_by_state(tmp_path: Path) -> None:
+    study = _sqlite_study(tmp_path)
+    for state in [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED,
+                  TrialState.RUNNING]:
+        add_trial(study, {1: 1.0}, value=1.0, state=state)
+    backend = study._storage._backend  # type: ignore[attr-defined]  # under Optuna's cache
+    assert backend.count_trials(study._study_id, (TrialState.COMPLETE,)) == 2
+    assert backend.count_trials(study._study_id, (TrialState.COMPLETE,
+                                                  TrialState.PRUNED)) == 3
+    assert backend.count_trials(study._study_id, (TrialState.FAIL,)) == 0
+
+
+def test_complete_trials_are_read_again_only_when_their_count_moved(tmp_path: Path) -> None:
+    study = _sqlite_study(tmp_path)
+    completed = CompletedTrials()
+    add_trial(study, {1: 1.0}, value=1.0)
+    first = completed.read(study)
+    assert [t.number for t in first] == [0]
+    add_trial(study, {1: 2.0}, state=TrialState.RUNNING)   # a running trial changes nothing
+    add_trial(study, {1: 2.0}, value=None, state=TrialState.PRUNED)
+    assert completed.read(study) is first                  # not read again
+    # Another process's storage object completes a trial: the count moves, the list follows.
+    other = optuna.load_study(study_name="pruner", storage=f"sqlite:///{tmp_path}/pruner.db")
+    add_trial(other, {1: 0.5}, value=0.5)
+    assert [t.number for t in completed.read(study)] == [0, 3]
+    # An in-memory study has no count: read every time, always current.
+    memory = optuna.create_study()
+    add_trial(memory, {1: 1.0}, value=1.0)
+    assert [t.number for t in completed.read(memory)] == [0]
+    add_trial(memory, {1: 0.9}, value=0.9)
+    assert [t.number for t in completed.read(memory)] == [0, 1]
+
+
+@pytest.mark.filterwarnings(*WARNINGS)
+def test_on_a_sqlite_study_the_pruner_decides_as_on_a_fresh_read(tmp_path: Path) -> None:
+    # Trials complete between the epochs of a running one: every decision is the wrapped
+    # pruner's on the study read afresh.
+    study = _sqlite_study(tmp_path)
+    rng = random.Random(7)
+    pruner = TimelinePruner(optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+    decisions = []
+    for _ in range(12):
+        values = {s: rng.uniform(0.5, 2.0) for s in range(1, rng.randint(2, 5))}
+        running = add_trial(study, values, state=TrialState.RUNNING)
+        fresh = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        decisions.append((pruner.prune(study, running), fresh.prune(study, running)))
+        add_trial(study, values, value=values[max(values)])
+    assert all(ours == theirs for ours, theirs in decisions)
+    assert {ours for ours, _ in decisions} == {True, False}  # both decisions were met

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, TypeVar
 
 import sqlalchemy.event
@@ -280,6 +280,23 @@ class RetryingRDBStorage(RDBStorage):
             if state is None:
                 raise KeyError(f"no trial with trial_id {trial_id}")
             return TrialState(state)
+
+        return self._call(once)
+
+    def count_trials(self, study_id: int, states: Collection[TrialState]) -> int:
+        """How many of the study's trials are in `states` (one count query), retried like
+        every call: what `autotune.search.pruner` asks at every epoch to know whether the
+        study's finished trials changed, where reading them reloads every running trial
+        (about 6 ms a read here against well under 1 ms for the count)."""
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        def once() -> int:
+            with _create_scoped_session(self.scoped_session) as session:
+                return int(session.query(sqlalchemy.func.count(models.TrialModel.trial_id))
+                           .filter(models.TrialModel.study_id == study_id,
+                                   models.TrialModel.state.in_(list(states)))
+                           .scalar() or 0)
 
         return self._call(once)
 
