@@ -51,9 +51,6 @@ class CompletedTrials:
         # (storage, study id, its complete trials), replaced whole: threads may share it.
         self._held: tuple[object, int, list[FrozenTrial]] | None = None
 
-    def __getstate__(self) -> dict[str, object]:
-        return {"_held": None}  # a copy in another process reads its own
-
     def read(self, study: optuna.Study) -> list[FrozenTrial]:
         storage = getattr(study, "_storage", None)
         backend = getattr(storage, "_backend", storage)

@@ -287,7 +287,8 @@ class RetryingRDBStorage(RDBStorage):
         """How many of the study's trials are in `states` (one count query), retried like
         every call: what `autotune.search.pruner` asks at every epoch to know whether the
         study's finished trials changed, where reading them reloads every running trial
-        (about 6 ms a read here against well under 1 ms for the count)."""
+        (in a search here, right after an epoch of training: 1.5 ms a count against 6 ms a
+        read)."""
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
